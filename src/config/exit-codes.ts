@@ -6,10 +6,13 @@
  */
 export const EXIT_CONFIG = 78;
 
-/** The exit code `err` asks for: a refusal's own (EXIT_CONFIG: PrefixInUse, EvictingRedis; EXIT_NOT_SEEDED), else 1. */
-export function exitCodeOf(err: unknown): number {
+/**
+ * The exit code `err` asks for: a refusal's own (EXIT_CONFIG: PrefixInUse, EvictingRedis;
+ * EXIT_NOT_SEEDED), else `otherwise` (1).
+ */
+export function exitCodeOf(err: unknown, otherwise = 1): number {
   const code = (err as { exitCode?: unknown } | undefined)?.exitCode;
-  return typeof code === 'number' ? code : 1;
+  return typeof code === 'number' ? code : otherwise;
 }
 
 /**

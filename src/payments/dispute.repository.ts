@@ -77,6 +77,11 @@ export class DisputeRepository {
     });
   }
 
+  /** Whether the dispute is recorded (for any payment). */
+  exists(id: string): Promise<boolean> {
+    return this.tx.withManager((m) => m.getRepository(PaymentDisputeEntity).existsBy({ id }));
+  }
+
   /**
    * The provider was asked about the dispute (or told us) at `at`: it goes to the back of the
    * line; with the evidence deadline it reported, if any (a new one is reminded of again).

@@ -172,6 +172,9 @@ function mockGateway(): jest.Mocked<PaymentGateway> {
     createRefund: jest.fn(),
     listRefunds: jest.fn().mockResolvedValue([]),
     retrieveDispute: jest.fn(),
+    listIntentsSince: jest.fn(),
+    listRefundsSince: jest.fn(),
+    listDisputesSince: jest.fn(),
   };
 }
 

@@ -118,7 +118,7 @@ type OrphanNews = 'payment' | 'refund' | 'dispute';
 /**
  * The orphans' error lines: one per intent and kind of news a minute (a payment's several events),
  * and at most 100 intents named apart in a minute — a restore that lost a sale's orders is one
- * line a minute past them, counting the rest.
+ * line a minute past them, counting the rest (`npm run payments:orphans` lists every one).
  */
 const orphanLines = new RateLimitedLog(60_000, 100);
 const isRefundEvent = (type: string): boolean =>
@@ -241,7 +241,7 @@ export class PaymentFinalizer {
     );
     this.orphaned = metrics.counter(
       'payments_orphaned_total',
-      'Webhook events of money (event: payment taken, refund, dispute) about one of our intents whose order the database does not have (restored from an older backup): each needs a person',
+      'Webhook events of money (event: payment taken, refund, dispute) about one of our intents whose order the database does not have (restored from an older backup): each needs a person (npm run payments:orphans)',
       ['event'],
     );
     for (const news of ['payment', 'refund', 'dispute'] satisfies OrphanNews[])
@@ -341,7 +341,7 @@ export class PaymentFinalizer {
       `${news}:${intent.id}`,
       `intent ${intent.id} (${status}, ${intent.amount} ${intent.currency}) names order ${intent.orderId}, which this ` +
         `database does not have (restored from an older backup?): event ${eventId} (${type}) recorded as orphan — ` +
-        what,
+        `${what}; npm run payments:orphans -- --since <the backup's time> lists every such intent`,
       (line) => this.logger.error(line),
     );
     return outcome;

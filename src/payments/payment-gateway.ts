@@ -46,6 +46,33 @@ export interface GatewayDispute {
   evidenceDueBy: Date | null;
 }
 
+/**
+ * What the provider made since a time, newest first, up to a bound (`npm run payments:orphans`):
+ * `complete` false when more were left past it.
+ */
+export interface Listing<T> {
+  items: T[];
+  complete: boolean;
+}
+
+/** An intent as listed: when the provider made it, and its own status (`requires_capture` …). */
+export interface ListedIntent extends GatewayIntent {
+  providerStatus: string;
+  createdAt: Date | null;
+}
+
+/** A refund as listed: its currency (upper-case; null where the provider does not say) and time. */
+export interface ListedRefund extends GatewayRefund {
+  currency: string | null;
+  createdAt: Date | null;
+}
+
+/** A dispute as listed: the intent it disputes (null if none) and when it was opened. */
+export interface ListedDispute extends GatewayDispute {
+  intentId: string | null;
+  createdAt: Date | null;
+}
+
 /** Latest instant PostgreSQL's timestamptz and JavaScript's Date both hold: 9999-12-31T23:59:59Z. */
 const MAX_UNIX_SECONDS = 253_402_300_799;
 
@@ -162,6 +189,14 @@ export interface PaymentGateway {
   listRefunds(intentId: string, budget?: CallBudget): Promise<GatewayRefund[]>;
   /** A dispute of one of our payments (named by a `charge.dispute.*` event), as it is now. */
   retrieveDispute(id: string): Promise<GatewayDispute>;
+  /**
+   * The account's intents, refunds and disputes made at or after `since` (the provider's creation
+   * time, in whole seconds), newest first, at most `max` of each — whoever made them: what a
+   * restore from a backup may have lost (PaymentOrphans). Read-only.
+   */
+  listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>>;
+  listRefundsSince(since: Date, max: number): Promise<Listing<ListedRefund>>;
+  listDisputesSince(since: Date, max: number): Promise<Listing<ListedDispute>>;
 }
 
 /**

@@ -15,6 +15,7 @@ import { PAYMENT_GATEWAY } from './payment-gateway';
 import { OverdueOrders } from './overdue-orders.service';
 import { DisputeRepository } from './dispute.repository';
 import { PaymentFinalizer } from './payment-finalizer.service';
+import { PaymentOrphans } from './payment-orphans';
 import { PaymentRepository } from './payment.repository';
 import { AdminRefundsService } from './admin-refunds.service';
 import { AdminRefundsController } from './admin-refunds.controller';
@@ -93,6 +94,7 @@ export class PaymentsModule {
         AdminRefundsService,
         WebhooksService,
         PaymentFinalizer,
+        PaymentOrphans,
         OverdueOrders,
         stripeKey
           ? {

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { EntityManager } from 'typeorm';
+import { EntityManager, MoreThanOrEqual } from 'typeorm';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
@@ -10,6 +10,10 @@ import {
   GatewayError,
   GatewayIntent,
   GatewayRefund,
+  ListedDispute,
+  ListedIntent,
+  ListedRefund,
+  Listing,
   NewIntent,
   PaymentGateway,
 } from './payment-gateway';
@@ -130,6 +134,46 @@ export class SimulatedGateway implements PaymentGateway {
       refunds(m).find({ where: { intentId }, order: { createdAt: 'DESC' } }),
     );
     return found.map((r) => this.mapRefund(r));
+  }
+
+  /** Its intents made since `since`, newest first (it keeps them in the database: restored with it). */
+  async listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>> {
+    const found = await this.tx.withManager((m) =>
+      intents(m).find({
+        where: { createdAt: MoreThanOrEqual(since) },
+        order: { createdAt: 'DESC' },
+        take: max + 1,
+      }),
+    );
+    return {
+      items: found.slice(0, max).map((r) => ({
+        ...this.map(r),
+        providerStatus: r.status,
+        createdAt: r.createdAt,
+      })),
+      complete: found.length <= max,
+    };
+  }
+
+  async listRefundsSince(since: Date, max: number): Promise<Listing<ListedRefund>> {
+    const found = await this.tx.withManager((m) =>
+      refunds(m).find({
+        where: { createdAt: MoreThanOrEqual(since) },
+        order: { createdAt: 'DESC' },
+        take: max + 1,
+      }),
+    );
+    return {
+      items: found
+        .slice(0, max)
+        .map((r) => ({ ...this.mapRefund(r), currency: null, createdAt: r.createdAt })),
+      complete: found.length <= max,
+    };
+  }
+
+  /** None: the simulated provider has no disputes. */
+  listDisputesSince(): Promise<Listing<ListedDispute>> {
+    return Promise.resolve({ items: [], complete: true });
   }
 
   /** What a customer's payment app does: pay (or fail to pay) the intent. Guarded: settles once. */

@@ -9,6 +9,10 @@ import {
   GatewayIntent,
   GatewayRefund,
   IntentStatus,
+  ListedDispute,
+  ListedIntent,
+  ListedRefund,
+  Listing,
   NewIntent,
   PaymentGateway,
   RefundStatus,
@@ -102,6 +106,29 @@ async function within<T>(
     await new Promise((resolve) => setTimeout(resolve, BUDGET_RETRY_PAUSE_MS));
   }
 }
+
+/**
+ * The first `max` items of a Stripe list (the SDK fetches its pages, 100 at a time, as they are
+ * read), mapped; `complete` false when more were left.
+ */
+async function firstOf<S, T>(
+  list: AsyncIterable<S>,
+  max: number,
+  map: (s: S) => T,
+): Promise<Listing<T>> {
+  const items: T[] = [];
+  for await (const item of list) {
+    if (items.length >= max) return { items, complete: false };
+    items.push(map(item));
+  }
+  return { items, complete: true };
+}
+
+/** `created[gte]` of a list: since `since`, in Stripe's whole seconds. */
+const createdSince = (since: Date) => ({
+  created: { gte: Math.floor(since.getTime() / 1000) },
+  limit: 100,
+});
 
 /** Generations of an idempotency key tried, at most, in one call (underKeyGenerations). */
 const KEY_GENERATIONS = 5;
@@ -317,6 +344,42 @@ export class StripeGateway implements PaymentGateway {
         evidenceDueBy: dateOfUnixSeconds(d.evidence_details?.due_by),
       };
     });
+  }
+
+  listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>> {
+    return this.call(() =>
+      firstOf(this.stripe.paymentIntents.list(createdSince(since)), max, (pi) => ({
+        ...this.mapIntent(pi),
+        providerStatus: pi.status,
+        createdAt: dateOfUnixSeconds(pi.created),
+      })),
+    );
+  }
+
+  listRefundsSince(since: Date, max: number): Promise<Listing<ListedRefund>> {
+    return this.call(() =>
+      firstOf(this.stripe.refunds.list(createdSince(since)), max, (r) => ({
+        ...this.mapRefund(r),
+        currency: r.currency.toUpperCase(),
+        createdAt: dateOfUnixSeconds(r.created),
+      })),
+    );
+  }
+
+  listDisputesSince(since: Date, max: number): Promise<Listing<ListedDispute>> {
+    return this.call(() =>
+      firstOf(this.stripe.disputes.list(createdSince(since)), max, (d) => ({
+        id: d.id,
+        status: d.status,
+        amount: d.amount,
+        currency: d.currency.toUpperCase(),
+        reason: d.reason ?? null,
+        evidenceDueBy: dateOfUnixSeconds(d.evidence_details?.due_by),
+        intentId:
+          typeof d.payment_intent === 'string' ? d.payment_intent : (d.payment_intent?.id ?? null),
+        createdAt: dateOfUnixSeconds(d.created),
+      })),
+    );
   }
 
   private async call<T>(fn: () => Promise<T>): Promise<T> {

@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import { INestApplicationContext, Logger } from '@nestjs/common';
 import type Stripe from 'stripe';
 import { MetricsService } from '../../src/metrics/metrics.service';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
+import { ROOT } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -12,7 +14,8 @@ import { waitFor } from '../support/wait-for';
  * PostgreSQL restored from a backup older than some orders, while Stripe kept its newer state: an
  * intent of ours (its metadata names an order as we write them) whose order the database no
  * longer has. Its success, refund or dispute was answered 200 and dropped as "no payment of ours";
- * nothing ever looked at the provider's intents, so the money taken was never found (restore review).
+ * nothing ever looked at the provider's intents, so the money taken was never found (restore review):
+ * the events received after the backup went with the database, and Stripe never resends them.
  */
 describe('payments whose order the database does not have (restored from an older backup)', () => {
   let stripe: FakeStripe;
@@ -47,11 +50,8 @@ describe('payments whose order the database does not have (restored from an olde
         await worker.get(MetricsService).render(),
       )?.[1] ?? NaN,
     );
-  /**
-   * An order of alice's whose payment started at Stripe (the intent made, with our metadata), then
-   * the database restored to before it: its rows are gone, the intent stays at the provider.
-   */
-  const lostOrder = async (priceAmount: number) => {
+  /** An order of alice's whose payment has started at Stripe (the intent made). */
+  const paying = async (priceAmount: number) => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const pay = await t.http.post(
@@ -60,10 +60,68 @@ describe('payments whose order the database does not have (restored from an olde
       { token: alice.token, idempotencyKey: newKey() },
     );
     expect(pay.status).toBe(201);
-    await t.db.pool.query(`DELETE FROM payments WHERE order_id = $1`, [order.body.id]);
-    await t.db.pool.query(`DELETE FROM orders WHERE id = $1`, [order.body.id]);
     return { orderId: order.body.id as string, intent: pay.body.paymentIntentId as string };
   };
+  /** An order of alice's paid at Stripe, its success delivered and processed: CONFIRMED. */
+  const paidOrder = async (priceAmount: number) => {
+    const paid = await paying(priceAmount);
+    const event = stripe.succeed(paid.intent);
+    await deliver(event);
+    expect(await outcomeOf(event.id)).toBe('confirmed');
+    return paid;
+  };
+  /**
+   * An order of alice's whose payment started at Stripe (the intent made, with our metadata), then
+   * the database restored to before it: its rows are gone, the intent stays at the provider.
+   */
+  const lostOrder = async (priceAmount: number) => {
+    const lost = await paying(priceAmount);
+    await t.db.pool.query(`DELETE FROM payments WHERE order_id = $1`, [lost.orderId]);
+    await t.db.pool.query(`DELETE FROM orders WHERE id = $1`, [lost.orderId]);
+    return lost;
+  };
+  /**
+   * `npm run payments:orphans -- <args>` on this app's database and Stripe: its exit code, what it
+   * printed (stdout) and what it said on stderr.
+   */
+  const orphansCommand = (args: string[]) => {
+    const p = spawn(
+      process.execPath,
+      ['-r', './scripts/ts-register.js', 'scripts/payments-orphans.ts', ...args],
+      {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          DATABASE_URL: t.db.url,
+          DATABASE_POOL_SIZE: '5',
+          REDIS_KEY_PREFIX: t.config.redis.keyPrefix,
+          STRIPE_SECRET_KEY: stripe.secretKey,
+          STRIPE_API_URL: stripe.url,
+          STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+          LOG_LEVEL: 'error',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    return new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
+      p.on('close', (code) => resolve({ code, out, err })),
+    );
+  };
+  /** The payment side of the database, in one comparable value. */
+  const paymentRows = async () =>
+    (
+      await t.db.pool.query(
+        `SELECT (SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM payments x) AS payments,
+                (SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM refunds x) AS refunds,
+                (SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM payment_disputes x) AS disputes,
+                (SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM orders x) AS orders,
+                (SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM webhook_events x) AS events`,
+      )
+    ).rows[0] as unknown;
 
   beforeAll(async () => {
     stripe = await startFakeStripe();
@@ -150,4 +208,88 @@ describe('payments whose order the database does not have (restored from an olde
       errors.mockRestore();
     }
   }, 60_000);
+
+  it('npm run payments:orphans -- --since <time> prints what Stripe made since then that the database does not account for (exit 1), and nothing when all is (exit 0); it changes nothing', async () => {
+    // Stripe's times are whole seconds: what the test before made is older than `since`
+    await new Promise((resolve) => setTimeout(resolve, 1005 - (Date.now() % 1000)));
+    const since = new Date().toISOString();
+
+    // all accounted for: a paid order, refunded in part and disputed through their events; an
+    // intent of ours still unpaid; another integration's payment
+    const kept = await paidOrder(6000);
+    const refunded = stripe.refundFromDashboard(kept.intent, 1000);
+    await deliver(refunded);
+    expect(await outcomeOf(refunded.id)).toBe('refunds-synced');
+    const disputed = stripe.dispute(kept.intent, 'needs_response', 'created');
+    await deliver(disputed);
+    expect(await outcomeOf(disputed.id)).toBe('dispute');
+    await paying(3000);
+    const foreign = await stripe.client().paymentIntents.create({
+      amount: 5000,
+      currency: 'inr',
+      metadata: { till: '7' },
+    });
+    stripe.succeed(foreign.id);
+    stripe.refundFromDashboard(foreign.id, 5000);
+    const [clean, bounded] = await Promise.all([
+      orphansCommand(['--since', since]),
+      orphansCommand(['--since', since, '--max', '2']),
+    ]);
+    // more than --max of a kind: what was read is clean, the rest unread — not a clean bill (3)
+    expect(bounded.code).toBe(3);
+    expect(bounded.err).toContain(`a list had more than 2 since ${since}`);
+    expect({ code: clean.code, out: clean.out }).toEqual({
+      code: 0,
+      out: `0 found among the 3 intents, 2 refunds and 1 disputes made at the payment provider since ${since}\n`,
+    });
+
+    // the database restored to before these: an order paid, another paid whose success was lost
+    // (its payment pending here), a refund and a dispute of a paid order whose events were lost
+    const lost = await lostOrder(8100);
+    stripe.succeed(lost.intent);
+    const pending = await paying(4200);
+    stripe.succeed(pending.intent);
+    stripe.refundFromDashboard(kept.intent, 500);
+    const lostRefund = stripe.refundsOf(kept.intent).at(-1)!.id;
+    const other = await paidOrder(2500);
+    const lostDispute = (
+      stripe.dispute(other.intent, 'warning_needs_response', 'created').data
+        .object as Stripe.Dispute
+    ).id;
+    const before = await paymentRows();
+    const found = await orphansCommand(['--since', since]);
+    expect(found.code).toBe(1);
+    // (each list newest first)
+    expect(found.out.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^intent ${pending.intent} \\(succeeded, 4200 INR, made \\S+\\) of order ${pending.orderId}: succeeded at the payment provider, but its payment is requires_payment_method here and the order PAYMENT_PENDING$`,
+        ),
+      ),
+      expect.stringMatching(
+        new RegExp(
+          `^intent ${lost.intent} \\(succeeded, 8100 INR, made \\S+\\) of order ${lost.orderId}: no such order here — the money was taken`,
+        ),
+      ),
+      expect.stringMatching(
+        new RegExp(
+          `^refund ${lostRefund} \\(succeeded, 500 INR, made \\S+\\) of intent ${kept.intent}, the payment of order ${kept.orderId}: not recorded here`,
+        ),
+      ),
+      expect.stringMatching(
+        new RegExp(
+          `^dispute ${lostDispute} \\(warning_needs_response, 2500 INR, opened \\S+, evidence due by \\S+\\) of intent ${other.intent}, the payment of order ${other.orderId}: not recorded here`,
+        ),
+      ),
+      `4 found among the 6 intents, 3 refunds and 2 disputes made at the payment provider since ${since}`,
+    ]);
+    expect(await paymentRows()).toEqual(before); // read-only
+
+    // a time without its offset (local time?) or to come: refused, nothing read
+    for (const bad of [['--since', '2026-03-01T09:40'], ['--since', '2999-01-01'], []]) {
+      const refused = await orphansCommand(bad);
+      expect({ bad, code: refused.code }).toEqual({ bad, code: 2 });
+      expect(refused.err).toMatch(/^--since: .*\nusage: npm run payments:orphans/m);
+    }
+  }, 90_000);
 });

@@ -1,0 +1,86 @@
+import 'reflect-metadata';
+import { parseArgs } from 'node:util';
+import { commandFailed } from './command-failed';
+import { loadConfig } from '../src/config/config';
+import { loadEnvFile } from '../src/config/env-file';
+
+/** Exit codes: 0 nothing found; these otherwise (a runbook step can be gated on 0). */
+const EXIT_FOUND = 1;
+const EXIT_USAGE = 2;
+/** Not all checked: the provider or the database failed, or a list went past --max. */
+const EXIT_UNCHECKED = 3;
+
+const DEFAULT_MAX = 10_000;
+const USAGE =
+  'usage: npm run payments:orphans -- --since <time> [--max <n>]\n' +
+  '  --since: ISO 8601, a date (2026-03-01, UTC) or a time with its offset (2026-03-01T09:40:00Z,\n' +
+  '           …+05:30): the backup the database was restored from was taken after it\n' +
+  `  --max:   how many intents, refunds and disputes of each kind are read at most (default ${DEFAULT_MAX})\n` +
+  'exit 0: nothing found; 1: found (printed, one a line); 2: usage; 3: not all checked';
+/** A date, or a date and time with its offset: a time without one would be read in local time. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2}))?$/;
+
+/**
+ * `npm run payments:orphans -- --since <time>`: after PostgreSQL was restored from a backup while
+ * the payment provider kept its newer state, lists what the provider made since `--since` that the
+ * database does not account for — intents of ours whose order or payment is missing, or which took
+ * money the database does not record; refunds and disputes not recorded (PaymentOrphans). The
+ * webhook events of the time between went with the database, and the provider never sends again
+ * an event it was answered 200 for. Read-only: it changes nothing, here or at the provider.
+ */
+async function main(): Promise<number> {
+  loadEnvFile(); // .env, if any; the real environment wins
+  const { values } = parseArgs({
+    options: { since: { type: 'string' }, max: { type: 'string' } },
+  });
+  if (values.since === undefined || !ISO_TIME.test(values.since))
+    usage('--since: the time to look from, ISO 8601 with its offset (or a date)');
+  const since = new Date(values.since);
+  if (Number.isNaN(since.getTime()) || since.getTime() > Date.now())
+    usage('--since: a time that was, ISO 8601 with its offset (or a date)');
+  const max = values.max === undefined ? DEFAULT_MAX : Number(values.max);
+  if (!Number.isSafeInteger(max) || max < 1 || max > 1_000_000)
+    usage('--max: a whole number from 1 to 1000000');
+
+  const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
+  const [{ NestFactory }, { AppModule }, { PaymentOrphans }] = await Promise.all([
+    import('@nestjs/core'),
+    import('../src/app.module'),
+    import('../src/payments/payment-orphans'),
+  ]);
+  const app = await NestFactory.createApplicationContext(AppModule.register(config), {
+    logger: ['error'],
+  });
+  let report;
+  try {
+    report = await app.get(PaymentOrphans).find(since, max);
+  } finally {
+    await app.close();
+  }
+  for (const orphan of report.orphans) console.log(orphan.line);
+  const { intents, refunds, disputes } = report.listed;
+  console.log(
+    `${report.orphans.length} found among the ${intents} intents, ${refunds} refunds and ${disputes} ` +
+      `disputes made at the payment provider since ${since.toISOString()}`,
+  );
+  if (!report.complete) {
+    console.error(
+      `a list had more than ${max} since ${since.toISOString()}: its oldest were not looked at — ` +
+        'run again with a larger --max',
+    );
+  }
+  if (report.orphans.length > 0) return EXIT_FOUND;
+  return report.complete ? 0 : EXIT_UNCHECKED;
+}
+
+function usage(problem: string): never {
+  console.error(`${problem}\n${USAGE}`);
+  process.exit(EXIT_USAGE);
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => commandFailed(err, EXIT_UNCHECKED),
+);
