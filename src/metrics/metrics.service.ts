@@ -50,7 +50,7 @@ export class MetricsService {
       help,
       labelNames,
       registers: [this.registry],
-      collect: collect && boundedCollect(collect),
+      collect: collect && boundedCollect(collect, labelNames.length === 0),
       aggregator: 'max',
     });
   }
@@ -67,10 +67,12 @@ export class MetricsService {
 /**
  * `collect`, answering within COLLECT_TIMEOUT_MS: a read still running then is left to finish;
  * this page has none of the gauge's samples rather than stale ones. A collect that reads in-process
- * state (no promise) is just run.
+ * state (no promise) is just run. (`reset()` leaves a gauge without labels one sample, 0 — for an
+ * age, "nothing waiting" — so such a gauge's sample is removed too.)
  */
 function boundedCollect<L extends string>(
   collect: (this: Gauge<L>) => Promise<void> | void,
+  labelless: boolean,
 ): (this: Gauge<L>) => Promise<void> | void {
   return function (this: Gauge<L>) {
     const reading = collect.call(this);
@@ -82,7 +84,9 @@ function boundedCollect<L extends string>(
     });
     return Promise.race([reading, late])
       .then((outcome) => {
-        if (outcome === 'late') this.reset();
+        if (outcome !== 'late') return;
+        this.reset();
+        if (labelless) this.remove();
       })
       .finally(() => clearTimeout(timer));
   };

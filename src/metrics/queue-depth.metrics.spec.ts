@@ -3,7 +3,7 @@ import { mockOf } from '../../test/support/mocks';
 import { loadConfig } from '../config/config';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { COLLECT_TIMEOUT_MS, MetricsService } from './metrics.service';
-import { QueueDepthMetrics } from './queue-depth.metrics';
+import { QueueDepthMetrics, oldestPendingAgeSeconds } from './queue-depth.metrics';
 
 /** The metrics of a QueueDepthMetrics over this outbox count and a Redis pipeline answering `exec` (nothing by default). */
 function scrapedWith(
@@ -27,7 +27,11 @@ function scrapedWith(
 
 describe('QueueDepthMetrics (read at scrape time)', () => {
   it('serves a flood of scrapes from one outbox count, not one query per scrape', async () => {
-    const { metrics, outbox } = scrapedWith(async () => ({ pending: 3, dead: 1 }));
+    const { metrics, outbox } = scrapedWith(async () => ({
+      pending: 3,
+      dead: 1,
+      oldestPendingAgeMs: 0,
+    }));
     const pages = await Promise.all(Array.from({ length: 20 }, () => metrics.render()));
     for (const page of pages) {
       expect(page).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
@@ -40,7 +44,11 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {
       let pending = 3;
-      const { metrics, outbox } = scrapedWith(async () => ({ pending, dead: 0 }));
+      const { metrics, outbox } = scrapedWith(async () => ({
+        pending,
+        dead: 0,
+        oldestPendingAgeMs: 0,
+      }));
       expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
       jest.setSystemTime(Date.now() - 3_600_000); // the wall clock an hour back
       pending = 7;
@@ -57,7 +65,9 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
     try {
       let up = true;
       const { metrics } = scrapedWith(async () =>
-        up ? { pending: 3, dead: 1 } : Promise.reject(new Error('circuit breaker open')),
+        up
+          ? { pending: 3, dead: 1, oldestPendingAgeMs: 0 }
+          : Promise.reject(new Error('circuit breaker open')),
       );
       expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
       up = false;
@@ -66,6 +76,45 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
     } finally {
       jest.useRealTimers();
     }
+  });
+
+  it("the oldest pending outbox row's age: as the count read it, growing while the count serves scrapes; 0 with none pending; left out while the database fails", async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
+    try {
+      let backlog: Awaited<ReturnType<OutboxRepository['countBacklog']>> | null = {
+        pending: 2,
+        dead: 0,
+        oldestPendingAgeMs: 90_000,
+      };
+      const { metrics } = scrapedWith(async () =>
+        backlog ? backlog : Promise.reject(new Error('circuit breaker open')),
+      );
+      const age = async () =>
+        /^outbox_oldest_pending_age_seconds (\S+)$/m.exec(await metrics.render())?.[1];
+      expect(Number(await age())).toBeCloseTo(90, 1);
+      await jest.advanceTimersByTimeAsync(3_000); // the same count, 3 s on: the row waited 3 s more
+      expect(Number(await age())).toBeCloseTo(93, 1);
+      backlog = { pending: 0, dead: 4, oldestPendingAgeMs: 0 }; // drained (dead rows are not waiting)
+      await jest.advanceTimersByTimeAsync(3_000);
+      expect(await age()).toBe('0');
+      backlog = null;
+      await jest.advanceTimersByTimeAsync(6_000);
+      expect(await age()).toBeUndefined();
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it('oldestPendingAgeSeconds: 0 with nothing pending, whatever the time since the read', () => {
+    expect(oldestPendingAgeSeconds({ pending: 0, oldestPendingAgeMs: 0, readAt: 100 }, 5_000)).toBe(
+      0,
+    );
+    expect(oldestPendingAgeSeconds({ pending: 1, oldestPendingAgeMs: 0, readAt: 100 }, 100)).toBe(
+      0,
+    );
+    expect(
+      oldestPendingAgeSeconds({ pending: 1, oldestPendingAgeMs: 2_500, readAt: 100 }, 600),
+    ).toBe(3);
   });
 
   it('a stalled Redis or database leaves its gauge out of the page, not the page past the scrape timeout', async () => {
@@ -82,6 +131,7 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
       await rendering;
       expect(page).toMatch(/^orders_created_total 7$/m);
       expect(page).not.toMatch(/^outbox_backlog\{/m);
+      expect(page).not.toMatch(/^outbox_oldest_pending_age_seconds /m);
       expect(page).not.toMatch(/^queue_jobs\{/m);
     } finally {
       jest.useRealTimers();

@@ -1,7 +1,7 @@
 import { Inject, Injectable, OnModuleInit } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { OutboxRepository } from '../outbox/outbox.repository';
+import { OutboxBacklog, OutboxRepository } from '../outbox/outbox.repository';
 import { QUEUES } from '../queue/queues';
 import { bullPrefix } from '../queue/redis-connection';
 import { REDIS } from '../redis/redis.module';
@@ -21,9 +21,9 @@ const BACKLOG_READ_EVERY_MS = 5_000;
 
 /**
  * Queue depths and outbox backlog, read at scrape time: BullMQ's keys straight from Redis (one
- * pipeline, fails fast when Redis is down) and outbox counts from PostgreSQL — at most one count
- * per BACKLOG_READ_EVERY_MS, shared by every scrape in between, so scraping as fast as one can
- * costs the database nothing more.
+ * pipeline, fails fast when Redis is down) and the outbox's counts and oldest pending row from
+ * PostgreSQL — at most one read per BACKLOG_READ_EVERY_MS, shared by every scrape in between, so
+ * scraping as fast as one can costs the database nothing more.
  */
 @Injectable()
 export class QueueDepthMetrics implements OnModuleInit {
@@ -62,12 +62,15 @@ export class QueueDepthMetrics implements OnModuleInit {
       },
     );
     const outbox = this.outbox;
-    let last: { at: number; counts: ReturnType<OutboxRepository['countBacklog']> } | null = null;
+    let last: { at: number; backlog: Promise<OutboxBacklog & { readAt: number }> } | null = null;
     // (on the monotonic clock: a wall clock stepped back served the cached count that much longer)
     const backlog = () => {
       if (!last || performance.now() - last.at >= BACKLOG_READ_EVERY_MS)
-        last = { at: performance.now(), counts: outbox.countBacklog() };
-      return last.counts;
+        last = {
+          at: performance.now(),
+          backlog: outbox.countBacklog().then((b) => ({ ...b, readAt: performance.now() })),
+        };
+      return last.backlog;
     };
     this.metrics.gauge(
       'outbox_backlog',
@@ -85,5 +88,32 @@ export class QueueDepthMetrics implements OnModuleInit {
         }
       },
     );
+    this.metrics.gauge(
+      'outbox_oldest_pending_age_seconds',
+      'How long the oldest pending outbox row has waited to be published (0 when none)',
+      [],
+      async function () {
+        // (not reset(): that leaves a gauge without labels a 0, which says "nothing waiting")
+        this.remove();
+        try {
+          this.set(oldestPendingAgeSeconds(await backlog(), performance.now()));
+        } catch {
+          /* database down: no sample this scrape; readiness reports it */
+        }
+      },
+    );
   }
+}
+
+/**
+ * The oldest pending row's age at `now` (the monotonic clock): as the count read it, plus the
+ * time since — a count serves scrapes for up to BACKLOG_READ_EVERY_MS, and a row still pending
+ * has waited that much longer (one published since is at most that long overstated). 0 when none.
+ */
+export function oldestPendingAgeSeconds(
+  backlog: Pick<OutboxBacklog, 'pending' | 'oldestPendingAgeMs'> & { readAt: number },
+  now: number,
+): number {
+  if (backlog.pending === 0) return 0;
+  return (backlog.oldestPendingAgeMs + Math.max(0, now - backlog.readAt)) / 1000;
 }
