@@ -1,19 +1,25 @@
 import type Redis from 'ioredis';
 import { mockOf } from '../../test/support/mocks';
+import { Clock } from '../common/time/clock';
 import { loadConfig } from '../config/config';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { COLLECT_TIMEOUT_MS, MetricsService } from './metrics.service';
 import { QueueDepthMetrics, oldestPendingAgeSeconds } from './queue-depth.metrics';
 
-/** The metrics of a QueueDepthMetrics over this outbox count and a Redis pipeline answering `exec` (nothing by default). */
+/**
+ * The metrics of a QueueDepthMetrics over this outbox count and a Redis whose pipeline answers
+ * `exec` and whose script answers `evaluate` (nothing by default), at `now` on its clock.
+ */
 function scrapedWith(
   countBacklog: OutboxRepository['countBacklog'],
   exec: () => Promise<unknown[]> = async () => [],
+  evaluate: (...args: unknown[]) => Promise<unknown> = async () => [],
+  now = () => Date.now(),
 ) {
   const metrics = new MetricsService();
   const outbox = mockOf<OutboxRepository>({ countBacklog }, 'outbox');
   const redis = mockOf<Redis>(
-    { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec }) },
+    { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec }), eval: evaluate },
     'redis',
   );
   new QueueDepthMetrics(
@@ -21,8 +27,9 @@ function scrapedWith(
     outbox,
     redis,
     loadConfig({ NODE_ENV: 'development' }),
+    mockOf<Clock>({ now: () => new Date(now()) }, 'clock'),
   ).onModuleInit();
-  return { metrics, outbox };
+  return { metrics, outbox, redis };
 }
 
 describe('QueueDepthMetrics (read at scrape time)', () => {
@@ -117,11 +124,50 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
     ).toBe(3);
   });
 
+  it("each queue's oldest waiting job's age, from one script a scrape: 0 for an empty queue; none while Redis fails", async () => {
+    const now = 1_700_000_100_000;
+    let up = true;
+    const { metrics, redis } = scrapedWith(
+      async () => ({ pending: 0, dead: 0, oldestPendingAgeMs: 0 }),
+      undefined,
+      async () => {
+        if (!up) throw new Error('Connection is closed.');
+        // per queue, in QUEUES' order (orders, payments, email, catalog, maintenance)
+        return [
+          [['1700000000000', '', '0']], // waiting since 100 s ago
+          [], // empty
+          [
+            ['1700000090000', '', '0'],
+            ['1699999000000', '1700000070000', '0'], // back after an attempt 30 s ago
+          ],
+          [['1700000000000', '', '300000']], // delayed 5 minutes: not due for 200 s yet
+          [],
+        ];
+      },
+      () => now,
+    );
+    const page = await metrics.render();
+    const age = (queue: string) =>
+      new RegExp(`^queue_oldest_waiting_age_seconds\\{queue="${queue}"\\} (\\S+)$`, 'm').exec(
+        page,
+      )?.[1];
+    expect(['orders', 'payments', 'email', 'catalog', 'maintenance'].map(age)).toEqual([
+      '100',
+      '0',
+      '30',
+      '0',
+      '0',
+    ]);
+    expect(redis.eval).toHaveBeenCalledTimes(1);
+    up = false;
+    expect(await metrics.render()).not.toMatch(/^queue_oldest_waiting_age_seconds\{/m);
+  });
+
   it('a stalled Redis or database leaves its gauge out of the page, not the page past the scrape timeout', async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {
       const never = () => new Promise<never>(() => undefined);
-      const { metrics } = scrapedWith(never, never);
+      const { metrics } = scrapedWith(never, never, never);
       metrics.counter('orders_created_total', 'orders').inc(7);
       let page: string | undefined;
       const rendering = metrics.render().then((p) => (page = p));
@@ -133,6 +179,7 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
       expect(page).not.toMatch(/^outbox_backlog\{/m);
       expect(page).not.toMatch(/^outbox_oldest_pending_age_seconds /m);
       expect(page).not.toMatch(/^queue_jobs\{/m);
+      expect(page).not.toMatch(/^queue_oldest_waiting_age_seconds\{/m);
     } finally {
       jest.useRealTimers();
     }

@@ -1,11 +1,13 @@
 import { Inject, Injectable, OnModuleInit } from '@nestjs/common';
 import type Redis from 'ioredis';
+import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { OutboxBacklog, OutboxRepository } from '../outbox/outbox.repository';
 import { QUEUES } from '../queue/queues';
 import { bullPrefix } from '../queue/redis-connection';
 import { REDIS } from '../redis/redis.module';
 import { MetricsService } from './metrics.service';
+import { oldestWaitingAgeSeconds, readWaitingJobs } from './queue-age';
 
 /** BullMQ key type per job state (lists and sorted sets under `<prefix>:bull:<queue>:<state>`). */
 const STATES = {
@@ -20,10 +22,11 @@ const STATES = {
 const BACKLOG_READ_EVERY_MS = 5_000;
 
 /**
- * Queue depths and outbox backlog, read at scrape time: BullMQ's keys straight from Redis (one
- * pipeline, fails fast when Redis is down) and the outbox's counts and oldest pending row from
- * PostgreSQL — at most one read per BACKLOG_READ_EVERY_MS, shared by every scrape in between, so
- * scraping as fast as one can costs the database nothing more.
+ * Queue depths and outbox backlog, and how late each is, read at scrape time: BullMQ's keys
+ * straight from Redis (one pipeline for the depths, one script for the oldest waiting jobs; both
+ * fail fast when Redis is down) and the outbox's counts and oldest pending row from PostgreSQL —
+ * at most one read per BACKLOG_READ_EVERY_MS, shared by every scrape in between, so scraping as
+ * fast as one can costs the database nothing more.
  */
 @Injectable()
 export class QueueDepthMetrics implements OnModuleInit {
@@ -32,6 +35,7 @@ export class QueueDepthMetrics implements OnModuleInit {
     private readonly outbox: OutboxRepository,
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly clock: Clock,
   ) {}
 
   onModuleInit(): void {
@@ -61,6 +65,25 @@ export class QueueDepthMetrics implements OnModuleInit {
         }
       },
     );
+    const clock = this.clock;
+    this.metrics.gauge(
+      'queue_oldest_waiting_age_seconds',
+      'How long the oldest job ready to run has waited for a worker, per queue (0 when none)',
+      ['queue'],
+      async function () {
+        this.reset();
+        try {
+          const waiting = await readWaitingJobs(redis, prefix, QUEUES);
+          const now = clock.now().getTime();
+          QUEUES.forEach((queue, i) =>
+            this.set({ queue }, oldestWaitingAgeSeconds(waiting[i], now)),
+          );
+        } catch {
+          /* Redis down: no samples this scrape; readiness reports it */
+        }
+      },
+    );
+
     const outbox = this.outbox;
     let last: { at: number; backlog: Promise<OutboxBacklog & { readAt: number }> } | null = null;
     // (on the monotonic clock: a wall clock stepped back served the cached count that much longer)

@@ -1,4 +1,9 @@
 import { INestApplicationContext } from '@nestjs/common';
+import { Queue } from 'bullmq';
+import Redis from 'ioredis';
+import { randomBytes } from 'node:crypto';
+import { oldestWaitingAgeSeconds, readWaitingJobs } from '../../src/metrics/queue-age';
+import { bullPrefix } from '../../src/queue/redis-connection';
 import { insertProduct } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -7,7 +12,7 @@ import { waitFor } from '../support/wait-for';
 
 /**
  * What the engineer on call reads from /metrics to say how late the backlog is: the oldest pending
- * outbox row's age; on the real database.
+ * outbox row's age, each queue's oldest waiting job's; on the real database, Redis and BullMQ.
  */
 describe('metrics an operator reads in an incident', () => {
   let t: TestApp;
@@ -49,4 +54,114 @@ describe('metrics an operator reads in an incident', () => {
     });
     expect(await sample('outbox_backlog{status="pending"}')).toBe(0);
   }, 40_000);
+
+  describe("queue_oldest_waiting_age_seconds (BullMQ's own keys)", () => {
+    let redis: Redis;
+    const prefix = `opsmetrics${randomBytes(3).toString('hex')}:bull`;
+    const queues: Queue[] = [];
+    const queue = (name: string) => {
+      const q = new Queue(name, { connection: redisOptions(), prefix });
+      queues.push(q);
+      return q;
+    };
+    const redisOptions = () => {
+      const url = new URL(t.config.redis.url);
+      return {
+        host: url.hostname,
+        port: Number(url.port || 6379),
+        db: Number(url.pathname.slice(1) || 0),
+      };
+    };
+    /** The age the page would show for each of `names` now. */
+    const ages = async (...names: string[]) =>
+      (await readWaitingJobs(redis, prefix, names)).map((jobs) =>
+        oldestWaitingAgeSeconds(jobs, Date.now()),
+      );
+
+    beforeAll(() => {
+      redis = new Redis(t.config.redis.url);
+    });
+    afterAll(async () => {
+      for (const q of queues) await q.obliterate({ force: true }).catch(() => undefined);
+      await Promise.all(queues.map((q) => q.close()));
+      redis?.disconnect();
+    });
+
+    it('an empty queue is 0; a job added to wait counts from its creation', async () => {
+      expect(await ages('never-used')).toEqual([0]);
+      const q = queue('plain');
+      await q.add('j', {}, { timestamp: Date.now() - 120_000 });
+      const [age] = await ages('plain');
+      expect(age).toBeGreaterThanOrEqual(120);
+      expect(age).toBeLessThan(130);
+    });
+
+    it('a delayed job counts from the end of its delay, not its creation — also once a worker has promoted it (BullMQ zeroes the delay in its hash)', async () => {
+      const q = queue('delayed');
+      const job = await q.add('j', {}, { delay: 600_000, timestamp: Date.now() - 630_000 });
+      expect(await ages('delayed')).toEqual([0]); // in `delayed`: not waiting yet
+      await q.promoteJobs(); // (its delay is over: due 30 s ago)
+      const [promoted] = await ages('delayed');
+      expect(promoted).toBeGreaterThanOrEqual(30);
+      expect(promoted).toBeLessThan(40);
+      // as a worker's promotion leaves it (promoteDelayedJobs: `HSET delay 0`): the same age
+      await redis.hset(`${prefix}:delayed:${job.id}`, 'delay', 0);
+      const [zeroed] = await ages('delayed');
+      expect(zeroed).toBeGreaterThanOrEqual(30);
+      expect(zeroed).toBeLessThan(40);
+    });
+
+    it('a job back in wait after an attempt counts from that attempt', async () => {
+      const q = queue('retried');
+      const job = await q.add('j', {}, { timestamp: Date.now() - 86_400_000 });
+      await redis.hset(`${prefix}:retried:${job.id}`, 'processedOn', Date.now() - 15_000);
+      const [age] = await ages('retried');
+      expect(age).toBeGreaterThanOrEqual(15);
+      expect(age).toBeLessThan(25);
+    });
+
+    it('prioritized jobs: the oldest of the highest and the lowest priority, a starved one too', async () => {
+      const q = queue('prioritized');
+      await q.add('low', {}, { priority: 50, timestamp: Date.now() - 300_000 });
+      await q.add('low-newer', {}, { priority: 50 });
+      await q.add('high', {}, { priority: 1, timestamp: Date.now() - 10_000 });
+      expect(await redis.zcard(`${prefix}:prioritized:prioritized`)).toBe(3);
+      const [age] = await ages('prioritized');
+      expect(age).toBeGreaterThanOrEqual(300);
+      expect(age).toBeLessThan(310);
+    });
+
+    it("a paused queue's jobs are still waiting", async () => {
+      const q = queue('paused');
+      await q.pause();
+      await q.add('j', {}, { timestamp: Date.now() - 45_000 });
+      expect(await redis.llen(`${prefix}:paused:paused`)).toBe(1);
+      const [age] = await ages('paused');
+      expect(age).toBeGreaterThanOrEqual(45);
+      expect(age).toBeLessThan(55);
+    });
+
+    it("the API's page has it for every queue of the app, from the app's own keys", async () => {
+      const email = new Queue('email', {
+        connection: redisOptions(),
+        prefix: bullPrefix(t.config.redis.keyPrefix),
+      });
+      try {
+        await worker?.close(); // (no worker to take the job)
+        worker = undefined;
+        const job = await email.add('probe', {}, { timestamp: Date.now() - 200_000 });
+        try {
+          const age = await sample('queue_oldest_waiting_age_seconds{queue="email"}');
+          expect(age).toBeGreaterThanOrEqual(200);
+          expect(age).toBeLessThan(260);
+          for (const name of ['orders', 'payments', 'catalog', 'maintenance'])
+            expect(await sample(`queue_oldest_waiting_age_seconds{queue="${name}"}`)).toBeDefined();
+        } finally {
+          await job.remove();
+        }
+      } finally {
+        await email.close();
+      }
+    });
+  });
 });
