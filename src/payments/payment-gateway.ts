@@ -88,16 +88,22 @@ export function dateOfUnixSeconds(seconds: unknown): Date | null {
 /**
  * A gateway call that did not succeed. `rejected`: the provider answered and said no (do not
  * retry the same request); `unavailable`: no answer or a 5xx/429 (the outcome is unknown — retry
- * with the same idempotency key).
+ * with the same idempotency key). `authFailed`: an unavailable answer that is the provider refusing
+ * our credentials (Stripe's 401/403: a key rotated, revoked or restricted) — retried like any
+ * other, but a person must mend it (MeteredGateway counts and logs it).
  */
 export class GatewayError extends Error {
+  readonly authFailed: boolean;
+
   constructor(
     readonly kind: 'rejected' | 'unavailable',
     readonly code: string | undefined,
     message: string,
+    options: { authFailed?: boolean } = {},
   ) {
     super(message);
     this.name = 'GatewayError';
+    this.authFailed = options.authFailed ?? false;
   }
 
   /**

@@ -11,6 +11,8 @@ import { RefundEntity } from './entities/refund.entity';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
+import { MetricsService } from '../metrics/metrics.service';
+import { MeteredGateway } from './metered.gateway';
 import { PAYMENT_GATEWAY } from './payment-gateway';
 import { OverdueOrders } from './overdue-orders.service';
 import { DisputeRepository } from './dispute.repository';
@@ -96,12 +98,20 @@ export class PaymentsModule {
         PaymentFinalizer,
         PaymentOrphans,
         OverdueOrders,
+        // either one counted (payment_provider_calls_total) in the process that calls it
         stripeKey
           ? {
               provide: PAYMENT_GATEWAY,
-              useValue: new StripeGateway(stripeKey, config.stripe.apiUrl),
+              inject: [MetricsService],
+              useFactory: (metrics: MetricsService) =>
+                new MeteredGateway(new StripeGateway(stripeKey, config.stripe.apiUrl), metrics),
             }
-          : { provide: PAYMENT_GATEWAY, useExisting: SimulatedGateway },
+          : {
+              provide: PAYMENT_GATEWAY,
+              inject: [SimulatedGateway, MetricsService],
+              useFactory: (simulated: SimulatedGateway, metrics: MetricsService) =>
+                new MeteredGateway(simulated, metrics),
+            },
         ...(stripeKey ? [] : [SimulatedGateway]),
         ...(dev ? [DevPaymentsService] : []),
         ...(stripeKey && isTestKey(stripeKey) && !config.isDevelopment ? [TestPaymentsNotice] : []),

@@ -1,5 +1,5 @@
 import Stripe from 'stripe';
-import { gatewayErrorOf, intentStatusOf } from './stripe.gateway';
+import { gatewayErrorOf, intentStatusOf, withoutKeys } from './stripe.gateway';
 
 describe('Stripe adapter mapping', () => {
   it('folds Stripe intent statuses onto ours', () => {
@@ -45,5 +45,53 @@ describe('Stripe adapter mapping', () => {
       statusCode: 402,
     } as never);
     expect(gatewayErrorOf(card)).toMatchObject({ kind: 'rejected', code: 'card_declined' });
+  });
+
+  it('a refused key (401, 403 — by class or by status) is marked authFailed and stays an unknown outcome; nothing else is', () => {
+    const key = 'sk_live_51Habcdefghijklmnopqrstuvwxyz0123456789wxyz';
+    const masked = `${key.slice(0, 8)}${'*'.repeat(key.length - 12)}${key.slice(-4)}`;
+    const rotated = gatewayErrorOf(
+      new Stripe.errors.StripeAuthenticationError({
+        message: `Invalid API Key provided: ${masked}`,
+        statusCode: 401,
+      } as never),
+    );
+    expect(rotated).toMatchObject({ kind: 'unavailable', authFailed: true });
+    expect(rotated.message).toBe('Invalid API Key provided: [key]');
+    const restricted = gatewayErrorOf(
+      new Stripe.errors.StripePermissionError({
+        message: "The provided key 'rk_live_****wxyz' does not have the required permissions",
+        statusCode: 403,
+      } as never),
+    );
+    expect(restricted).toMatchObject({ kind: 'unavailable', authFailed: true });
+    expect(restricted.message).not.toMatch(/rk_live|wxyz/);
+    // a 401 whatever class the SDK made of it
+    const byStatus = gatewayErrorOf(
+      new Stripe.errors.StripeAPIError({ message: 'nope', statusCode: 401 } as never),
+    );
+    expect(byStatus).toMatchObject({ kind: 'unavailable', authFailed: true });
+    for (const other of [
+      new Stripe.errors.StripeAPIError({ message: 'boom', statusCode: 500 } as never),
+      new Stripe.errors.StripeRateLimitError({ message: 'slow down', statusCode: 429 } as never),
+      new Stripe.errors.StripeConnectionError({ message: 'ECONNRESET' } as never),
+      new Stripe.errors.StripeCardError({
+        message: 'declined',
+        code: 'card_declined',
+        statusCode: 402,
+      } as never),
+      new Error('socket hang up'),
+    ])
+      expect(gatewayErrorOf(other).authFailed).toBe(false);
+  });
+
+  it('withoutKeys: the keys a message quotes, whole or masked, are taken out; the rest stays', () => {
+    expect(withoutKeys('Expired API Key provided: sk_test_abc*****wxyz.')).toBe(
+      'Expired API Key provided: [key]',
+    );
+    expect(withoutKeys("key 'rk_live_abc' lacks rak_charge_write")).toBe(
+      "key '[key]' lacks rak_charge_write",
+    );
+    expect(withoutKeys('No such payment_intent: pi_123')).toBe('No such payment_intent: pi_123');
   });
 });

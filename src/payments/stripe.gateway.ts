@@ -175,12 +175,18 @@ function replayedServerError(err: unknown): boolean {
  * Our gateway error for whatever the SDK threw. Only a card or invalid-request answer (400, 402,
  * 404) is a rejection; everything else — 401/403 (keys being rotated), 409 (a concurrent request
  * with the same idempotency key), idempotency mismatches, 429, 5xx, network errors — leaves the
- * outcome unknown, to be retried with the same key.
+ * outcome unknown, to be retried with the same key. A 401/403 is marked `authFailed` (our key was
+ * refused, not Stripe down), its message with the key Stripe quotes in it taken out.
  */
 export function gatewayErrorOf(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
   if (replayedServerError(err))
     return new GatewayError('unavailable', REPLAYED_FAILURE, (err as Error).message);
+  if (keyRefused(err)) {
+    return new GatewayError('unavailable', err.code ?? err.type, withoutKeys(err.message), {
+      authFailed: true,
+    });
+  }
   if (err instanceof Stripe.errors.StripeError) {
     const final =
       (err.type === 'StripeCardError' || err.type === 'StripeInvalidRequestError') &&
@@ -193,6 +199,26 @@ export function gatewayErrorOf(err: unknown): GatewayError {
     'unavailable',
     undefined,
     err instanceof Error ? err.message : String(err),
+  );
+}
+
+/** Stripe refused our key: it is invalid, expired or revoked (401), or lacks a permission (403). */
+function keyRefused(err: unknown): err is Stripe.errors.StripeError {
+  return (
+    err instanceof Stripe.errors.StripeAuthenticationError ||
+    err instanceof Stripe.errors.StripePermissionError ||
+    (err instanceof Stripe.errors.StripeError && (err.statusCode === 401 || err.statusCode === 403))
+  );
+}
+
+/**
+ * `message` with any API key it quotes replaced: Stripe names the key it refused, masked but for
+ * its prefix and last characters (`Invalid API Key provided: sk_live_****…abcd`, `The provided key
+ * 'rk_live_…' does not have …`) — none of it belongs in a log.
+ */
+export function withoutKeys(message: string): string {
+  return message.replace(/[^\s'"`]+/g, (word) =>
+    /^(sk|rk|pk)_/.test(word) || word.includes('*') ? '[key]' : word,
   );
 }
 

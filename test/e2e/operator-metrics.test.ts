@@ -1,38 +1,55 @@
-import { INestApplicationContext } from '@nestjs/common';
+import { INestApplicationContext, Logger } from '@nestjs/common';
 import { Queue } from 'bullmq';
 import Redis from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { oldestWaitingAgeSeconds, readWaitingJobs } from '../../src/metrics/queue-age';
+import { MetricsService } from '../../src/metrics/metrics.service';
+import { MeteredGateway } from '../../src/payments/metered.gateway';
+import { PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
+import { StripeGateway } from '../../src/payments/stripe.gateway';
 import { bullPrefix } from '../../src/queue/redis-connection';
-import { insertProduct } from '../support/fixtures';
-import { Buyer, buyers, placeOrder } from '../support/orders';
+import { insertProduct, newKey } from '../support/fixtures';
+import { Buyer, buyers, payOrder, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
 
 /**
  * What the engineer on call reads from /metrics to say how late the backlog is: the oldest pending
- * outbox row's age, each queue's oldest waiting job's; on the real database, Redis and BullMQ.
+ * outbox row's age, each queue's oldest waiting job's; and whether the payment provider refuses
+ * our key — on the real database, Redis, BullMQ and the Stripe SDK (against the fake Stripe).
  */
 describe('metrics an operator reads in an incident', () => {
+  let stripe: FakeStripe;
   let t: TestApp;
   let worker: INestApplicationContext | undefined;
   let alice: Buyer;
 
-  /** A sample of this app's page (undefined when the page has none). */
-  const sample = async (series: string) => {
+  /** A sample of a page (this app's by default; undefined when the page has none). */
+  const sample = async (series: string, page?: string) => {
     const escaped = series.replace(/[{}]/g, (c) => `\\${c}`);
-    const found = new RegExp(`^${escaped} (\\S+)$`, 'm').exec(await t.metrics())?.[1];
+    const found = new RegExp(`^${escaped} (\\S+)$`, 'm').exec(page ?? (await t.metrics()))?.[1];
     return found === undefined ? undefined : Number(found);
   };
+  const calls = (operation: string, outcome: string) =>
+    `payment_provider_calls_total{operation="${operation}",outcome="${outcome}"}`;
 
   beforeAll(async () => {
-    t = await bootTestApp();
+    stripe = await startFakeStripe();
+    t = await bootTestApp({
+      env: {
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: stripe.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+      },
+    });
     [alice] = await buyers(t.http, 1);
   });
   afterAll(async () => {
     await worker?.close();
     await t?.close();
+    await stripe?.close();
   });
 
   it("outbox_oldest_pending_age_seconds: above 0 while an order's event waits for the relay, 0 once the relay has published it", async () => {
@@ -163,5 +180,95 @@ describe('metrics an operator reads in an incident', () => {
         await email.close();
       }
     });
+  });
+
+  describe('payment_provider_calls_total', () => {
+    let errors: jest.SpyInstance;
+    beforeEach(() => {
+      errors = jest.spyOn(Logger.prototype, 'error');
+    });
+    afterEach(() => errors.mockRestore());
+    /** The error lines about a refused key logged since the test began. */
+    const keyLines = () =>
+      errors.mock.calls.map((c) => String(c[0])).filter((l) => l.includes('STRIPE_SECRET_KEY'));
+
+    it('a Stripe 401 (a rotated key) when a payment starts: 503 as before, counted as auth_failed (not unavailable) in the API, and one error line saying to check STRIPE_SECRET_KEY', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const pay = () =>
+        t.http.post(
+          `/v1/orders/${order.body.id}/payment`,
+          {},
+          { token: alice.token, idempotencyKey: newKey() },
+        );
+      stripe.failNext('/v1/payment_intents', 401, 5);
+      try {
+        const refused = await pay();
+        expect([refused.status, refused.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+      } finally {
+        stripe.failNext('/v1/payment_intents', 0, 0);
+      }
+      expect(await sample(calls('create_intent', 'auth_failed'))).toBe(1);
+      expect(await sample(calls('create_intent', 'unavailable'))).toBe(0);
+      expect(keyLines()).toEqual([
+        expect.stringContaining('on create_intent: check STRIPE_SECRET_KEY'),
+      ]);
+      // the key mended: the customer's retry goes through, ok
+      expect((await pay()).status).toBe(201);
+      expect(await sample(calls('create_intent', 'ok'))).toBe(1);
+    }, 30_000);
+
+    it("a 403 in the worker's call is counted in the worker's registry, not the API's", async () => {
+      worker ??= await bootTestWorker(t.config);
+      const intent = (
+        await t.app.get<symbol, PaymentGateway>(PAYMENT_GATEWAY).createIntent({
+          orderId: '00000000-0000-4000-8000-000000000001',
+          amount: 1_000,
+          currency: 'INR',
+          idempotencyKey: newKey(),
+        })
+      ).id;
+      stripe.failNext(`/v1/payment_intents/${intent}`, 403, 3);
+      try {
+        await expect(
+          worker.get<symbol, PaymentGateway>(PAYMENT_GATEWAY).retrieveIntent(intent),
+        ).rejects.toMatchObject({ kind: 'unavailable', authFailed: true });
+      } finally {
+        stripe.failNext(`/v1/payment_intents/${intent}`, 0, 0);
+      }
+      const workerPage = await worker.get(MetricsService).render();
+      expect(await sample(calls('retrieve_intent', 'auth_failed'), workerPage)).toBe(1);
+      expect(await sample(calls('retrieve_intent', 'auth_failed'))).toBe(0);
+      expect(keyLines()).toEqual([expect.stringContaining('on retrieve_intent')]);
+    }, 30_000);
+
+    it('a key Stripe does not know (its answer quotes it, masked): the error line has no part of it', async () => {
+      const wrong = `sk_test_rotated_${newKey().replace(/-/g, '')}`;
+      const gateway = new MeteredGateway(
+        new StripeGateway(wrong, stripe.url),
+        new MetricsService(),
+      );
+      const refused = await gateway.retrieveIntent('pi_anything').catch((e: Error) => e);
+      expect(refused).toMatchObject({ authFailed: true });
+      const [line] = keyLines();
+      expect(line).toContain('check STRIPE_SECRET_KEY');
+      for (const part of [wrong, wrong.slice(0, 8), wrong.slice(-4), '****'])
+        expect([part, line.includes(part)]).toEqual([part, false]);
+      // nor the error the callers log
+      expect((refused as Error).message).toBe('Invalid API Key provided: [key]');
+    });
+
+    it('the simulated gateway (development, no Stripe key) is counted too, and still pays', async () => {
+      const dev = await bootTestApp();
+      try {
+        const [bob] = await buyers(dev.http, 1);
+        const p = await insertProduct(dev.db.pool, { stock: 5 });
+        const order = await placeOrder(dev.http, bob, [{ productId: p, quantity: 1 }]);
+        await payOrder(dev.http, bob, order.body.id);
+        expect(await sample(calls('create_intent', 'ok'), await dev.metrics())).toBe(1);
+      } finally {
+        await dev.close();
+      }
+    }, 30_000);
   });
 });
