@@ -9,8 +9,10 @@ import {
   shortfallsOf,
 } from '../../src/inventory/stock-reservation.repository';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import type { HttpResponse } from '../support/http';
 import { buyers, placeOrder } from '../support/orders';
 import { untilWaitingOnLocks } from '../support/lock-waiters';
+import { waitFor } from '../support/wait-for';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 /**
@@ -97,6 +99,61 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     }
     expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 10, reserved: 10 });
     expect(await ledgerOf(productId)).toEqual({ onHand: 10, reserved: 10 });
+  });
+
+  it("a checkout waiting for one of its rows holds none of the others: the locks go in product id order, not the lines'", async () => {
+    const [first, second] = await buyers(t.http, 2);
+    const [p1, p2] = (
+      await Promise.all([
+        insertProduct(t.db.pool, { stock: 5 }),
+        insertProduct(t.db.pool, { stock: 5 }),
+      ])
+    ).sort();
+    // the backends waiting on a lock (X for p1; Y too if X took p2 before it waited)
+    const waiting = async () =>
+      (
+        await t.db.pool.query(
+          `SELECT pid FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock'
+              AND pid <> pg_backend_pid()`,
+        )
+      ).rowCount ?? 0;
+    const holder: PoolClient = await t.db.pool.connect();
+    let x: Promise<HttpResponse> | undefined;
+    let y: Promise<HttpResponse> | undefined;
+    let yAnswer: HttpResponse | undefined;
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE`, [p1]);
+      // X names p2 first: sorted, it waits for p1 holding nothing; in the lines' order it would
+      // hold p2 while it waits
+      x = placeOrder(t.http, first, [
+        { productId: p2, quantity: 1 },
+        { productId: p1, quantity: 1 },
+      ]);
+      await untilWaitingOnLocks(t.db.pool, 'checkout X to wait for p1');
+      y = placeOrder(t.http, second, [{ productId: p2, quantity: 1 }]).then(
+        (res) => (yAnswer = res),
+      );
+      // while p1 is still held: Y is answered, or it waits behind X (locks taken in the lines'
+      // order: until p1 is let go; a deadlock had the holder wanted p2, which TransactionHost
+      // retries out of sight — no other test noticed)
+      const outcome = await waitFor(
+        'Y to be answered or to wait on a row lock',
+        async () => (yAnswer ? 'answered' : (await waiting()) > 1 ? 'waiting behind X' : undefined),
+        { intervalMs: 10 },
+      );
+      expect(outcome).toBe('answered');
+      expect(yAnswer?.status).toBe(201);
+    } finally {
+      await holder.query('COMMIT');
+      holder.release();
+    }
+    expect((await x).status).toBe(201);
+    expect((await y)?.status).toBe(201);
+    expect(await stockOf(t.db.pool, p1)).toEqual({ onHand: 5, reserved: 1 });
+    expect(await stockOf(t.db.pool, p2)).toEqual({ onHand: 5, reserved: 2 });
+    await assertStockInvariants(t.db.pool, [p1, p2]);
   });
 
   it('24 reserving clients against releases, restocks and sales of one SKU: never a 23514', async () => {
