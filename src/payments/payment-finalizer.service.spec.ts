@@ -101,6 +101,7 @@ function mockPayments(): MockOf<
   | 'findStalePending'
   | 'findOpenOfCancelled'
   | 'setStatus'
+  | 'setCaptured'
 > {
   return {
     findByIntent: jest.fn().mockResolvedValue(payment()),
@@ -109,6 +110,7 @@ function mockPayments(): MockOf<
     findStalePending: jest.fn().mockResolvedValue([]),
     findOpenOfCancelled: jest.fn().mockResolvedValue([]),
     setStatus: jest.fn().mockResolvedValue(undefined),
+    setCaptured: jest.fn().mockResolvedValue(undefined),
   };
 }
 
@@ -180,7 +182,11 @@ function mockGateway(): jest.Mocked<PaymentGateway> {
 
 /** A transaction host that runs the work in place and records that it did (run() is generic: no MockOf). */
 function mockTx() {
-  return { run: jest.fn((work: () => Promise<unknown>) => work()) };
+  return {
+    run: jest.fn((work: () => Promise<unknown>) => work()),
+    // (committed at once: run() above never fails after its work)
+    afterCommit: jest.fn((fn: () => void) => fn()),
+  };
 }
 
 async function setup(opts: { counter?: () => { inc: jest.Mock } } = {}) {
@@ -472,6 +478,44 @@ describe('PaymentFinalizer', () => {
       expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'confirmed');
       expect(s.refunds.refundPaidAfterCancel).not.toHaveBeenCalled();
     });
+
+    it.each([
+      ['another amount', { amount: 1 }],
+      ['another currency (the same amount)', { currency: 'USD' }],
+      ['another amount and currency', { amount: 1, currency: 'USD' }],
+    ])(
+      'refunded-after-cancel: a payment that succeeded with %s than it was made for (changed at the provider) cancels the order as a failed payment and refunds what was taken; never confirms it',
+      async (_name, differs) => {
+        const s = await setup();
+        s.gateway.retrieveIntent.mockResolvedValue(intent(differs));
+        s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({
+          kind: 'refunded-after-cancel',
+          orderId: ORDER,
+          refundId: 'r-1',
+        });
+        expect(s.transitions.markPaid).not.toHaveBeenCalled();
+        expect(s.transitions.confirm).not.toHaveBeenCalled();
+        expect(s.transitions.cancel).toHaveBeenCalledWith(
+          ORDER,
+          'PAYMENT_FAILED',
+          'system:payments',
+        );
+        const taken = { amount: 24_900, currency: 'INR', ...differs };
+        expect(s.payments.setCaptured).toHaveBeenCalledWith(
+          'pay-1',
+          taken.amount,
+          taken.currency,
+          NOW,
+        );
+        expect(s.refunds.reservePaidAfterCancel).toHaveBeenCalledWith(
+          expect.objectContaining({ id: 'pay-1', status: 'succeeded', ...taken }),
+        );
+        expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledWith(
+          expect.objectContaining({ id: 'pay-1', ...taken }),
+        );
+      },
+    );
 
     it('confirmed: an order already past PAID (a rerun) is not confirmed again', async () => {
       const s = await setup();

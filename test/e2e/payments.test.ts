@@ -575,6 +575,35 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     ]);
   });
 
+  it('a payment that succeeded for its amount in another currency (the intent changed at the provider) is not confirmed either: cancelled and refunded in full', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    // only the currency changed: 10 000 USD cents are not 10 000 INR paise
+    await t.db.pool.query(
+      `UPDATE simulated_payment_intents SET currency = 'USD', status = 'succeeded' WHERE id = $1`,
+      [pay.body.paymentIntentId],
+    );
+    await t.db.pool.query(
+      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
+    await worker.get(PaymentFinalizer).reconcile();
+    const o = await statusOf(order.body.id);
+    expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+    expect(o.history.map((h: { to: string }) => h.to)).not.toContain('CONFIRMED');
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
+    expect(o.payment).toMatchObject({
+      amount: { amount: 10_000, currency: 'USD' },
+      refunded: { amount: 10_000, currency: 'USD' },
+    });
+  });
+
   it('a settled order whose intent shows another amount later (refunded in part since) keeps its payment record; its events still settle', async () => {
     const admin = await createAdmin(t);
     const { order, pay } = await paidOrder(10_000);
