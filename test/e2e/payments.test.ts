@@ -3,7 +3,9 @@ import { randomUUID } from 'node:crypto';
 import { INestApplicationContext } from '@nestjs/common';
 import Stripe from 'stripe';
 import { OrderTransitionsService } from '../../src/orders/order-transitions.service';
+import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
+import { PaymentRepository } from '../../src/payments/payment.repository';
 import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -490,6 +492,47 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       undefined,
     ]);
   });
+
+  it.each([
+    ['started through the API, PAYMENT_PENDING', 'PAYMENT_PENDING'],
+    [
+      "recorded from the provider's event before the order's step, INVENTORY_RESERVED",
+      'INVENTORY_RESERVED',
+    ],
+  ])(
+    'the expiry never cancels an overdue order whose payment opened after it looked (%s): the guarded move reads the payments itself',
+    async (_name, status) => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+      const pay = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
+      expect([pay.status, pay.body.status]).toEqual([201, 'requires_payment_method']);
+      await repairOrders(
+        t.db.pool,
+        `UPDATE orders SET status = $2, reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+        [order.body.id, status],
+      );
+      // the expiry's read of the payment came before it opened: it saw none, and asks no gateway
+      const payments = worker.get(PaymentRepository);
+      const read = payments.findByOrder.bind(payments);
+      const before = jest
+        .spyOn(payments, 'findByOrder')
+        .mockImplementation((id) => (id === order.body.id ? Promise.resolve(null) : read(id)));
+      try {
+        expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
+        expect(before).toHaveBeenCalledWith(order.body.id);
+      } finally {
+        before.mockRestore();
+      }
+      // the intent may still be paid: the order keeps its reservation for the gateway's answer
+      expect((await statusOf(order.body.id)).status).toBe(status);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 2 });
+      await assertStockInvariants(t.db.pool, [p]);
+    },
+  );
 
   it('reconciles a payment whose webhook never arrived', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
