@@ -6,7 +6,7 @@ import { OrderTransitionsService } from '../../src/orders/order-transitions.serv
 import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { PaymentRepository } from '../../src/payments/payment.repository';
-import { createAdmin } from '../support/auth';
+import { createAdmin, createStaff } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { drain } from '../support/drain';
@@ -714,6 +714,39 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(sold.rows[0].units_sold).toBe(0); // a fully refunded order no longer counts as sold
     expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
   }, 30_000);
+
+  it("the refund route needs orders:refund: the order's own customer and staff (who lack it) get 403 problem+json, and nothing is refunded or recorded", async () => {
+    const staff = await createStaff(t);
+    const { order, pay } = await paidOrder(10_000);
+    for (const [who, token, key] of [
+      ['customer', alice.token, newKey()],
+      ['staff', staff.accessToken, newKey()],
+    ]) {
+      const res = await t.http.post(
+        `/v1/admin/orders/${order.body.id}/refunds`,
+        { amount: { amount: 1000, currency: 'INR' } },
+        { token, idempotencyKey: key },
+      );
+      expect([who, res.status]).toEqual([who, 403]);
+      expectProblem(res, 403, 'FORBIDDEN');
+      // refused before the key was looked at: none recorded under it
+      const keys = await t.db.pool.query(
+        `SELECT count(*)::int AS n FROM idempotency_keys WHERE key = $1`,
+        [key],
+      );
+      expect([who, keys.rows[0].n]).toEqual([who, 0]);
+    }
+    const refunds = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`,
+      [order.body.id],
+    );
+    expect(refunds.rows[0].n).toBe(0);
+    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(0); // no call to the provider
+    expect(await statusOf(order.body.id)).toMatchObject({
+      status: 'CONFIRMED',
+      refunded: { amount: 0 },
+    });
+  });
 
   it('an order whose payment is recorded as succeeded but not yet moved to PAID is not refunded (409): it is then confirmed with nothing refunded behind its back', async () => {
     const admin = await createAdmin(t);
