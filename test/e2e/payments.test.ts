@@ -581,71 +581,51 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
   });
 
-  it('a payment that succeeded for another amount than its order (the intent changed at the provider) is not confirmed: cancelled and refunded in full', async () => {
-    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
-    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    // someone with access to the provider account lowered the amount (in another currency); the customer then paid 1
-    await t.db.pool.query(
-      `UPDATE simulated_payment_intents SET amount = 1, currency = 'USD', status = 'succeeded' WHERE id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    await t.db.pool.query(
-      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    await worker.get(PaymentFinalizer).reconcile();
-    const o = await statusOf(order.body.id);
-    expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
-    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
-    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(1); // what was taken, all of it
-    const recorded = await t.db.pool.query(
-      `SELECT amount::int AS amount FROM payments WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    expect(recorded.rows[0].amount).toBe(1);
-    // the order's detail shows the payment and its refund in the payment's currency, not the order's
-    expect(o.payment).toMatchObject({
-      amount: { amount: 1, currency: 'USD' },
-      refunded: { amount: 1, currency: 'USD' },
-    });
-    expect(o.payment.refunds).toEqual([
-      expect.objectContaining({ amount: { amount: 1, currency: 'USD' } }),
-    ]);
-  });
-
-  it('a payment that succeeded for its amount in another currency (the intent changed at the provider) is not confirmed either: cancelled and refunded in full', async () => {
-    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
-    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    // only the currency changed: 10 000 USD cents are not 10 000 INR paise
-    await t.db.pool.query(
-      `UPDATE simulated_payment_intents SET currency = 'USD', status = 'succeeded' WHERE id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    await t.db.pool.query(
-      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    await worker.get(PaymentFinalizer).reconcile();
-    const o = await statusOf(order.body.id);
-    expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
-    expect(o.history.map((h: { to: string }) => h.to)).not.toContain('CONFIRMED');
-    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
-    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
-    expect(o.payment).toMatchObject({
-      amount: { amount: 10_000, currency: 'USD' },
-      refunded: { amount: 10_000, currency: 'USD' },
-    });
-  });
+  // someone with access to the provider account changed the intent; the customer then paid it
+  it.each([
+    // another amount (in another currency): the customer paid 1
+    { changed: 'amount and currency', amount: 1, currency: 'USD' },
+    // only the currency: 10 000 USD cents are not 10 000 INR paise
+    { changed: 'currency only', amount: 10_000, currency: 'USD' },
+  ])(
+    'a payment that succeeded for another $changed than its order (the intent changed at the provider) is not confirmed: cancelled and refunded in full',
+    async ({ amount, currency }) => {
+      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const pay = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
+      await t.db.pool.query(
+        `UPDATE simulated_payment_intents SET amount = $2, currency = $3, status = 'succeeded' WHERE id = $1`,
+        [pay.body.paymentIntentId, amount, currency],
+      );
+      await t.db.pool.query(
+        `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
+        [pay.body.paymentIntentId],
+      );
+      await worker.get(PaymentFinalizer).reconcile();
+      const o = await statusOf(order.body.id);
+      expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+      expect(o.history.map((h: { to: string }) => h.to)).not.toContain('CONFIRMED');
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+      expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(amount); // what was taken, all of it
+      const recorded = await t.db.pool.query(
+        `SELECT amount::int AS amount FROM payments WHERE intent_id = $1`,
+        [pay.body.paymentIntentId],
+      );
+      expect(recorded.rows[0].amount).toBe(amount);
+      // the order's detail shows the payment and its refund in the payment's currency, not the order's
+      expect(o.payment).toMatchObject({
+        amount: { amount, currency },
+        refunded: { amount, currency },
+      });
+      expect(o.payment.refunds).toEqual([
+        expect.objectContaining({ amount: { amount, currency } }),
+      ]);
+    },
+  );
 
   it('a settled order whose intent shows another amount later (refunded in part since) keeps its payment record; its events still settle', async () => {
     const admin = await createAdmin(t);
