@@ -14,6 +14,7 @@ import {
   ListedRefund,
   Listing,
   NewIntent,
+  NewRefund,
   PaymentGateway,
 } from './payment-gateway';
 
@@ -92,10 +93,7 @@ export class MeteredGateway implements PaymentGateway {
     return this.metered('cancel_intent', () => this.inner.cancelIntent(id, budget));
   }
 
-  createRefund(
-    input: Parameters<PaymentGateway['createRefund']>[0],
-    budget?: CallBudget,
-  ): Promise<GatewayRefund> {
+  createRefund(input: NewRefund, budget?: CallBudget): Promise<GatewayRefund> {
     return this.metered('create_refund', () => this.inner.createRefund(input, budget));
   }
 

@@ -157,6 +157,22 @@ export interface NewIntent {
   idempotencyKey: string;
 }
 
+/** A refund to make, under our idempotency key. */
+export interface NewRefund {
+  intentId: string;
+  amount: number;
+  refundId: string;
+  orderId: string;
+  idempotencyKey: string;
+  /**
+   * Whether a failure the provider saved under the key may move the refund on to the key's next
+   * generation (StripeGateway): not once the provider may have forgotten the key (a day on),
+   * when an attempt under the first key could make the refund afresh beside one made under the
+   * next.
+   */
+  advanceKeyOnReplay?: boolean;
+}
+
 /**
  * Every outbound write carries a deterministic idempotency key derived from our own ids, so a
  * retry after a crash or timeout replays the provider's first answer instead of acting twice.
@@ -174,23 +190,7 @@ export interface PaymentGateway {
    */
   cancelIntent(id: string, budget?: CallBudget): Promise<GatewayIntent>;
   /** Refunds `amount` of a succeeded intent. */
-  createRefund(
-    input: {
-      intentId: string;
-      amount: number;
-      refundId: string;
-      orderId: string;
-      idempotencyKey: string;
-      /**
-       * Whether a failure the provider saved under the key may move the refund on to the key's next
-       * generation (StripeGateway): not once the provider may have forgotten the key (a day on),
-       * when an attempt under the first key could make the refund afresh beside one made under the
-       * next.
-       */
-      advanceKeyOnReplay?: boolean;
-    },
-    budget?: CallBudget,
-  ): Promise<GatewayRefund>;
+  createRefund(input: NewRefund, budget?: CallBudget): Promise<GatewayRefund>;
   /** Every refund of the intent, wherever it was made (us or the provider's dashboard). */
   listRefunds(intentId: string, budget?: CallBudget): Promise<GatewayRefund[]>;
   /** A dispute of one of our payments (named by a `charge.dispute.*` event), as it is now. */

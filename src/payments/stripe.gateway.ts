@@ -14,6 +14,7 @@ import {
   ListedRefund,
   Listing,
   NewIntent,
+  NewRefund,
   PaymentGateway,
   RefundStatus,
 } from './payment-gateway';
@@ -303,17 +304,7 @@ export class StripeGateway implements PaymentGateway {
    * waiting), the list that checks a failed generation is part of the one attempt. Out of budget
    * the refund may still have been made: the caller's retry under the same key meets it.
    */
-  createRefund(
-    input: {
-      intentId: string;
-      amount: number;
-      refundId: string;
-      orderId: string;
-      idempotencyKey: string;
-      advanceKeyOnReplay?: boolean;
-    },
-    budget?: CallBudget,
-  ): Promise<GatewayRefund> {
+  createRefund(input: NewRefund, budget?: CallBudget): Promise<GatewayRefund> {
     return this.call(() =>
       within(budget, (options) => {
         const send = async (idempotencyKey: string) =>
