@@ -998,6 +998,143 @@ describe('loadConfig', () => {
   });
 });
 
+describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_VERIFY_ONLY_PUBLIC_KEY)", () => {
+  const pemPair = (type: 'ec' | 'rsa' | 'ed25519', opts: object) => {
+    const k = generateKeyPairSync(type as 'ec', opts as { namedCurve: string });
+    return {
+      JWT_PRIVATE_KEY: k.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+      JWT_PUBLIC_KEY: k.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+    };
+  };
+  const prod = { ...SECRETS, NODE_ENV: 'production' };
+  const { JWT_SECRET: _secret, ...prodWithoutSecret } = prod;
+  const current = pemPair('ec', { namedCurve: 'P-256' });
+  const next = pemPair('ec', { namedCurve: 'P-384' });
+  const otherSecret = randomBytes(36).toString('base64');
+
+  it('boots with a verify-only secret beside JWT_SECRET, a verify-only public key beside a pair, and either beside the other kind (a move between HS256 and a pair)', () => {
+    expect(loadConfig({ ...prod, JWT_VERIFY_ONLY_SECRET: otherSecret }).jwt).toMatchObject({
+      secret: SECRETS.JWT_SECRET,
+      verifyOnly: { algorithm: 'HS256', secret: otherSecret },
+    });
+    const pair = loadConfig({
+      ...prodWithoutSecret,
+      ...current,
+      JWT_VERIFY_ONLY_PUBLIC_KEY: next.JWT_PUBLIC_KEY.replace(/\n/g, '\\n'),
+    }).jwt;
+    expect(pair.keyPair?.algorithm).toBe('ES256');
+    expect(pair.verifyOnly).toEqual({ algorithm: 'ES384', publicKeyPem: next.JWT_PUBLIC_KEY });
+    expect(
+      loadConfig({ ...prod, JWT_VERIFY_ONLY_PUBLIC_KEY: next.JWT_PUBLIC_KEY }).jwt.verifyOnly,
+    ).toMatchObject({ algorithm: 'ES384' });
+    expect(
+      loadConfig({ ...prodWithoutSecret, ...current, JWT_VERIFY_ONLY_SECRET: otherSecret }).jwt
+        .verifyOnly,
+    ).toEqual({ algorithm: 'HS256', secret: otherSecret });
+    // unset (or empty, as a template leaves it): none
+    expect(loadConfig({ ...prod, JWT_VERIFY_ONLY_SECRET: '' }).jwt.verifyOnly).toBeUndefined();
+  });
+
+  it('refuses the signing key itself, both kinds at once, a PEM as a secret, and a public key JWT_PUBLIC_KEY would refuse — never quoting a key', () => {
+    const cases: Array<[Record<string, string>, string]> = [
+      [
+        { ...prod, JWT_VERIFY_ONLY_SECRET: SECRETS.JWT_SECRET },
+        'JWT_VERIFY_ONLY_SECRET: the same value as JWT_SECRET, which signs (and is accepted) already; give the next or the previous key',
+      ],
+      [
+        { ...prodWithoutSecret, ...current, JWT_VERIFY_ONLY_PUBLIC_KEY: current.JWT_PUBLIC_KEY },
+        'JWT_VERIFY_ONLY_PUBLIC_KEY: the same key as JWT_PUBLIC_KEY, which is accepted already; give the next or the previous key',
+      ],
+      [
+        {
+          ...prod,
+          JWT_VERIFY_ONLY_SECRET: otherSecret,
+          JWT_VERIFY_ONLY_PUBLIC_KEY: next.JWT_PUBLIC_KEY,
+        },
+        'JWT_VERIFY_ONLY_SECRET: set together with JWT_VERIFY_ONLY_PUBLIC_KEY; one key is accepted besides the signing one, set one or the other',
+      ],
+      [
+        { ...prod, JWT_VERIFY_ONLY_PUBLIC_KEY: next.JWT_PRIVATE_KEY },
+        'JWT_VERIFY_ONLY_PUBLIC_KEY: not a PEM public key',
+      ],
+      [
+        { ...prod, JWT_VERIFY_ONLY_PUBLIC_KEY: 'not a key' },
+        'JWT_VERIFY_ONLY_PUBLIC_KEY: not a PEM public key',
+      ],
+      [
+        {
+          ...prod,
+          JWT_VERIFY_ONLY_PUBLIC_KEY: pemPair('rsa', { modulusLength: 1024 }).JWT_PUBLIC_KEY,
+        },
+        'JWT_VERIFY_ONLY_PUBLIC_KEY: an RSA key of 1024 bits (at least 2048)',
+      ],
+      [
+        {
+          ...prod,
+          JWT_VERIFY_ONLY_PUBLIC_KEY: pemPair('ec', { namedCurve: 'secp256k1' }).JWT_PUBLIC_KEY,
+        },
+        'JWT_VERIFY_ONLY_PUBLIC_KEY: an EC key on secp256k1 (use P-256 or P-384)',
+      ],
+      [
+        { ...prod, JWT_VERIFY_ONLY_PUBLIC_KEY: pemPair('ed25519', {}).JWT_PUBLIC_KEY },
+        'JWT_VERIFY_ONLY_PUBLIC_KEY: key type ed25519 (use EC P-256, P-384 or RSA)',
+      ],
+    ];
+    for (const [env, problem] of cases) {
+      const problems = problemsOf(env);
+      expect(problems).toEqual([problem]);
+      expect(problems.join()).not.toMatch(/BEGIN|MII/);
+    }
+    // the current public key given as an HMAC secret (one line, as a secret store holds it):
+    // anyone holding the public key would sign HS256 tokens accepted here
+    for (const env of [
+      { ...prodWithoutSecret, ...current },
+      { NODE_ENV: 'development', ...current },
+    ]) {
+      const problems = problemsOf({
+        ...env,
+        JWT_VERIFY_ONLY_SECRET: current.JWT_PUBLIC_KEY.replace(/\n/g, '\\n'),
+      });
+      expect(problems).toContain(
+        'JWT_VERIFY_ONLY_SECRET: a PEM key, not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_VERIFY_ONLY_PUBLIC_KEY',
+      );
+      expect(problems.join()).not.toMatch(/MII/);
+    }
+  });
+
+  it('judges a verify-only secret as JWT_SECRET is: length, different characters, and outside development placeholders, patterns and the other secrets', () => {
+    expect(problemsOf({ ...prod, JWT_VERIFY_ONLY_SECRET: 'Zq8rT3vW9xK2mP5nL' })).toEqual([
+      expect.stringMatching(/^JWT_VERIFY_ONLY_SECRET: String must contain at least 32/),
+    ]);
+    expect(problemsOf({ ...prod, JWT_VERIFY_ONLY_SECRET: 'a'.repeat(40) })).toEqual([
+      expect.stringMatching(/^JWT_VERIFY_ONLY_SECRET: too predictable: fewer than 12 different/),
+    ]);
+    for (const [weak, problem] of [
+      ['abcdefghijklmnopqrstuvwxyz012345', /^JWT_VERIFY_ONLY_SECRET: too predictable — sequences/],
+      ['replace-with-a-long-random-secret', /^JWT_VERIFY_ONLY_SECRET: looks like a placeholder/],
+      [`${DEV_SECRETS.JWT_SECRET}-2`, /^JWT_VERIFY_ONLY_SECRET: contains the public development/],
+    ] as const) {
+      expect(problemsOf({ ...prod, JWT_VERIFY_ONLY_SECRET: weak })).toEqual([
+        expect.stringMatching(problem),
+      ]);
+    }
+    const reused = 'Zq8rT3vW9xK2mP5nLs6Jd1HfAb4Cd7Ef0Gh';
+    expect(
+      problemsOf({ ...prod, STORAGE_WEBHOOK_TOKEN: reused, JWT_VERIFY_ONLY_SECRET: reused }),
+    ).toEqual(['JWT_VERIFY_ONLY_SECRET: the same value as STORAGE_WEBHOOK_TOKEN']);
+    // the built-in development secret: public, refused in development too
+    for (const env of [prod, { NODE_ENV: 'development', JWT_SECRET: otherSecret }]) {
+      expect(problemsOf({ ...env, JWT_VERIFY_ONLY_SECRET: DEV_SECRETS.JWT_SECRET })).toEqual([
+        'JWT_VERIFY_ONLY_SECRET: the built-in development secret (public: anyone could sign tokens accepted under it)',
+      ]);
+    }
+    // in development, the built-in signing secret is the one compared with
+    expect(
+      loadConfig({ NODE_ENV: 'development', JWT_VERIFY_ONLY_SECRET: otherSecret }).jwt.verifyOnly,
+    ).toEqual({ algorithm: 'HS256', secret: otherSecret });
+  });
+});
+
 describe("a development instance on servers that are not this machine's", () => {
   it("is refused (a developer's .env with a deployment's URLs would seed demo data and run simulated payments on them) unless they are said to be development servers", () => {
     const remote = {

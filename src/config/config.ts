@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type ConnectionOptions, parse as parsePgUrl } from 'pg-connection-string';
-import { JwtKeyPair, parseJwtKeyPair } from './jwt-keys';
+import { JwtKeyPair, JwtVerifyOnlyKey, parseJwtKeyPair, parseJwtVerifyOnlyKey } from './jwt-keys';
 import { guessesLog10 } from './secret-strength';
 import { usableCpus } from './usable-cpus';
 
@@ -202,6 +202,14 @@ const JWT_SECRET_MIN_GUESSES_LOG10 = 20;
  */
 const WEBHOOK_SECRET_MIN_GUESSES_LOG10 = 10;
 
+/** An HS256 key (JWT_SECRET, JWT_VERIFY_ONLY_SECRET): whoever has it signs admin tokens. */
+const jwtSecret = z
+  .string()
+  .min(32)
+  .refine((v) => new Set(v).size >= JWT_SECRET_MIN_DISTINCT, {
+    message: `too predictable: fewer than ${JWT_SECRET_MIN_DISTINCT} different characters (use e.g. openssl rand -base64 48)`,
+  });
+
 const envSchema = z.object({
   // No default: only an explicit `development` gets development behaviour (see loadConfig).
   // any value: only `development` gets development behaviour, `production` its extra checks, and
@@ -248,16 +256,14 @@ const envSchema = z.object({
     .string()
     .regex(/^[a-z0-9_-]{1,32}$/i)
     .default('shop'),
-  JWT_SECRET: z
-    .string()
-    .min(32)
-    .refine((v) => new Set(v).size >= JWT_SECRET_MIN_DISTINCT, {
-      message: `too predictable: fewer than ${JWT_SECRET_MIN_DISTINCT} different characters (use e.g. openssl rand -base64 48)`,
-    })
-    .optional(),
+  JWT_SECRET: jwtSecret.optional(),
   // the alternative to JWT_SECRET: an access-token key pair, PEM (jwt-keys.ts checks them)
   JWT_PRIVATE_KEY: z.string().optional(),
   JWT_PUBLIC_KEY: z.string().optional(),
+  // a key access tokens are accepted under but never signed with, for a rotation's roll: the next
+  // key, then the previous one (jwt-keys.ts parseJwtVerifyOnlyKey)
+  JWT_VERIFY_ONLY_SECRET: jwtSecret.optional(),
+  JWT_VERIFY_ONLY_PUBLIC_KEY: z.string().optional(),
   JWT_ISSUER: z.string().default('shop-orders'),
   JWT_AUDIENCE: z.string().default('shop-orders-api'),
   JWT_ACCESS_TTL_SECONDS: int(900, 30, 86_400),
@@ -430,6 +436,11 @@ export interface AppConfig {
     secret?: string;
     /** JWT_PRIVATE_KEY/JWT_PUBLIC_KEY: tokens signed with an asymmetric key (ES256/ES384/RS256). */
     keyPair?: JwtKeyPair;
+    /**
+     * JWT_VERIFY_ONLY_SECRET or JWT_VERIFY_ONLY_PUBLIC_KEY: a key tokens are accepted under, never
+     * signed with (a rotation's next or previous key).
+     */
+    verifyOnly?: JwtVerifyOnlyKey;
     issuer: string;
     audience: string;
     accessTtlSeconds: number;
@@ -833,7 +844,7 @@ function secretProblems(env: Record<string, string>): string[] {
   // run again with the estimates
   const wanted = new Set<string>();
   const want = (secret: string) => (wanted.add(secret), Infinity);
-  jwtSecretProblems(env, want);
+  for (const name of JWT_SECRETS) jwtSecretProblems(env, want, name);
   webhookSecretProblems(env, want);
   const judged = [...wanted];
   let estimates: number[] | null = [];
@@ -848,7 +859,7 @@ function secretProblems(env: Record<string, string>): string[] {
   // a secret without an estimate is not taken on trust
   const strength = (secret: string) =>
     estimates === null ? Infinity : (estimates[judged.indexOf(secret)] ?? 0);
-  problems.push(...jwtSecretProblems(env, strength));
+  for (const name of JWT_SECRETS) problems.push(...jwtSecretProblems(env, strength, name));
   problems.push(...webhookSecretProblems(env, strength));
   problems.push(...stripeProblems(env));
   problems.push(...storageProblems(env));
@@ -925,6 +936,9 @@ function mailDomainOf(from: string): string {
   return (/@([^\s@>]+)>?\s*$/.exec(from)?.[1] ?? '').toLowerCase();
 }
 
+/** The HS256 keys: the signing one and a verify-only one (a rotation's next or previous). */
+const JWT_SECRETS = ['JWT_SECRET', 'JWT_VERIFY_ONLY_SECRET'] as const;
+
 /** The other secrets a JWT_SECRET must not repeat (whoever reads one of them would sign tokens). */
 const OTHER_SECRETS = [
   'STRIPE_SECRET_KEY',
@@ -939,34 +953,36 @@ const OTHER_SECRETS = [
  * (`replace-with-a-long-random-secret`: one kind of character), the public development secret
  * with something added, or another secret of this deployment is refused: each can be guessed or
  * read elsewhere, and it signs admin tokens. Random output (`openssl rand -base64 48` or `-hex
- * 32`) mixes at least two of lower case, upper case and digits.
+ * 32`) mixes at least two of lower case, upper case and digits. JWT_VERIFY_ONLY_SECRET alike (tokens
+ * signed with it are accepted).
  */
 function jwtSecretProblems(
   env: Record<string, string>,
   strength: (secret: string) => number,
+  name: (typeof JWT_SECRETS)[number],
 ): string[] {
-  const secret = env.JWT_SECRET;
+  const secret = env[name];
   // (too short or too few different characters: the schema says so already)
   if (!secret || secret === DEV_SECRETS.JWT_SECRET || secret.length < 32) return [];
   if (new Set(secret).size < JWT_SECRET_MIN_DISTINCT) return [];
   const problems: string[] = [];
   if (looksLikePlaceholder(secret)) {
     problems.push(
-      'JWT_SECRET: looks like a placeholder or words, not a random key (use e.g. openssl rand -base64 48)',
+      `${name}: looks like a placeholder or words, not a random key (use e.g. openssl rand -base64 48)`,
     );
   }
   if (secret.toLowerCase().includes(DEV_SECRETS.JWT_SECRET)) {
-    problems.push('JWT_SECRET: contains the public development secret');
+    problems.push(`${name}: contains the public development secret`);
   }
   for (const other of OTHER_SECRETS) {
-    if (env[other] === secret) problems.push(`JWT_SECRET: the same value as ${other}`);
+    if (env[other] === secret) problems.push(`${name}: the same value as ${other}`);
   }
   // (refused already: not worth the estimate's child process)
   if (problems.length > 0) return problems;
   const guesses = strength(secret);
   if (guesses < JWT_SECRET_MIN_GUESSES_LOG10) {
     problems.push(
-      `JWT_SECRET: too predictable — sequences, keyboard rows, repeats or common words (about 10^${Math.floor(guesses)} guesses; use e.g. openssl rand -base64 48)`,
+      `${name}: too predictable — sequences, keyboard rows, repeats or common words (about 10^${Math.floor(guesses)} guesses; use e.g. openssl rand -base64 48)`,
     );
   }
   return problems;
@@ -1368,6 +1384,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...proxies.problems);
   const jwtKeys = parseJwtKeyPair(cleaned);
   problems.push(...jwtKeys.problems);
+  const verifyOnly =
+    cleaned.JWT_VERIFY_ONLY_SECRET === DEV_SECRETS.JWT_SECRET
+      ? {
+          key: undefined,
+          // (in development too: the built-in key is public, anyone would sign tokens taken here)
+          problems: [
+            'JWT_VERIFY_ONLY_SECRET: the built-in development secret (public: anyone could sign tokens accepted under it)',
+          ],
+        }
+      : parseJwtVerifyOnlyKey(cleaned, {
+          // the effective signing secret: the built-in one in development when none is given
+          secret: jwtKeys.keyPair
+            ? undefined
+            : (cleaned.JWT_SECRET ??
+              (cleaned.NODE_ENV === 'development' ? DEV_SECRETS.JWT_SECRET : undefined)),
+          keyPair: jwtKeys.keyPair,
+        });
+  problems.push(...verifyOnly.problems);
   problems.push(...developmentExposure(cleaned));
   problems.push(...developmentRemoteServices(cleaned));
   problems.push(...plainTextServiceProblems(cleaned));
@@ -1521,6 +1555,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     jwt: {
       secret: jwtKeys.keyPair ? undefined : (e.JWT_SECRET ?? devSecret('JWT_SECRET')),
       keyPair: jwtKeys.keyPair,
+      verifyOnly: verifyOnly.key,
       issuer: e.JWT_ISSUER,
       audience: e.JWT_AUDIENCE,
       accessTtlSeconds: e.JWT_ACCESS_TTL_SECONDS,

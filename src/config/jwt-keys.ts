@@ -116,6 +116,87 @@ export function parseJwtKeyPair(env: Record<string, string>): {
 }
 
 /**
+ * JWT_VERIFY_ONLY_SECRET / JWT_VERIFY_ONLY_PUBLIC_KEY: a key access tokens are accepted under
+ * besides the signing one, never signed with — the next key before a rotation's swap, the
+ * previous one after it (README, "Rotating the JWT key").
+ */
+export type JwtVerifyOnlyKey =
+  { algorithm: 'HS256'; secret: string } | { algorithm: JwtKeyPairAlgorithm; publicKeyPem: string };
+
+/** A PEM block's armour: never in a random secret. */
+const PEM_ARMOUR = /-----BEGIN [A-Z0-9 ]+-----/;
+
+/**
+ * The verify-only key (JwtVerifyOnlyKey), checked as the signing key of its kind is: a secret
+ * as JWT_SECRET is (length, different characters: the schema; strength outside development:
+ * config.ts), a public key as JWT_PUBLIC_KEY is (a PEM public key, not a private one; EC P-256,
+ * P-384 or RSA ≥ 2048 bits). One of the two at most; never the signing key itself (`current`:
+ * the effective JWT_SECRET, or the pair). Either kind goes with either kind of signing key (a
+ * move from JWT_SECRET to a key pair, or back): every key is tried with its own algorithm only
+ * (accessTokenKeyRing), so a public key is never taken as an HMAC secret — except if it were
+ * given as one, which is why a PEM in JWT_VERIFY_ONLY_SECRET is refused (anyone holding the
+ * public key would sign tokens accepted here). Problems name the variable, never quote a value.
+ */
+export function parseJwtVerifyOnlyKey(
+  env: Record<string, string>,
+  current: { secret?: string; keyPair?: JwtKeyPair },
+): { key?: JwtVerifyOnlyKey; problems: string[] } {
+  const secret = env.JWT_VERIFY_ONLY_SECRET;
+  const publicValue = env.JWT_VERIFY_ONLY_PUBLIC_KEY;
+  if (secret !== undefined && publicValue !== undefined) {
+    return {
+      problems: [
+        'JWT_VERIFY_ONLY_SECRET: set together with JWT_VERIFY_ONLY_PUBLIC_KEY; one key is accepted besides the signing one, set one or the other',
+      ],
+    };
+  }
+  if (secret !== undefined) {
+    if (PEM_ARMOUR.test(unfold(secret))) {
+      return {
+        problems: [
+          'JWT_VERIFY_ONLY_SECRET: a PEM key, not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_VERIFY_ONLY_PUBLIC_KEY',
+        ],
+      };
+    }
+    if (secret === current.secret) {
+      return {
+        problems: [
+          'JWT_VERIFY_ONLY_SECRET: the same value as JWT_SECRET, which signs (and is accepted) already; give the next or the previous key',
+        ],
+      };
+    }
+    return { key: { algorithm: 'HS256', secret }, problems: [] };
+  }
+  if (publicValue === undefined) return { problems: [] };
+  let publicKey: KeyObject;
+  try {
+    // (a private key would be taken too, its public half derived: refused, as for JWT_PUBLIC_KEY)
+    if (unfold(publicValue).includes('PRIVATE KEY')) throw new Error('a private key');
+    publicKey = createPublicKey(unfold(publicValue));
+  } catch {
+    return { problems: ['JWT_VERIFY_ONLY_PUBLIC_KEY: not a PEM public key'] };
+  }
+  const algorithm = algorithmOf(publicKey);
+  if (!isSupported(algorithm)) {
+    return { problems: [`JWT_VERIFY_ONLY_PUBLIC_KEY: ${algorithm}`] };
+  }
+  if (
+    current.keyPair &&
+    spki(createPublicKey(current.keyPair.publicKeyPem)).equals(spki(publicKey))
+  ) {
+    return {
+      problems: [
+        'JWT_VERIFY_ONLY_PUBLIC_KEY: the same key as JWT_PUBLIC_KEY, which is accepted already; give the next or the previous key',
+      ],
+    };
+  }
+  return {
+    key: { algorithm, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }) as string },
+    problems: [],
+  };
+}
+
+/**
  * The server secret sessions' recorded clients are an HMAC under (SessionIssuer.clientKeyOf):
  * JWT_SECRET itself (as before key pairs existed: the records stay valid), or with a key pair a
  * key derived from the private key (HKDF-SHA-256) — the public key, which others hold, would let

@@ -21,10 +21,13 @@ process.env.PURCHASE_LIMIT_ABANDONED_PER_DAY = process.env.PURCHASE_LIMIT_ABANDO
 // A developer's .env (README: copy .env.example) must not reach the processes tests spawn: the
 // harness's environment is the whole configuration. test/e2e/env-file.test.ts opts back in.
 process.env.ENV_FILE = '';
-// nor a developer's shell's access-token key pair: suites sign with JWT_SECRET (or the built-in
-// development key) unless they pass a pair themselves (test/security/jwt-key-pair.test.ts)
+// nor a developer's shell's access-token key pair or verify-only key: suites sign with JWT_SECRET
+// (or the built-in development key) unless they pass their own keys (test/security/jwt-key-pair.test.ts,
+// test/security/jwt-key-rotation.test.ts)
 delete process.env.JWT_PRIVATE_KEY;
 delete process.env.JWT_PUBLIC_KEY;
+delete process.env.JWT_VERIFY_ONLY_SECRET;
+delete process.env.JWT_VERIFY_ONLY_PUBLIC_KEY;
 // No mail server in tests: outgoing mail is written as .eml files, asked for explicitly (outside
 // development a deployment without SMTP_URL refuses to boot unless MAIL_OUTBOX_DIR is set).
 process.env.MAIL_OUTBOX_DIR =
