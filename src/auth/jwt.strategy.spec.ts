@@ -2,6 +2,8 @@ import { JwtService } from '@nestjs/jwt';
 import {
   createHmac,
   createPrivateKey,
+  createPublicKey,
+  createSecretKey,
   createSign,
   generateKeyPairSync,
   randomUUID,
@@ -9,7 +11,7 @@ import {
 import { loadConfig } from '../config/config';
 import { DomainError } from '../common/errors/domain-error';
 import { sessionClientSecret } from '../config/jwt-keys';
-import { jwtModuleOptions } from './jwt-options';
+import { jwtModuleOptions, keyIdOf } from './jwt-options';
 import { JwtStrategy } from './jwt.strategy';
 import { permissionsOf } from './permissions';
 import type { SessionsOnRecord } from './sessions-on-record';
@@ -257,5 +259,120 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
     expect(sessionClientSecret(pairConfig)).toHaveLength(32);
     // and it is not the public key's (which others hold) nor the development secret
     expect(sessionClientSecret(pairConfig)).not.toEqual(sessionClientSecret(config));
+  });
+});
+
+describe("JwtStrategy through a key rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_VERIFY_ONLY_PUBLIC_KEY): the key by the token's kid", () => {
+  const OLD = SECRET;
+  const NEW = 'the-next-key-0123456789-ABCDEFGHIJKLMN';
+  const configOf = (env: Record<string, string>) =>
+    loadConfig({ NODE_ENV: 'development', JWT_ISSUER: 'iss-1', JWT_AUDIENCE: 'aud-1', ...env });
+  const signerOf = (env: Record<string, string>) =>
+    new TokenService(new JwtService(jwtModuleOptions(configOf(env))), new SecureRandom());
+  const strategyOf = (env: Record<string, string>) =>
+    new JwtStrategy(configOf(env), revoked, sessions);
+  // the roll's three configurations: before (old signs), step 1 (old signs, new accepted),
+  // step 2 (new signs, old accepted), and step 3 (new alone)
+  const before = { JWT_SECRET: OLD };
+  const step1 = { JWT_SECRET: OLD, JWT_VERIFY_ONLY_SECRET: NEW };
+  const step2 = { JWT_SECRET: NEW, JWT_VERIFY_ONLY_SECRET: OLD };
+  const after = { JWT_SECRET: NEW };
+  const claims = { sub: USER_ID, email: 'a@b.io', role: 'customer' as const, fam: FAMILY_ID };
+  const header = (token: string) =>
+    JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString()) as Record<string, unknown>;
+  const now = () => Math.floor(Date.now() / 1000);
+  const valid = () => ({
+    ...claims,
+    typ: 'access',
+    iss: 'iss-1',
+    aud: 'aud-1',
+    iat: now(),
+    exp: now() + 60,
+  });
+  const outcome = (strategy: JwtStrategy, token: string) =>
+    strategy.verifyAccess(token).then(
+      () => 'accepted',
+      (err: DomainError) => err.code,
+    );
+
+  it('names its key in the header (a short digest, never the key) and is accepted by every configuration of the roll that knows that key', async () => {
+    const oldToken = await signerOf(before).signAccess(claims);
+    const newToken = await signerOf(step2).signAccess(claims);
+    const oldKid = keyIdOf(createSecretKey(Buffer.from(OLD)));
+    expect(header(oldToken)).toEqual({ alg: 'HS256', typ: 'JWT', kid: oldKid });
+    expect(header(newToken).kid).toBe(keyIdOf(createSecretKey(Buffer.from(NEW))));
+    expect(oldKid).toMatch(/^[A-Za-z0-9_-]{16}$/);
+    expect(OLD).not.toContain(oldKid);
+    // step 1 signs with the old key: its tokens are the old key's
+    expect(header(await signerOf(step1).signAccess(claims)).kid).toBe(oldKid);
+    const results: Record<string, string[]> = {};
+    for (const [name, env] of Object.entries({ before, step1, step2, after })) {
+      const strategy = strategyOf(env);
+      results[name] = [await outcome(strategy, oldToken), await outcome(strategy, newToken)];
+    }
+    expect(results).toEqual({
+      before: ['accepted', 'TOKEN_INVALID'],
+      step1: ['accepted', 'accepted'],
+      step2: ['accepted', 'accepted'],
+      // the old key removed (its time run out, or leaked): its tokens refused at once
+      after: ['TOKEN_INVALID', 'accepted'],
+    });
+  });
+
+  it('tries a token without a kid against the signing key only, and refuses an unknown kid unverified', async () => {
+    const strategy = strategyOf(step2);
+    const noKid = (key: string) => forge({ alg: 'HS256', typ: 'JWT' }, valid(), key);
+    expect(await outcome(strategy, noKid(NEW))).toBe('accepted');
+    // (signed before kids were written, under what is now the verify-only key)
+    expect(await outcome(strategy, noKid(OLD))).toBe('TOKEN_INVALID');
+    // signed with the signing key itself, but naming a key this process does not know
+    expect(
+      await outcome(strategy, forge({ alg: 'HS256', kid: 'someone-elses-k' }, valid(), NEW)),
+    ).toBe('TOKEN_INVALID');
+    // a kid naming one key over a signature of the other: its key's signature is checked
+    const newKid = keyIdOf(createSecretKey(Buffer.from(NEW)));
+    expect(await outcome(strategy, forge({ alg: 'HS256', kid: newKid }, valid(), OLD))).toBe(
+      'TOKEN_INVALID',
+    );
+  });
+
+  it('holds each key to its own algorithm when the roll moves from JWT_SECRET to a key pair: the public key is never an HMAC secret', async () => {
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const privatePem = pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const publicPem = pair.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const pairKid = keyIdOf(createPublicKey(publicPem));
+    const hsKid = keyIdOf(createSecretKey(Buffer.from(OLD)));
+    // step 1: the secret signs, the pair's public key is accepted; step 2: the pair signs
+    const hsStep1 = { JWT_SECRET: OLD, JWT_VERIFY_ONLY_PUBLIC_KEY: publicPem };
+    const pairStep2 = {
+      JWT_PRIVATE_KEY: privatePem,
+      JWT_PUBLIC_KEY: publicPem,
+      JWT_VERIFY_ONLY_SECRET: OLD,
+    };
+    const fromPair = await signerOf(pairStep2).signAccess(claims);
+    const fromSecret = await signerOf(hsStep1).signAccess(claims);
+    expect(header(fromPair)).toMatchObject({ alg: 'ES256', kid: pairKid });
+    for (const env of [hsStep1, pairStep2]) {
+      const strategy = strategyOf(env);
+      expect([await outcome(strategy, fromPair), await outcome(strategy, fromSecret)]).toEqual([
+        'accepted',
+        'accepted',
+      ]);
+      // HS256 made with the public key as its secret, naming the pair's key (or no key)
+      for (const kid of [pairKid, undefined]) {
+        const confused = forge({ alg: 'HS256', ...(kid ? { kid } : {}) }, valid(), publicPem);
+        expect(await outcome(strategy, confused)).toBe('TOKEN_INVALID');
+      }
+      // the secret's kid over an ES256 header
+      const es256 = (h: object) => {
+        const body = `${b64(h)}.${b64(valid())}`;
+        const sig = createSign('SHA256')
+          .update(body)
+          .sign({ key: privatePem, dsaEncoding: 'ieee-p1363' });
+        return `${body}.${sig.toString('base64url')}`;
+      };
+      expect(await outcome(strategy, es256({ alg: 'ES256', kid: hsKid }))).toBe('TOKEN_INVALID');
+      expect(await outcome(strategy, es256({ alg: 'ES256', kid: pairKid }))).toBe('accepted');
+    }
   });
 });

@@ -7,7 +7,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { bearerToken } from '../common/http/bearer-token';
 import { isCanonicalUuid } from '../common/ids';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { accessTokenKeys, jwtAlgorithm } from './jwt-options';
+import { accessTokenKeyRing } from './jwt-options';
 import { ROLES, Role, permissionsOf } from './permissions';
 import type { Principal } from './principal';
 import { CLOCK_SKEW_MS, RevokedSessions } from './revoked-sessions';
@@ -21,9 +21,10 @@ export const tokenInvalid = (detail = 'The access token is invalid or expired.')
 
 /**
  * Access-token verification, the one path for the API's guard and the queue board:
- * passport-jwt (jsonwebtoken) with the options of jwtModuleOptions() pinned — the one algorithm
- * of the configured key (HS256, or the key pair's; `alg: none` and every other algorithm are
- * refused), iss, aud, exp — then validate(): the
+ * passport-jwt (jsonwebtoken) with the options of jwtModuleOptions() pinned — the key the token's
+ * `kid` names among the signing key and a verify-only one (accessTokenKeyRing: one verification,
+ * with that key's own algorithm; no `kid`: the signing key; an unknown one: refused unverified;
+ * `alg: none` and every other algorithm refused), iss, aud, exp — then validate(): the
  * claims must be an access token's (`typ: 'access'`, exp, iat at most JWT_ACCESS_TTL_SECONDS
  * before exp, sub, fam, email, a known role) and its session (`fam`) not revoked (RevokedSessions: logout, password change, refresh-token
  * reuse), checked on every authenticated request.
@@ -55,13 +56,19 @@ export class JwtStrategy
     private readonly revoked: RevokedSessions,
     private readonly sessions: SessionsOnRecord,
   ) {
-    // The very key and algorithm tokens are signed with (jwtModuleOptions()).
+    // The very key and algorithm tokens are signed with (jwtModuleOptions()), and a verify-only
+    // key's: the one a token's `kid` names (KeyObjects built once for the process).
+    const keys = accessTokenKeyRing(config);
     const options: StrategyOptionsWithoutRequest = {
       jwtFromRequest: (req: { headers?: Record<string, unknown> }) =>
         bearerToken(req.headers?.authorization),
-      // a KeyObject (jsonwebtoken accepts it), built once for the process
-      secretOrKey: accessTokenKeys(config).verify as unknown as string,
-      algorithms: [jwtAlgorithm(config)],
+      secretOrKeyProvider: (_req, token: string, done) => {
+        const key = keys.keyFor(token);
+        // (a KeyObject: jsonwebtoken accepts it)
+        if (key) done(null, key as unknown as string);
+        else done(tokenInvalid());
+      },
+      algorithms: keys.algorithms,
       issuer: config.jwt.issuer,
       audience: config.jwt.audience,
       ignoreExpiration: false,
