@@ -213,3 +213,18 @@ export function sessionClientSecret(config: Pick<AppConfig, 'jwt'>): Buffer | st
     hkdfSync('sha256', Buffer.from(d, 'base64url'), Buffer.alloc(0), 'shop session-client key', 32),
   );
 }
+
+/**
+ * Every server secret whose HMACs and seals are still accepted (device tokens, recorded clients,
+ * cursors): the signing key's (sessionClientSecret) first — the one new values are made under —
+ * then a verify-only JWT_VERIFY_ONLY_SECRET's, itself as JWT_SECRET's is (what it made while it
+ * signed, or will make once it does, stays valid through a rotation's roll). A verify-only public
+ * key has none: its private key's derived secret cannot be had from it (README, "Rotating the JWT
+ * key": with key pairs, a rotation refuses the other key's cursors and device tokens once).
+ */
+export function acceptedSessionClientSecrets(config: Pick<AppConfig, 'jwt'>): (Buffer | string)[] {
+  const verifyOnly = config.jwt.verifyOnly;
+  return verifyOnly && 'secret' in verifyOnly
+    ? [sessionClientSecret(config), verifyOnly.secret]
+    : [sessionClientSecret(config)];
+}

@@ -118,4 +118,39 @@ describe('keyset cursors', () => {
       "The cursor belongs to another product's reviews.",
     );
   });
+
+  it("through a key rotation's roll: seals under the signing key, opens under it or the verify-only secret, and refuses the removed key's", () => {
+    const OLD = 'the-old-secret-0123456789-abcdefghij';
+    const NEW = 'the-new-secret-0123456789-abcdefghij';
+    const under = (secret: string, verifyOnly?: string) =>
+      new CursorCodec({
+        jwt: { secret, verifyOnly: verifyOnly && { algorithm: 'HS256', secret: verifyOnly } },
+      } as AppConfig);
+    const shape = { k: 'int4', i: 'uuid' } as const;
+    const key = { k: 7, i: id };
+    const before = under(OLD);
+    const step1 = under(OLD, NEW);
+    const step2 = under(NEW, OLD);
+    const after = under(NEW);
+    // sealed under the signing key: step 1 seals as before did, step 2 as after will
+    expect(step1.encode(key, LIST)).toBe(before.encode(key, LIST));
+    expect(step2.encode(key, LIST)).toBe(after.encode(key, LIST));
+    const byOld = before.encode(key, LIST);
+    const byNew = after.encode(key, LIST);
+    const opens = (codec: CursorCodec, cursor: string) => {
+      try {
+        return codec.decode(cursor, shape, LIST) !== null;
+      } catch {
+        return false;
+      }
+    };
+    expect([step1, step2].map((c) => [opens(c, byOld), opens(c, byNew)])).toEqual([
+      [true, true],
+      [true, true],
+    ]);
+    expect(step2.decode(byOld, shape, LIST)).toEqual(key);
+    // the previous key removed: its cursors are refused (400, as any not sealed here)
+    expect([opens(after, byOld), opens(before, byNew)]).toEqual([false, false]);
+    expect(() => after.decode(byOld, shape, LIST)).toThrow(DomainError);
+  });
 });

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync } from 'node:crypto';
-import { sessionClientSecret } from '../../config/jwt-keys';
+import { acceptedSessionClientSecrets } from '../../config/jwt-keys';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { hasControlCharacters } from '../http/control-characters';
@@ -42,6 +42,17 @@ const malformed = () =>
 const derive = (root: Buffer | string, info: string) =>
   Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), info, 32));
 
+/** A cursor key: the AES-256-GCM key and the key of its deterministic nonce. */
+interface SealKeys {
+  key: Buffer;
+  nonceKey: Buffer;
+}
+
+const sealKeysOf = (root: Buffer | string): SealKeys => ({
+  key: derive(root, 'shop cursor key'),
+  nonceKey: derive(root, 'shop cursor nonce'),
+});
+
 /** Plaintexts are padded to a multiple of this many bytes (every cursor today is shorter). */
 const PAD_BLOCK = 256;
 /** AES-256-GCM: a 12-byte nonce, the ciphertext, a 16-byte tag. */
@@ -53,21 +64,25 @@ const TAG = 16;
  * key derived from the server secret (AES-256-GCM; sessionClientSecret, as every API process
  * has it). A plain base64url JSON cursor told anyone the key's values — the `popular` listing's
  * is each product's units sold, which the contract keeps out of the product, readable a page of
- * one at a time — and let a client forge any key. A cursor not sealed here (forged, altered, or
- * from before a secret rotation) is a 400 VALIDATION_FAILED, like a malformed one, and every
- * field is still checked before any SQL sees it. The nonce is an HMAC of the key (a
- * deterministic seal: one page's next cursor is one string, whichever process wrote it, so cached
- * pages and their cache keys stay one), which reveals only that two cursors are equal.
+ * one at a time — and let a client forge any key. Sealed under the signing key's secret, opened
+ * under it or a verify-only JWT_VERIFY_ONLY_SECRET's (acceptedSessionClientSecrets: through a
+ * rotation's roll a cursor one process made pages on every other). A cursor sealed under neither
+ * (forged, altered, or from before a rotation whose previous key is gone) is a 400
+ * VALIDATION_FAILED, like a malformed one, and every field is still checked before any SQL sees
+ * it. The nonce is an HMAC of the key (a deterministic seal: one page's next cursor is one string,
+ * whichever process under the same key wrote it, so cached pages and their cache keys stay one),
+ * which reveals only that two cursors are equal.
  */
 @Injectable()
 export class CursorCodec {
-  private readonly key: Buffer;
-  private readonly nonceKey: Buffer;
+  /** What new cursors are sealed under. */
+  private readonly seal: SealKeys;
+  /** What cursors are opened under: `seal`, then a verify-only key's. */
+  private readonly opens: SealKeys[];
 
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
-    const root = sessionClientSecret(config);
-    this.key = derive(root, 'shop cursor key');
-    this.nonceKey = derive(root, 'shop cursor nonce');
+    this.opens = acceptedSessionClientSecrets(config).map(sealKeysOf);
+    this.seal = this.opens[0];
   }
 
   /** The next page of `list` after `key` (the last item's sort key). */
@@ -77,8 +92,11 @@ export class CursorCodec {
     const json = Buffer.from(JSON.stringify({ ...key, [LIST_FIELD]: listTag(list) }), 'utf8');
     const padding = Math.ceil(json.length / PAD_BLOCK) * PAD_BLOCK - json.length;
     const plain = Buffer.concat([json, Buffer.alloc(padding, 0x20)]);
-    const nonce = createHmac('sha256', this.nonceKey).update(plain).digest().subarray(0, NONCE);
-    const cipher = createCipheriv('aes-256-gcm', this.key, nonce);
+    const nonce = createHmac('sha256', this.seal.nonceKey)
+      .update(plain)
+      .digest()
+      .subarray(0, NONCE);
+    const cipher = createCipheriv('aes-256-gcm', this.seal.key, nonce);
     const sealed = Buffer.concat([cipher.update(plain), cipher.final()]);
     return Buffer.concat([nonce, sealed, cipher.getAuthTag()]).toString('base64url');
   }
@@ -97,17 +115,8 @@ export class CursorCodec {
     if (cursor === undefined) return null;
     const bytes = Buffer.from(cursor, 'base64url');
     if (bytes.length <= NONCE + TAG || bytes.toString('base64url') !== cursor) throw malformed();
-    let plain: Buffer;
-    try {
-      const decipher = createDecipheriv('aes-256-gcm', this.key, bytes.subarray(0, NONCE));
-      decipher.setAuthTag(bytes.subarray(bytes.length - TAG));
-      plain = Buffer.concat([
-        decipher.update(bytes.subarray(NONCE, bytes.length - TAG)),
-        decipher.final(),
-      ]);
-    } catch {
-      throw malformed();
-    }
+    const plain = openUnder(this.opens, bytes);
+    if (!plain) throw malformed();
     const { [LIST_FIELD]: tag, ...key } = readCursorKey(plain, shape) as Record<string, unknown>;
     if (tag !== undefined && tag !== listTag(list)) {
       throw new DomainError('VALIDATION_FAILED', `The cursor belongs to another ${what}.`, {
@@ -116,6 +125,23 @@ export class CursorCodec {
     }
     return key as T;
   }
+}
+
+/** The plaintext of a sealed cursor, under the first key whose tag it carries; null under none. */
+function openUnder(keys: readonly SealKeys[], bytes: Buffer): Buffer | null {
+  for (const { key } of keys) {
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, NONCE));
+      decipher.setAuthTag(bytes.subarray(bytes.length - TAG));
+      return Buffer.concat([
+        decipher.update(bytes.subarray(NONCE, bytes.length - TAG)),
+        decipher.final(),
+      ]);
+    } catch {
+      // another key's, or none's
+    }
+  }
+  return null;
 }
 
 /** The sort key in `plain` (JSON), every field of the kind `shape` says, or a 400. */
