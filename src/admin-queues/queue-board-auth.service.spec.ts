@@ -69,7 +69,7 @@ function setup() {
     'signIns',
   );
   const sessions = {
-    clientKeyOf: () => 'client-key',
+    clientKeysOf: () => ['client-key'],
     accountTag: () => 'account-tag',
   } as unknown as SessionIssuer;
   const refreshTokens = { openedFrom: async () => false } as unknown as RefreshTokenRepository;

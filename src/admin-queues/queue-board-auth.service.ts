@@ -160,7 +160,7 @@ export class QueueBoardAuth {
             // Redis's marks of the admin's own clients may be gone (a restart without its data, a
             // failover): the sessions on record (API sign-ins) still know them, as for login
             ownClientOnRecord: () =>
-              this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),
+              this.refreshTokens.openedFrom(this.sessions.clientKeysOf(email, ip)),
           },
         ),
       (p) => ({ id: p.userId, role: p.role }),

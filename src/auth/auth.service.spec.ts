@@ -59,6 +59,7 @@ function setup() {
       rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
       hashOf: jest.fn((t: string) => `hash(${t})`),
       clientKeyOf: jest.fn((email: string, ip: string) => `client(${email},${ip})`),
+      clientKeysOf: jest.fn((email: string, ip: string) => [`client(${email},${ip})`]),
       accountTag: jest.fn((email: string) => `tag(${email})`),
       deviceOf: jest.fn(() => null),
       newDevice: jest.fn(() => 'device-1'),

@@ -146,7 +146,8 @@ export class AuthService {
           // Redis's marks of the owner's clients may be gone: the sessions on record still know them
           {
             passwordEpoch: found?.passwordEpoch ?? null,
-            ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey),
+            ownClientOnRecord: () =>
+              this.refreshTokens.openedFrom(this.sessions.clientKeysOf(email, clientIp)),
             device,
           },
         ),

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, IsNull, Repository } from 'typeorm';
+import { EntityManager, In, IsNull, Repository } from 'typeorm';
 import { deleteSelected, drainBatches } from '../database/batched-delete';
 import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
@@ -64,11 +64,14 @@ export class RefreshTokenRepository {
   }
 
   /**
-   * Whether a family on record (live or ended, until purged) was opened from `clientKey` since
-   * the account's password was last set (forgetClients).
+   * Whether a family on record (live or ended, until purged) was opened from the client one of
+   * `clientKeys` names (SessionIssuer#clientKeysOf: one per key accepted) since the account's
+   * password was last set (forgetClients).
    */
-  async openedFrom(clientKey: string): Promise<boolean> {
-    return this.tx.withManager((m) => families(m).exists({ where: { clientKey } }));
+  async openedFrom(clientKeys: readonly string[]): Promise<boolean> {
+    return this.tx.withManager((m) =>
+      families(m).exists({ where: { clientKey: In([...clientKeys]) } }),
+    );
   }
 
   async addToken(

@@ -9,7 +9,7 @@ import { RefreshTokenRepository } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
 import { TransactionHost } from '../database/transaction-host';
 import { TokenService } from './token.service';
-import { sessionClientSecret } from '../config/jwt-keys';
+import { acceptedSessionClientSecrets } from '../config/jwt-keys';
 
 /** A sign-in session as the client holds it: the family and its current refresh token. */
 export interface Session {
@@ -27,7 +27,13 @@ const plusSeconds = (at: Date, seconds: number) => new Date(at.getTime() + secon
  */
 @Injectable()
 export class SessionIssuer {
+  /** What device tokens, recorded clients and account tags are made under: the signing key's. */
   private readonly clientSecret: Buffer | string;
+  /**
+   * What device tokens and recorded clients are still accepted under: `clientSecret`, then a
+   * verify-only JWT_VERIFY_ONLY_SECRET's (a key rotation's next or previous key).
+   */
+  private readonly acceptedSecrets: readonly (Buffer | string)[];
 
   constructor(
     private readonly refreshTokens: RefreshTokenRepository,
@@ -36,7 +42,8 @@ export class SessionIssuer {
     private readonly tx: TransactionHost,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {
-    this.clientSecret = sessionClientSecret(config);
+    this.acceptedSecrets = acceptedSessionClientSecrets(config);
+    this.clientSecret = this.acceptedSecrets[0];
   }
 
   /**
@@ -51,7 +58,20 @@ export class SessionIssuer {
    * which anyone reading the database could reverse by trying every IPv4 address.
    */
   clientKeyOf(email: string, clientIp: string): string {
-    return createHmac('sha256', this.clientSecret)
+    return this.clientKeyUnder(this.clientSecret, email, clientIp);
+  }
+
+  /**
+   * The keys a session opened from this client may be on record under: clientKeyOf's, then the
+   * verify-only secret's (a session recorded under the other key of a rotation's roll is the
+   * owner's still).
+   */
+  clientKeysOf(email: string, clientIp: string): string[] {
+    return this.acceptedSecrets.map((secret) => this.clientKeyUnder(secret, email, clientIp));
+  }
+
+  private clientKeyUnder(secret: Buffer | string, email: string, clientIp: string): string {
+    return createHmac('sha256', secret)
       .update(`session-client\0${accountClientDigest(email, clientIp)}`)
       .digest('base64url');
   }
@@ -59,7 +79,8 @@ export class SessionIssuer {
   /**
    * A tag of an account's email for the security log (SecurityEvents: every sign-in attempt at
    * one email carries the same, the email itself never): an HMAC under the server secret, so the
-   * log cannot be reversed by hashing a list of addresses.
+   * log cannot be reversed by hashing a list of addresses. Under the signing key's secret alone: a
+   * key rotation gives every account a new tag (README, "Rotating the JWT key").
    */
   accountTag(email: string): string {
     return createHmac('sha256', this.clientSecret)
@@ -91,17 +112,23 @@ export class SessionIssuer {
     return randomBytes(16).toString('base64url');
   }
 
-  /** The device of a token `deviceTokenFor` made for this account; else null. */
+  /**
+   * The device of a token `deviceTokenFor` made for this account — under the signing key's secret
+   * or a verify-only one's (through a key rotation's roll, a device stays the owner's); else null.
+   */
   deviceOf(token: string | null | undefined, email: string): string | null {
     const match = /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/.exec(token ?? '');
     if (!match) return null;
-    const expected = Buffer.from(this.deviceMac(email, match[1]));
     const given = Buffer.from(match[2]);
-    return given.length === expected.length && timingSafeEqual(given, expected) ? match[1] : null;
+    const ours = this.acceptedSecrets.some((secret) => {
+      const expected = Buffer.from(this.deviceMac(email, match[1], secret));
+      return given.length === expected.length && timingSafeEqual(given, expected);
+    });
+    return ours ? match[1] : null;
   }
 
-  private deviceMac(email: string, device: string): string {
-    return createHmac('sha256', this.clientSecret)
+  private deviceMac(email: string, device: string, secret = this.clientSecret): string {
+    return createHmac('sha256', secret)
       .update(`device-token\0${normalizeEmail(email)}\0${device}`)
       .digest('base64url');
   }
