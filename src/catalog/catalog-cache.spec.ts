@@ -326,6 +326,57 @@ describe('CatalogCache: pages shared by processes configured alike only', () => 
     }));
     expect(JSON.parse(alike)).toEqual({ currency: 'INR' });
   });
+
+  it("through a JWT key rotation's roll, processes that seal or open cursors under other keys never read each other's pages (a next cursor sealed under the writer's key; a cursor the reader refuses); processes configured alike share them", async () => {
+    const entries = new Map<string, unknown>();
+    const shared = mockOf<Cache>(
+      {
+        get: async (k: string) => entries.get(k),
+        set: async (k: string, v: unknown) => (entries.set(k, v), v),
+      },
+      'shared',
+    );
+    const OLD = 'the-old-secret-0123456789-abcdefghij';
+    const NEW = 'the-new-secret-0123456789-abcdefghij';
+    const processUnder = (env: Record<string, string>) =>
+      new CatalogCache(
+        fakeRedis(),
+        shared,
+        loadConfig({ NODE_ENV: 'development', ...env }),
+        new Clock(),
+        noTransaction,
+      );
+    const url = '/v1/products?sort=price_asc&limit=10';
+    /** The page a process under `env` serves (asked twice: a page is stored once read again). */
+    const pageOf = async (env: Record<string, string>, built: string) => {
+      const reader = processUnder(env);
+      let page = '';
+      for (const _ of [1, 2]) page = await reader.getOrBuild(url, async () => ({ built }));
+      return (JSON.parse(page) as { built: string }).built;
+    };
+    const before = { JWT_SECRET: OLD };
+    const step1 = { JWT_SECRET: OLD, JWT_VERIFY_ONLY_SECRET: NEW };
+    const step2 = { JWT_SECRET: NEW, JWT_VERIFY_ONLY_SECRET: OLD };
+    const after = { JWT_SECRET: NEW };
+    expect([
+      await pageOf(before, 'before'),
+      await pageOf(step1, 'step 1'),
+      await pageOf(step2, 'step 2'),
+      await pageOf(after, 'after'),
+    ]).toEqual(['before', 'step 1', 'step 2', 'after']);
+    // configured alike: shared
+    for (const [env, page] of [
+      [before, 'before'],
+      [step1, 'step 1'],
+      [step2, 'step 2'],
+      [after, 'after'],
+    ] as const) {
+      expect(await pageOf(env, 'again')).toBe(page);
+    }
+    expect(entries.size).toBe(4);
+    // and the keys themselves are in no cache key
+    expect([...entries.keys()].join()).not.toMatch(/the-(old|new)-secret/);
+  });
 });
 
 describe('createCatalogStore: Redis refusing its commands', () => {

@@ -14,6 +14,7 @@ import { CoalescedVersionReader } from './catalog-version';
 import { withTimeout } from '../common/with-timeout';
 import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
 import { BuildBudget, Spend } from './build-budget';
+import { cursorKeyFingerprint } from '../common/pagination/cursor';
 
 /**
  * What the shared tier keeps per page: the JSON and when it expires (epoch ms), so that one GET
@@ -237,14 +238,17 @@ return redis.call('INCR', KEYS[1])`;
  */
 /**
  * A digest of the configuration a page is built under besides its URL: the shop's currency (only
- * products priced in it are listed) and the images' public base URL (in every item). Two API
+ * products priced in it are listed), the images' public base URL (in every item) and the keys
+ * its cursors are sealed and opened under (cursorKeyFingerprint: digests, never a key). Two API
  * processes configured otherwise (a rolling change of either) served each other's pages — a
  * listing of another currency's products, each then a 404 on its own page — for as long as both
- * ran.
+ * ran; and through a key rotation's roll, a page another process cached carried a next cursor
+ * sealed under its key, which this process may not open (its client's next page a 400), or answered
+ * a cursor this process refuses (one of a key removed after a leak).
  */
-function pageShapeOf(config: Pick<AppConfig, 'currency' | 'storage'>): string {
+function pageShapeOf(config: Pick<AppConfig, 'currency' | 'storage' | 'jwt'>): string {
   return createHash('sha256')
-    .update(JSON.stringify([config.currency, config.storage.baseUrl]))
+    .update(JSON.stringify([config.currency, config.storage.baseUrl, cursorKeyFingerprint(config)]))
     .digest('base64url')
     .slice(0, 8);
 }
@@ -264,7 +268,7 @@ export class CatalogCache {
   private readonly versionKey: string;
   /**
    * What else than the URL shapes a page (pageShapeOf): processes configured otherwise — during a
-   * rolling change of SHOP_CURRENCY or STORAGE_BASE_URL — share no pages.
+   * rolling change of SHOP_CURRENCY, STORAGE_BASE_URL or the JWT key — share no pages.
    */
   private readonly pageShape: string;
   private readonly enabled: boolean;

@@ -53,6 +53,20 @@ const sealKeysOf = (root: Buffer | string): SealKeys => ({
   nonceKey: derive(root, 'shop cursor nonce'),
 });
 
+/**
+ * A digest of the keys cursors are sealed and opened under here, the sealing one first (never a
+ * key: HKDF of each server secret for this use alone). Two processes sealing under different keys
+ * — a rotation's roll — give one page different next cursors, and each may refuse the other's;
+ * two opening under different keys answer a cursor differently (one removed after a leak refuses
+ * what the other still pages on). The catalog's shared pages are kept apart by it (CatalogCache's
+ * page shape): a page is served only by processes that would have built it alike.
+ */
+export function cursorKeyFingerprint(config: Pick<AppConfig, 'jwt'>): string {
+  return acceptedSessionClientSecrets(config)
+    .map((root) => derive(root, 'shop cursor key fingerprint').toString('base64url').slice(0, 12))
+    .join('.');
+}
+
 /** Plaintexts are padded to a multiple of this many bytes (every cursor today is shorter). */
 const PAD_BLOCK = 256;
 /** AES-256-GCM: a 12-byte nonce, the ciphertext, a 16-byte tag. */
