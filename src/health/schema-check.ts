@@ -9,6 +9,14 @@ import { databaseIdentityParts } from '../redis/key-prefix-claim';
 import { connectionSettings, migrationsFolder } from '../database/data-source-options';
 import { databaseEncoding, encodingRefusal } from '../database/database-encoding';
 import { pgErrorCode } from '../database/transaction-host';
+import {
+  BOOT_CONNECT_ATTEMPTS,
+  BOOT_CONNECT_RETRY_MS,
+  ConnectionRefused,
+  refusedAs,
+  withoutCredentials,
+} from '../database/connection-refusal';
+import { sqlStateOf } from '../common/errors/database-errors';
 
 /** How long a boot waits for either answer before it goes on without it (no refusal). */
 const CHECK_TIMEOUT_MS = 5_000;
@@ -54,9 +62,11 @@ export function newestMigrationOf(dir: string): number | null {
  *   and by the cluster's system identifier where both roles may read it, else by the server's
  *   start (sameDatabase), all of which a transaction pooler passes through.
  *
- * Either refuses the boot (DatabaseMismatch, exit code EXIT_CONFIG) naming what to do. A database
- * that does not answer at boot is no refusal: the process boots as it would without the check (its
- * breaker and readiness deal with it), and says so at warn.
+ * Either refuses the boot (DatabaseMismatch, exit code EXIT_CONFIG) naming what to do; so does a
+ * lock URL whose server refuses the connection (ConnectionRefused: its password, role or database,
+ * as DATABASE_URL's would be refused by the pool's connect). A database that does not answer at
+ * boot is no refusal: the process boots as it would without the check (its breaker and readiness
+ * deal with it), and says so at warn — as it does when one answers the check with another error.
  */
 @Injectable()
 export class SchemaCheck implements OnApplicationBootstrap {
@@ -128,8 +138,9 @@ export class SchemaCheck implements OnApplicationBootstrap {
     let overLock: IdentityParts;
     try {
       own = await withTimeout(identityOf(this.dataSource), CHECK_TIMEOUT_MS);
-      overLock = await withTimeout(identityOver(lockUrl), CHECK_TIMEOUT_MS);
+      overLock = await this.identityOverLockUrl(lockUrl);
     } catch (err) {
+      if (err instanceof ConnectionRefused) throw err;
       return this.unchecked('DATABASE_LOCK_URL', err);
     }
     if (!sameDatabase(own, overLock)) {
@@ -139,9 +150,34 @@ export class SchemaCheck implements OnApplicationBootstrap {
     }
   }
 
+  /**
+   * identityOver the lock URL; a server that refuses its connection (ConnectionRefused: a stale
+   * password, a role or database that does not exist) is asked BOOT_CONNECT_ATTEMPTS times, as
+   * DATABASE_URL's pool is, then refuses the boot. It was taken for a database that did not
+   * answer: the boot went on, readiness said 200, and every keyed payment, refund and email
+   * delivery answered 503 or failed for want of its lock, with no cause in the log.
+   */
+  private async identityOverLockUrl(lockUrl: string): Promise<IdentityParts> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await withTimeout(identityOver(lockUrl), CHECK_TIMEOUT_MS);
+      } catch (err) {
+        if (!(err instanceof ConnectionRefused) || attempt >= BOOT_CONNECT_ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, BOOT_CONNECT_RETRY_MS));
+      }
+    }
+  }
+
+  /** A check not made: the database did not answer, or answered it with an error (its SQLSTATE). */
   private unchecked(what: string, err: unknown): void {
+    const message = withoutCredentials(err instanceof Error ? err.message : String(err));
+    const sqlState = sqlStateOf(err);
     this.logger.warn(
-      `${what} not checked at boot: the database did not answer (${err instanceof Error ? err.message : String(err)})`,
+      `${what} not checked at boot: ${
+        sqlState
+          ? `the database answered with an error (SQLSTATE ${sqlState}: ${message})`
+          : `the database did not answer (${message})`
+      }`,
     );
   }
 }
@@ -177,7 +213,10 @@ export function sameDatabase(a: IdentityParts, b: IdentityParts): boolean {
   return a.system !== null && b.system !== null ? a.system === b.system : a.started === b.started;
 }
 
-/** identityOf over a connection of its own to `url`, closed after. */
+/**
+ * identityOf over a connection of its own to `url` (DATABASE_LOCK_URL), closed after; a refused
+ * connect throws ConnectionRefused.
+ */
 async function identityOver(url: string): Promise<IdentityParts> {
   const settings = connectionSettings(url);
   const client = new Client({
@@ -188,7 +227,9 @@ async function identityOver(url: string): Promise<IdentityParts> {
   });
   client.on('error', () => undefined); // (a failure is the query's)
   try {
-    await client.connect();
+    await client.connect().catch((err: unknown) => {
+      throw refusedAs('DATABASE_LOCK_URL', err);
+    });
     return await identityOf({
       query: async (sql: string) => (await client.query(sql)).rows as unknown[],
     } as Pick<DataSource, 'query'>);

@@ -75,7 +75,7 @@ describe('the database a process boots on', () => {
     }
   });
 
-  it('refuses a DATABASE_LOCK_URL that reaches another database, naming it; boots with one reaching the same database another way, or one that does not answer (said at warn)', async () => {
+  it('refuses a DATABASE_LOCK_URL that reaches another database, naming it, or whose server refuses its sign-in; boots with one reaching the same database another way, or one that does not answer (said at warn)', async () => {
     const refused = checkWith({ lockUrl: other.url }).onApplicationBootstrap();
     await expect(refused).rejects.toBeInstanceOf(DatabaseMismatch);
     await expect(refused).rejects.toMatchObject({
@@ -99,8 +99,20 @@ describe('the database a process boots on', () => {
       checkWith({ lockUrl: down.toString() }).onApplicationBootstrap(),
     ).resolves.toBeUndefined();
     expect(warns.mock.calls.map(([m]) => String(m))).toEqual([
-      expect.stringContaining('DATABASE_LOCK_URL not checked at boot'),
+      expect.stringContaining('DATABASE_LOCK_URL not checked at boot: the database did not answer'),
     ]);
+    // one that answers by refusing the sign-in (a stale password, a role that does not exist) is
+    // no database away: refused (exit code EXIT_CONFIG), naming the SQLSTATE and the reason
+    const stale = new URL(t.db.url);
+    stale.username = 'stale_role';
+    await expect(
+      checkWith({ lockUrl: stale.toString() }).onApplicationBootstrap(),
+    ).rejects.toMatchObject({
+      exitCode: EXIT_CONFIG,
+      message: expect.stringContaining(
+        'DATABASE_LOCK_URL: the database refused the connection (SQLSTATE 28000: role "stale_role" does not exist)',
+      ),
+    });
   });
 
   it("compares the cluster's system identifier only where both roles may read it", () => {
