@@ -247,8 +247,15 @@ export async function createApp(
   const app = await NestFactory.create<NestFastifyApplication>(
     module,
     createFastifyAdapter(config),
-    // until nestjs-pino's logger is there: JSON lines too, also when the boot fails
-    { bufferLogs: true, rawBody: true, logger: bootLogger(config.logLevel) },
+    // until nestjs-pino's logger is there: JSON lines too, also when the boot fails; a failure
+    // while the modules are created is thrown to the caller (main.ts exits with its code: a
+    // refused DATABASE_URL's EXIT_CONFIG), not ended by Nest with exit code 1
+    {
+      bufferLogs: true,
+      rawBody: true,
+      logger: bootLogger(config.logLevel),
+      abortOnError: false,
+    },
   );
   await configureApp(app);
   return app;

@@ -25,6 +25,9 @@ async function bootstrap(): Promise<void> {
   const booting = NestFactory.createApplicationContext(WorkerModule.register(config), {
     bufferLogs: true,
     logger: bootLogger(config.logLevel), // until nestjs-pino's is there: JSON lines, also on a failed boot
+    // a failure while the modules are created is thrown to the catch below (a refused
+    // DATABASE_URL exits EXIT_CONFIG), not ended by Nest with exit code 1
+    abortOnError: false,
   });
   closeOnSignals(booting, config.http.shutdownTimeoutMs);
   const app = await booting;

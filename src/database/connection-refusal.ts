@@ -10,9 +10,9 @@ export interface Refusal {
 export type DatabaseVariable = 'DATABASE_URL' | 'DATABASE_LOCK_URL';
 
 /**
- * How many times a boot tries a refused connection before it gives up (DATABASE_LOCK_URL's, by
- * SchemaCheck: as many as TypeOrmModule's retryAttempts give DATABASE_URL's pool), and how long it
- * waits between two tries.
+ * How many times a boot tries a refused connection before it gives up (DATABASE_URL's own, by
+ * TypeOrmModule's retryAttempts, and DATABASE_LOCK_URL's, by SchemaCheck), and how long it waits
+ * between two tries.
  */
 export const BOOT_CONNECT_ATTEMPTS = 3;
 export const BOOT_CONNECT_RETRY_MS = 500;

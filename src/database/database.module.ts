@@ -1,6 +1,8 @@
 import { Global, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource, DataSourceOptions } from 'typeorm';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { BOOT_CONNECT_ATTEMPTS, BOOT_CONNECT_RETRY_MS, refusedAs } from './connection-refusal';
 import { dataSourceOptions } from './data-source-options';
 import { DbCircuitBreaker } from './db-circuit-breaker';
 import { TransactionHost } from './transaction-host';
@@ -19,9 +21,20 @@ import { TransactionHost } from './transaction-host';
         }),
         entities: [],
         autoLoadEntities: true,
-        retryAttempts: 3,
-        retryDelay: 500,
+        retryAttempts: BOOT_CONNECT_ATTEMPTS,
+        retryDelay: BOOT_CONNECT_RETRY_MS,
       }),
+      // a server that refuses the connection (a stale password, a role or database that does not
+      // exist) is ConnectionRefused once the attempts are spent: the boot stops with exit code
+      // EXIT_CONFIG naming DATABASE_URL and the SQLSTATE (it was 1, and TypeORM's stack)
+      dataSourceFactory: async (options?: DataSourceOptions) => {
+        const dataSource = new DataSource(options!);
+        try {
+          return await dataSource.initialize();
+        } catch (err) {
+          throw refusedAs('DATABASE_URL', err);
+        }
+      },
     }),
   ],
   providers: [DbCircuitBreaker, TransactionHost],

@@ -1,4 +1,5 @@
 import { EXIT_CONFIG } from '../../src/config/exit-codes';
+import { BOOT_CONNECT_ATTEMPTS } from '../../src/database/connection-refusal';
 import { runScript } from '../support/processes';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
@@ -64,4 +65,21 @@ describe('a database URL whose server refuses the sign-in', () => {
       expect(output).not.toContain(PASSWORD);
     }
   }, 90_000);
+
+  it('DATABASE_URL: refused the same way (exit code EXIT_CONFIG, not 1), after the pool’s attempts', async () => {
+    const missing = new URL(db.url);
+    missing.pathname = `/${db.name}_gone`;
+    for (const url of [as(db.url, 'stale_role'), missing.toString()]) {
+      for (const { code, output } of await boots({ DATABASE_URL: url })) {
+        expect(code).toBe(EXIT_CONFIG);
+        expect(output).toMatch(
+          /DATABASE_URL: the database refused the connection \(SQLSTATE (28000: role \\"stale_role\\"|3D000: database \\"[^"\\]+_gone\\") does not exist\)/,
+        );
+        expect(output.match(/Unable to connect to the database\. Retrying/g)).toHaveLength(
+          BOOT_CONNECT_ATTEMPTS,
+        );
+        expect(output).not.toContain(PASSWORD);
+      }
+    }
+  }, 180_000);
 });
