@@ -1,8 +1,10 @@
 import { Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { Client, DatabaseError } from 'pg';
+import { RateLimitedLog } from '../common/logging/rate-limited-log';
+import { connectionRefusal } from './connection-refusal';
 import { SERVER_KEEPALIVES, connectionSettings } from './data-source-options';
-import { isConnectionFailure } from './db-circuit-breaker';
+import { connectionFailureCause, isConnectionFailure } from './db-circuit-breaker';
 
 /** A lock held on the process's lock session; `release()` never throws. */
 export interface SessionLockHold {
@@ -17,6 +19,8 @@ export interface AdvisoryLockSessionOptions {
    * is `<applicationName>/<8 hex digits>` (its own name: see endDoubtful).
    */
   applicationName: string;
+  /** The variable the URL comes from, named in the log line of a connect that failed (lockUrlVariable). */
+  urlVariable?: string;
   /** A statement on the session that hangs longer than this ends the session. */
   queryTimeoutMs?: number;
   connectTimeoutMs?: number;
@@ -55,6 +59,13 @@ interface Granted {
 }
 
 const RETAKE_BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000];
+
+/**
+ * One limiter for the connect failures of every lock session of the process: one line per session
+ * purpose and cause at once, then at most one per 10 s counting the rest (each keyed request, each
+ * email attempt tries its own connect).
+ */
+const connectFailures = new RateLimitedLog();
 
 /** How long a new session waits for a dropped session's backend to end (pg_terminate_backend). */
 const TERMINATE_WAIT_MS = 2_000;
@@ -246,6 +257,7 @@ export class AdvisoryLockSession {
         if (failFastMs > 0 && /timeout/i.test((err as Error).message))
           this.unreachableUntil = performance.now() + failFastMs;
         await session.end().catch(() => undefined);
+        this.logConnectFailure(err);
         throw err;
       }
       if (this.closed) {
@@ -271,6 +283,26 @@ export class AdvisoryLockSession {
       this.connecting = undefined;
     });
     return this.connecting;
+  }
+
+  /**
+   * Why a connect failed, in the log (its caller answers 503, or fails the email attempt, saying
+   * only that the database is unavailable): a server's refusal — a stale password in the lock URL
+   * after a rotation, a role or database that does not exist (connectionRefusal) — at error, with
+   * its SQLSTATE and the server's reason, since nothing but a change of the configuration ends it;
+   * any other failure (no answer, refused by the host) at warn. Limited per purpose and cause
+   * (connectFailures). The server's reason names the user or database, never a password.
+   */
+  private logConnectFailure(err: unknown): void {
+    const refusal = connectionRefusal(err);
+    const cause = refusal
+      ? `refused: SQLSTATE ${refusal.sqlState}: ${refusal.reason}`
+      : connectionFailureCause(err);
+    const over = this.options.urlVariable ? ` over ${this.options.urlVariable}` : '';
+    const line = `the ${this.options.applicationName} lock session could not connect${over} (${cause}); its locks are unavailable`;
+    connectFailures.write(`${this.options.applicationName}\n${cause}`, line, (l) =>
+      refusal ? this.logger.error(l) : this.logger.warn(l),
+    );
   }
 
   /**

@@ -9,6 +9,11 @@ export interface Refusal {
 /** The database variables a process connects with. */
 export type DatabaseVariable = 'DATABASE_URL' | 'DATABASE_LOCK_URL';
 
+/** The variable a process's lock sessions connect with: DATABASE_LOCK_URL, unless it is DATABASE_URL's. */
+export function lockUrlVariable(database: { url: string; lockUrl: string }): DatabaseVariable {
+  return database.lockUrl === database.url ? 'DATABASE_URL' : 'DATABASE_LOCK_URL';
+}
+
 /**
  * How many times a boot tries a refused connection before it gives up (DATABASE_URL's own, by
  * TypeOrmModule's retryAttempts, and DATABASE_LOCK_URL's, by SchemaCheck), and how long it waits
@@ -31,7 +36,7 @@ const NO_CONNECT_PRIVILEGE = /^permission denied for database\b/;
  * its own reasons). The reason is the server's message, which names the user, role or database,
  * never the password; a URL's credentials are cut all the same, should one ever be in it.
  */
-function connectionRefusal(err: unknown): Refusal | undefined {
+export function connectionRefusal(err: unknown): Refusal | undefined {
   const e = err as { code?: unknown; message?: unknown; severity?: unknown } | null | undefined;
   // (pg's DatabaseError: a server's answer carries its severity)
   if (!e || typeof e.severity !== 'string' || typeof e.code !== 'string') return undefined;

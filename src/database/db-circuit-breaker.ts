@@ -13,6 +13,7 @@ import { DataSource, QueryFailedError, QueryRunnerAlreadyReleasedError } from 't
 import { DomainError } from '../common/errors/domain-error';
 import { isDraining } from '../common/shutdown';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { withoutCredentials } from './connection-refusal';
 import { SideConnection } from './side-connection';
 
 export type BreakerState = 'closed' | 'open' | 'half-open' | 'isolated';
@@ -152,7 +153,7 @@ export function isConnectionDeath(err: unknown): boolean {
  * database, never the password; the socket's, the address. A URL's credentials are cut all the
  * same, should one ever be in a message.
  */
-function connectionFailureCause(err: unknown): string {
+export function connectionFailureCause(err: unknown): string {
   const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
   if (!e || typeof e !== 'object') return 'cause unknown';
   const { code, message, errors } = e as { code?: unknown; message?: unknown; errors?: unknown };
@@ -164,7 +165,7 @@ function connectionFailureCause(err: unknown): string {
       .filter(Boolean)
       .join('; ');
   }
-  text = text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, '$1…@').slice(0, 300);
+  text = withoutCredentials(text).slice(0, 300);
   const prefix = typeof code === 'string' && !text.includes(code) ? `${code} ` : '';
   return `cause: ${prefix}${text || (e instanceof Error ? e.name : 'no message')}`;
 }

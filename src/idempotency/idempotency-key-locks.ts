@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { AdvisoryLockSession, SessionLockHold } from '../database/advisory-lock-session';
+import { lockUrlVariable } from '../database/connection-refusal';
 import { DbCircuitBreaker } from '../database/db-circuit-breaker';
 import { KEY_LOCK_ID } from './idempotency.repository';
 
@@ -39,6 +40,7 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     this.separateEndpoint = config.database.lockUrl !== config.database.url;
     // a key must stay taken while its request runs, even across a cut of the lock's connection
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
+      urlVariable: lockUrlVariable(config.database),
       applicationName: 'shop-orders-key-locks',
       retakeLostHolds: true,
       // a process frozen while it holds keys (SIGSTOP, a paused container, a hung event loop)

@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { AdvisoryLockSession, SessionLockHold } from '../database/advisory-lock-session';
+import { lockUrlVariable } from '../database/connection-refusal';
 
 /**
  * How long the email-lock session may go without a statement (a heartbeat every third of it)
@@ -34,6 +35,7 @@ export class EmailDeliveryLocks implements OnApplicationShutdown {
 
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
+      urlVariable: lockUrlVariable(config.database),
       applicationName: 'shop-orders-email-locks',
       idleSessionTimeoutMs: EMAIL_LOCK_IDLE_SESSION_MS,
     });

@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { AdvisoryLockSession, SessionLockHold } from '../database/advisory-lock-session';
+import { lockUrlVariable } from '../database/connection-refusal';
 
 /** How long a pass-lock session may go without a statement (a heartbeat every third of it) before the server ends it. */
 const PASS_LOCK_IDLE_SESSION_MS = 30_000;
@@ -24,6 +25,7 @@ export class ScheduledPassLocks implements OnApplicationShutdown {
 
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
+      urlVariable: lockUrlVariable(config.database),
       applicationName: 'shop-orders-pass-locks',
       // a pass keeps its lock across a cut of the session's connection (taken again at once), so
       // another worker does not start the same pass beside it

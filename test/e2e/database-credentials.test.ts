@@ -1,6 +1,14 @@
+import { Logger } from '@nestjs/common';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
 import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { BOOT_CONNECT_ATTEMPTS } from '../../src/database/connection-refusal';
+import { insertProduct, newKey } from '../support/fixtures';
+import { buyers, placeOrder } from '../support/orders';
+import { PrivatePostgres } from '../support/private-postgres';
 import { runScript } from '../support/processes';
+import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
 /** The password of the URLs below: never in a line the processes write. */
@@ -82,4 +90,69 @@ describe('a database URL whose server refuses the sign-in', () => {
       }
     }
   }, 180_000);
+});
+
+/**
+ * The lock URL's password rotated while the process runs, the old one still in DATABASE_LOCK_URL:
+ * each new lock session is refused (28P01). A keyed payment answers 503 as ever; the log now says
+ * why, once per 10 s and not per request. On a private PostgreSQL, which checks this role's
+ * password (scram-sha-256; trust for the rest).
+ */
+describe('a DATABASE_LOCK_URL whose password rotated after the boot', () => {
+  const role = 'shop_locks';
+  let pg: PrivatePostgres;
+  let admin: Client;
+  let t: TestApp;
+  beforeAll(async () => {
+    pg = await PrivatePostgres.start();
+    const db = await pg.migratedDatabase();
+    const hba = join(pg.dataDir, 'pg_hba.conf');
+    writeFileSync(hba, `host all ${role} 127.0.0.1/32 scram-sha-256\n${readFileSync(hba, 'utf8')}`);
+    admin = new Client({ connectionString: pg.url() });
+    await admin.connect();
+    await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${PASSWORD}'`);
+    await admin.query(`SELECT pg_reload_conf()`);
+    t = await bootTestApp({ db, env: { DATABASE_LOCK_URL: as(db.url, role) } });
+  }, 120_000);
+  afterAll(async () => {
+    await t?.close();
+    await t?.db.drop();
+    await admin?.end();
+    await pg?.destroy();
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  it("a keyed payment answers 503, and an error line names DATABASE_LOCK_URL, the SQLSTATE and the server's reason — once per window, not per request", async () => {
+    const [alice] = await buyers(t.http, 1);
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const orders = [
+      await placeOrder(t.http, alice, [{ productId, quantity: 1 }]),
+      await placeOrder(t.http, alice, [{ productId, quantity: 1 }]),
+    ];
+    const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    await admin.query(`ALTER ROLE ${role} PASSWORD 'the-new-one-after-rotation'`);
+    for (const order of orders) {
+      const pay = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
+      expect([pay.status, pay.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+    }
+    const lines = errors.mock.calls.map(([m]) => String(m));
+    expect(lines).toEqual([
+      `the shop-orders-key-locks lock session could not connect over DATABASE_LOCK_URL (refused: SQLSTATE 28P01: password authentication failed for user "${role}"); its locks are unavailable`,
+    ]);
+    expect(lines.join('\n')).not.toContain(PASSWORD);
+  });
+
+  it('a process booted with the old password now is refused (28P01), naming DATABASE_LOCK_URL', async () => {
+    const booting = bootTestApp({ db: t.db, env: { DATABASE_LOCK_URL: as(t.db.url, role) } });
+    await expect(booting).rejects.toMatchObject({
+      exitCode: EXIT_CONFIG,
+      message: expect.stringContaining(
+        `DATABASE_LOCK_URL: the database refused the connection (SQLSTATE 28P01: password authentication failed for user "${role}")`,
+      ),
+    });
+  });
 });
