@@ -1,6 +1,7 @@
 import { Global, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
 import Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { watchCredentials } from './sign-in-refusal';
 
 /** The shared ioredis client for cache, rate limits and health (not BullMQ, which has its own). */
 export const REDIS = Symbol('REDIS');
@@ -102,7 +103,10 @@ export const REDIS_SOCKET_TIMEOUT_MS = 3_000;
       inject: [APP_CONFIG],
       useFactory: (config: AppConfig) => {
         const client = createRedisClient(config.redis.url, `${config.redis.keyPrefix}:app`);
-        client.on('error', () => undefined); // state is reported by health checks, not crashes
+        // state is reported by health checks, not crashes: RedisHealthIndicator, which logs a
+        // refusal of the client's credentials too
+        client.on('error', () => undefined);
+        watchCredentials(client);
         return client;
       },
     },
