@@ -104,7 +104,7 @@ export const REDIS_SOCKET_TIMEOUT_MS = 3_000;
       useFactory: (config: AppConfig) => {
         const client = createRedisClient(config.redis.url, `${config.redis.keyPrefix}:app`);
         // state is reported by health checks, not crashes: RedisHealthIndicator, which logs a
-        // refusal of the client's credentials too
+        // refusal of the client's credentials (and the boot's RedisCredentialsCheck refuses it)
         client.on('error', () => undefined);
         watchCredentials(client);
         return client;

@@ -1,6 +1,8 @@
 import { Logger } from '@nestjs/common';
 import Redis from 'ioredis';
+import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { PrivateRedis } from '../support/private-redis';
+import { runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
@@ -33,6 +35,30 @@ describe("REDIS_URL's credentials", () => {
 
   const withPassword = (password: string) =>
     `redis://${password ? `:${password}@` : ''}127.0.0.1:${redis.port}`;
+
+  it('refused at boot, the API and the worker stop (exit code EXIT_CONFIG), naming REDIS_URL and the reply, not the password', async () => {
+    for (const [url, reply] of [
+      [withPassword(ROTATED), 'WRONGPASS'],
+      [withPassword(''), 'NOAUTH'],
+    ]) {
+      const env = { DATABASE_URL: db.url, REDIS_URL: url };
+      const runs = [runScript('src/main.ts', env), runScript('src/worker.ts', env)];
+      try {
+        for (const p of runs) {
+          const still = new Promise<string>((resolve) =>
+            setTimeout(() => resolve('still running'), 45_000).unref(),
+          );
+          expect(await Promise.race([p.exited, still])).toBe(EXIT_CONFIG);
+          expect(p.output()).toContain(
+            `REDIS_URL: Redis refused this process's credentials (it answered \\"${reply}`,
+          );
+          expect(p.output()).not.toContain(ROTATED);
+        }
+      } finally {
+        for (const p of runs) if (p.proc.exitCode === null) p.proc.kill('SIGKILL');
+      }
+    }
+  }, 120_000);
 
   describe('refused while the process runs (the password rotated on the server)', () => {
     let t: TestApp;
