@@ -22,29 +22,61 @@ export function readySince(job: WaitingJob): number {
   return job.processedOn !== undefined ? job.processedOn : job.timestamp + job.delay;
 }
 
-/** The longest any of `jobs` has been ready to run at `now` (ms), in seconds; 0 for none. */
-export function oldestWaitingAgeSeconds(jobs: readonly WaitingJob[], now: number): number {
-  if (jobs.length === 0) return 0;
-  const since = Math.min(...jobs.map(readySince));
-  return Math.max(0, now - since) / 1000;
+/**
+ * What a queue's oldest job ready to run may be: the jobs read from `wait`, `paused` and
+ * `prioritized`, and when the first job of `delayed` is due. BullMQ moves a delayed job to `wait`
+ * only when a worker fetches: with none consuming (stopped, crashed, blocked) a job past its due
+ * time stays in `delayed` — ready to run, waiting for a worker all the same.
+ */
+export interface QueueHeads {
+  waiting: WaitingJob[];
+  /**
+   * When the first job of `delayed` is due (ms since the epoch, from its score: on the clock of
+   * the process that delayed it, as a job's `timestamp` is); absent when none is delayed.
+   */
+  firstDueAt?: number;
 }
 
 /**
- * For each queue (KEYS: its `wait`, `paused` and `prioritized` keys, three a queue; ARGV: its job
- * keys' prefix, `<prefix>:bull:<queue>:`), the jobs that may be its oldest ready one, each as
- * `{timestamp, processedOn or '', delay}`: both ends of `wait` (FIFO jobs are pushed on the left and
- * taken from the right, so its right end is the oldest; LIFO ones are pushed on the right) and of
- * `paused` (a paused queue's `wait`, renamed), and in `prioritized` (scored priority × 2³² + an
- * insertion counter: first within a priority is oldest there) the first of the highest priority
- * and the first of the lowest. At most 6 jobs a queue, whatever the backlog: a priority between
- * the highest and the lowest is not looked at (no job of this app has a priority). A job removed
- * since its id was read is left out.
+ * The longest any job of a queue has been ready to run at `now` (ms), in seconds: the waiting
+ * jobs' since they were ready, the first delayed job's since it was due if it is (not yet due:
+ * not counted); 0 for none.
+ */
+export function oldestWaitingAgeSeconds(heads: QueueHeads, now: number): number {
+  const since = heads.waiting.map(readySince);
+  if (heads.firstDueAt !== undefined && heads.firstDueAt <= now) since.push(heads.firstDueAt);
+  if (since.length === 0) return 0;
+  return Math.max(0, now - Math.min(...since)) / 1000;
+}
+
+/**
+ * When a delayed job is due, from its score in `delayed`: BullMQ scores it its due time (ms) ×
+ * 0x1000 + a counter below 0x1000 that orders the jobs due in the same ms (`getDelayedScore`,
+ * used by every script that puts a job there: an add with a delay, a retry's backoff, a changed
+ * delay, a job scheduler's next run — due at its `nextMillis`). Undefined for no score.
+ */
+export function dueAtOfScore(score: string | undefined): number | undefined {
+  const n = score ? Number(score) : NaN;
+  return Number.isFinite(n) ? Math.floor(n / 0x1000) : undefined;
+}
+
+/**
+ * For each queue (KEYS: its `wait`, `paused`, `prioritized` and `delayed` keys, four a queue;
+ * ARGV: its job keys' prefix, `<prefix>:bull:<queue>:`), `{jobs, score}`: the jobs that may be its
+ * oldest ready one, each as `{timestamp, processedOn or '', delay}` — both ends of `wait` (FIFO
+ * jobs are pushed on the left and taken from the right, so its right end is the oldest; LIFO ones
+ * are pushed on the right) and of `paused` (a paused queue's `wait`, renamed), and in
+ * `prioritized` (scored priority × 2³² + an insertion counter: first within a priority is oldest
+ * there) the first of the highest priority and the first of the lowest — and the score of the
+ * first job of `delayed` (the soonest due; '' for none). At most 6 job hashes and 1 entry of
+ * `delayed` a queue, whatever the backlog: a priority between the highest and the lowest is not
+ * looked at (no job of this app has a priority). A job removed since its id was read is left out.
  */
 const OLDEST_WAITING_SCRIPT = `
 local result = {}
 for q = 1, #ARGV do
   local base = ARGV[q]
-  local wait, paused, prioritized = KEYS[q * 3 - 2], KEYS[q * 3 - 1], KEYS[q * 3]
+  local wait, paused, prioritized, delayed = KEYS[q * 4 - 3], KEYS[q * 4 - 2], KEYS[q * 4 - 1], KEYS[q * 4]
   local ids = {}
   for _, list in ipairs({ wait, paused }) do
     ids[#ids + 1] = redis.call('LINDEX', list, -1)
@@ -74,42 +106,48 @@ for q = 1, #ARGV do
       end
     end
   end
-  result[q] = jobs
+  result[q] = { jobs, redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')[2] or '' }
 end
 return result
 `;
 
 /**
- * Each of `queues`' jobs that may be its oldest ready one (OLDEST_WAITING_SCRIPT): one script,
- * one round trip, a bounded number of reads per queue whatever the backlog.
+ * Each of `queues`' heads (OLDEST_WAITING_SCRIPT): one script, one round trip, a bounded number
+ * of reads per queue whatever the backlog.
  */
 export async function readWaitingJobs(
   redis: Pick<Redis, 'eval'>,
   prefix: string,
   queues: readonly string[],
-): Promise<WaitingJob[][]> {
+): Promise<QueueHeads[]> {
   const keys = queues.flatMap((q) => [
     `${prefix}:${q}:wait`,
     `${prefix}:${q}:paused`,
     `${prefix}:${q}:prioritized`,
+    `${prefix}:${q}:delayed`,
   ]);
   const bases = queues.map((q) => `${prefix}:${q}:`);
   const reply = (await redis.eval(OLDEST_WAITING_SCRIPT, keys.length, ...keys, ...bases)) as
-    string[][][] | null;
-  return queues.map((_, i) =>
-    (reply?.[i] ?? []).flatMap(([timestamp, processedOn, delay]) => {
-      const created = millisOf(timestamp);
-      if (created === undefined) return []; // (a hash BullMQ did not write: nothing to say of it)
-      const attempted = millisOf(processedOn);
-      return [
-        {
-          timestamp: created,
-          delay: millisOf(delay) ?? 0,
-          ...(attempted !== undefined ? { processedOn: attempted } : {}),
-        },
-      ];
-    }),
-  );
+    [string[][], string][] | null;
+  return queues.map((_, i) => {
+    const [jobs, score] = reply?.[i] ?? [[], ''];
+    const firstDueAt = dueAtOfScore(score);
+    return {
+      waiting: jobs.flatMap(([timestamp, processedOn, delay]) => {
+        const created = millisOf(timestamp);
+        if (created === undefined) return []; // (a hash BullMQ did not write: nothing to say of it)
+        const attempted = millisOf(processedOn);
+        return [
+          {
+            timestamp: created,
+            delay: millisOf(delay) ?? 0,
+            ...(attempted !== undefined ? { processedOn: attempted } : {}),
+          },
+        ];
+      }),
+      ...(firstDueAt !== undefined ? { firstDueAt } : {}),
+    };
+  });
 }
 
 /** A hash field's number of ms; undefined for none or not a number. */

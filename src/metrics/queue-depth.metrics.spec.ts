@@ -133,15 +133,20 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
       async () => {
         if (!up) throw new Error('Connection is closed.');
         // per queue, in QUEUES' order (orders, payments, email, catalog, maintenance)
+        // (each: its jobs, and its first delayed job's score: due ms × 0x1000 + a counter)
         return [
-          [['1700000000000', '', '0']], // waiting since 100 s ago
-          [], // empty
+          [[['1700000000000', '', '0']], ''], // waiting since 100 s ago
+          [[], ''], // empty
           [
-            ['1700000090000', '', '0'],
-            ['1699999000000', '1700000070000', '0'], // back after an attempt 30 s ago
+            [
+              ['1700000090000', '', '0'],
+              ['1699999000000', '1700000070000', '0'], // back after an attempt 30 s ago
+            ],
+            '',
           ],
-          [['1700000000000', '', '300000']], // delayed 5 minutes: not due for 200 s yet
-          [],
+          [[['1700000000000', '', '300000']], ''], // delayed 5 minutes: not due for 200 s yet
+          // nothing waiting, a job in `delayed` due 40 s ago that no worker has fetched
+          [[], String((now - 40_000) * 0x1000 + 3)],
         ];
       },
       () => now,
@@ -156,7 +161,7 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
       '0',
       '30',
       '0',
-      '0',
+      '40',
     ]);
     expect(redis.eval).toHaveBeenCalledTimes(1);
     up = false;

@@ -113,11 +113,15 @@ describe('metrics an operator reads in an incident', () => {
       expect(age).toBeLessThan(130);
     });
 
-    it('a delayed job counts from the end of its delay, not its creation — also once a worker has promoted it (BullMQ zeroes the delay in its hash)', async () => {
+    it('a delayed job counts from the end of its delay, not its creation — in `delayed` still (no worker has fetched it), promoted, and once a worker has promoted it (BullMQ zeroes the delay in its hash)', async () => {
       const q = queue('delayed');
       const job = await q.add('j', {}, { delay: 600_000, timestamp: Date.now() - 630_000 });
-      expect(await ages('delayed')).toEqual([0]); // in `delayed`: not waiting yet
-      await q.promoteJobs(); // (its delay is over: due 30 s ago)
+      // due 30 s ago, no worker to move it to `wait`: waiting for one all the same
+      expect(await q.getJobCounts('wait', 'delayed')).toEqual({ wait: 0, delayed: 1 });
+      const [overdue] = await ages('delayed');
+      expect(overdue).toBeGreaterThanOrEqual(30);
+      expect(overdue).toBeLessThan(40);
+      await q.promoteJobs();
       const [promoted] = await ages('delayed');
       expect(promoted).toBeGreaterThanOrEqual(30);
       expect(promoted).toBeLessThan(40);
@@ -126,6 +130,32 @@ describe('metrics an operator reads in an incident', () => {
       const [zeroed] = await ages('delayed');
       expect(zeroed).toBeGreaterThanOrEqual(30);
       expect(zeroed).toBeLessThan(40);
+    });
+
+    it("no worker consuming: a job past its delay stays in `delayed` and counts from when it was due; one not yet due does not count, nor does a job scheduler's next run before its time", async () => {
+      const q = queue('overdue');
+      const scheduled = queue('scheduled');
+      await q.add('expire-reservation', {}, { delay: 1_500 });
+      await q.add('later', {}, { delay: 600_000 });
+      await scheduled.upsertJobScheduler('sweep', {
+        every: 600_000,
+        startDate: Date.now() + 1_500,
+      });
+      expect(await scheduled.getJobCounts('wait', 'delayed')).toEqual({ wait: 0, delayed: 1 });
+      expect(await ages('overdue', 'scheduled')).toEqual([0, 0]); // neither due yet
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      // due 1.5 s ago: no worker has fetched them, both still in `delayed`
+      expect(await q.getJobCounts('wait', 'delayed')).toEqual({ wait: 0, delayed: 2 });
+      expect(await scheduled.getJobCounts('wait', 'delayed')).toEqual({ wait: 0, delayed: 1 });
+      for (const age of await ages('overdue', 'scheduled')) {
+        expect(age).toBeGreaterThanOrEqual(1.4);
+        expect(age).toBeLessThan(10);
+      }
+      // only a job not due for 10 minutes left: 0
+      const [due] = await q.getDelayed(0, 0);
+      await due.remove();
+      expect(await q.getJobCounts('delayed')).toEqual({ delayed: 1 });
+      expect(await ages('overdue')).toEqual([0]);
     });
 
     it('a job back in wait after an attempt counts from that attempt', async () => {
@@ -163,21 +193,35 @@ describe('metrics an operator reads in an incident', () => {
         connection: redisOptions(),
         prefix: bullPrefix(t.config.redis.keyPrefix),
       });
+      const orders = new Queue('orders', {
+        connection: redisOptions(),
+        prefix: bullPrefix(t.config.redis.keyPrefix),
+      });
       try {
         await worker?.close(); // (no worker to take the job)
         worker = undefined;
         const job = await email.add('probe', {}, { timestamp: Date.now() - 200_000 });
+        // as an expiry job the reviewer saw uncounted: delayed 300 ms, no worker to fetch it
+        const expiry = await orders.add('probe', {}, { delay: 300 });
         try {
           const age = await sample('queue_oldest_waiting_age_seconds{queue="email"}');
           expect(age).toBeGreaterThanOrEqual(200);
           expect(age).toBeLessThan(260);
-          for (const name of ['orders', 'payments', 'catalog', 'maintenance'])
+          for (const name of ['payments', 'catalog', 'maintenance'])
             expect(await sample(`queue_oldest_waiting_age_seconds{queue="${name}"}`)).toBeDefined();
+          await new Promise((resolve) => setTimeout(resolve, 1_500));
+          expect(await expiry.getState()).toBe('delayed');
+          // (at least its 1.2 s; a scheduler's sweep left due by the closed worker may be older)
+          expect(await sample('queue_oldest_waiting_age_seconds{queue="orders"}')).toBeGreaterThan(
+            1,
+          );
         } finally {
           await job.remove();
+          await expiry.remove();
         }
       } finally {
         await email.close();
+        await orders.close();
       }
     });
   });
