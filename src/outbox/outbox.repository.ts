@@ -1,6 +1,5 @@
 import { Injectable } from '@nestjs/common';
 import { In } from 'typeorm';
-import { Clock } from '../common/time/clock';
 import { IdGenerator } from '../common/ids';
 import { SqlFragment, sql } from '../database/sql-fragment';
 import { deleteSelected } from '../database/batched-delete';
@@ -28,6 +27,10 @@ const truncate = (text: string, max: number): string => {
  * The outbox table (OutboxEntity): the only code that reads or writes it. When a row is due
  * (`next_attempt_at`) is set and judged on PostgreSQL's clock, never a process's: a writer whose
  * clock ran ahead would hold its events back, a relay whose clock lagged would not see them due.
+ * So is when it was written (`created_at`): what reads it — the backlog's oldest pending age, a
+ * claimed row's `ageMs` (the relay's patience with a topic it does not know), the email
+ * reconciliation's window on dead rows — measures it against the database's clock, and a writer
+ * 90 s behind made every row it wrote read 90 s old.
  */
 /** A row's next attempt `delayMs` from now, on the database's clock. */
 const dueAfter = (delayMs: number) => () =>
@@ -37,7 +40,6 @@ const dueAfter = (delayMs: number) => () =>
 export class OutboxRepository {
   constructor(
     private readonly tx: TransactionHost,
-    private readonly clock: Clock,
     private readonly ids: IdGenerator,
   ) {}
 
@@ -48,7 +50,6 @@ export class OutboxRepository {
     payload: OutboxEvents[T],
   ): Promise<string> {
     const id = this.ids.uuid();
-    const now = this.clock.now();
     await this.tx.withManager((m) =>
       m.getRepository(OutboxEntity).insert({
         id,
@@ -58,7 +59,7 @@ export class OutboxRepository {
         status: PENDING,
         attempts: 0,
         nextAttemptAt: () => 'statement_timestamp()',
-        createdAt: now,
+        createdAt: () => 'statement_timestamp()',
       }),
     );
     return id;
@@ -76,10 +77,9 @@ export class OutboxRepository {
   ): SqlFragment {
     // raw SQL: hot path of bench:flash-sale (part of the checkout's order statement, sent in
     // COMMIT's message, see docs/BENCHMARKS.md)
-    const now = this.clock.now();
     return sql`INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
             VALUES (${this.ids.uuid()}::uuid, ${topic}::text, ${aggregateId}::uuid, ${JSON.stringify(payload)}::jsonb,
-                    'pending', 0, statement_timestamp(), ${now}::timestamptz)`;
+                    'pending', 0, statement_timestamp(), statement_timestamp())`;
   }
 
   /**

@@ -1,9 +1,11 @@
 import { INestApplicationContext, Logger } from '@nestjs/common';
 import { Queue } from 'bullmq';
+import { Clock } from '../../src/common/time/clock';
 import Redis from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { oldestWaitingAgeSeconds, readWaitingJobs } from '../../src/metrics/queue-age';
 import { MetricsService } from '../../src/metrics/metrics.service';
+import { OutboxRepository } from '../../src/outbox/outbox.repository';
 import { MeteredGateway } from '../../src/payments/metered.gateway';
 import { PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
 import { StripeGateway } from '../../src/payments/stripe.gateway';
@@ -51,6 +53,51 @@ describe('metrics an operator reads in an incident', () => {
     await t?.close();
     await stripe?.close();
   });
+
+  it("outbox_oldest_pending_age_seconds is on the database's clock: events written by an API whose clock is 90 s behind, or ahead, read as just written", async () => {
+    // the API alone (no relay): the events stay pending
+    const repo = t.app.get(OutboxRepository);
+    const ageOf = async (id: string) =>
+      Number(
+        (
+          await t.db.pool.query<{ age: number }>(
+            `SELECT extract(epoch FROM statement_timestamp() - created_at)::float8 AS age
+               FROM outbox WHERE id = $1`,
+            [id],
+          )
+        ).rows[0].age,
+      );
+    const added: string[] = [];
+    try {
+      for (const skewMs of [-90_000, 90_000]) {
+        jest.spyOn(t.app.get(Clock), 'now').mockImplementation(() => new Date(Date.now() + skewMs));
+        // the checkout's event (OutboxRepository.statement, in the order's statement)
+        const p = await insertProduct(t.db.pool, { stock: 5 });
+        const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+        expect(order.status).toBe(201);
+        const { rows } = await t.db.pool.query<{ id: string }>(
+          `SELECT id FROM outbox WHERE aggregate_id = $1`,
+          [order.body.id],
+        );
+        expect(rows).toHaveLength(1);
+        // and an event added in a transaction's statements (OutboxRepository.add)
+        added.push(await repo.add('payment.event', null, { eventId: `evt_skew_${newKey()}` }));
+        for (const id of [rows[0].id, added[added.length - 1]]) {
+          const age = await ageOf(id);
+          expect([skewMs, age >= 0 && age < 5]).toEqual([skewMs, true]);
+        }
+        jest.restoreAllMocks();
+      }
+      // the page: the oldest pending event seconds old, not 90 (its read is the first, not a cached one)
+      const age = await sample('outbox_oldest_pending_age_seconds');
+      expect(age).toBeGreaterThan(0);
+      expect(age).toBeLessThan(10);
+    } finally {
+      jest.restoreAllMocks();
+      // (not for the relay to publish: no such webhook event)
+      await t.db.pool.query(`DELETE FROM outbox WHERE id = ANY($1::uuid[])`, [added]);
+    }
+  }, 30_000);
 
   it("outbox_oldest_pending_age_seconds: above 0 while an order's event waits for the relay, 0 once the relay has published it", async () => {
     // the API alone: no relay runs, the order's event stays pending
