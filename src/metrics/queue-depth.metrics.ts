@@ -74,6 +74,8 @@ export class QueueDepthMetrics implements OnModuleInit {
         this.reset();
         try {
           const waiting = await readWaitingJobs(redis, prefix, QUEUES);
+          // (this host's clock: BullMQ stamps a job's times with the clock of the worker that
+          // queued or delayed it and keeps no server time; Redis's TIME would be a third clock)
           const now = clock.now().getTime();
           QUEUES.forEach((queue, i) =>
             this.set({ queue }, oldestWaitingAgeSeconds(waiting[i], now)),
