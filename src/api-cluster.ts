@@ -18,7 +18,8 @@ const RESTART_MEMORY_MS = 60_000;
  * hands them out in turn) — and forks a replacement for any that dies, after a delay that
  * doubles with each death in the last minute (a crash loop does not spin). If the first
  * processes die before any of them ever listened (the database unreachable at boot, the port
- * taken), it stops and exits 1 rather than retrying forever.
+ * taken), it stops and exits 1 rather than retrying forever; one refused by its configuration
+ * (exit code 78) stops it with 78 once no other process serves.
  *
  * Metrics: the workers keep their registries (no metrics listener of their own); the primary
  * serves `GET /metrics` on METRICS_PORT with every worker's metrics summed (prom-client's
@@ -46,11 +47,23 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     served.add(worker);
     log.info({ workerPid: worker.process.pid }, 'API process serving');
   });
+  /**
+   * Whether a process other than `dead` is alive and has served. A replacement refused by its
+   * configuration while its siblings still serve is one whose server changed under the fleet — a
+   * database or Redis password rotated on the server: the running processes keep their signed-in
+   * connections — and is replaced (after the backoff) rather than stopping the fleet that serves.
+   * A refusal all of them meet (the prefix taken by another deployment) stops the last one too.
+   */
+  const othersServing = (dead: Worker): boolean =>
+    Object.values(cluster.workers ?? {}).some(
+      (w) => w !== undefined && w !== dead && !w.isDead() && served.has(w),
+    );
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
-    if (code === EXIT_CONFIG) {
-      // stopped by its configuration (REDIS_KEY_PREFIX held for another database): another
-      // would be refused the same way, for ever
+    if (code === EXIT_CONFIG && !othersServing(worker)) {
+      // stopped by its configuration (REDIS_KEY_PREFIX held for another database, a server that
+      // refuses its credentials) with no process left serving: another would be refused the same
+      // way, for ever
       log.fatal(
         { workerPid: worker.process.pid, code },
         'API process refused by its configuration; stopping',
@@ -73,7 +86,9 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     const delay = Math.min(RESTART_DELAY_CAP_MS, RESTART_DELAY_MS * 2 ** (deaths.length - 1));
     log.error(
       { workerPid: worker.process.pid, code, signal, restartInMs: delay },
-      'API process died; starting another',
+      code === EXIT_CONFIG
+        ? 'API process refused by its configuration (its servers refuse what the others signed in with?) while others serve; starting another'
+        : 'API process died; starting another',
     );
     setTimeout(() => {
       if (!stopping) fork();

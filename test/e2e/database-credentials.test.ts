@@ -7,7 +7,9 @@ import { BOOT_CONNECT_ATTEMPTS } from '../../src/database/connection-refusal';
 import { insertProduct, newKey } from '../support/fixtures';
 import { buyers, placeOrder } from '../support/orders';
 import { PrivatePostgres } from '../support/private-postgres';
+import { freePort } from '../support/ports';
 import { runScript } from '../support/processes';
+import { waitFor } from '../support/wait-for';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
@@ -155,4 +157,63 @@ describe('a DATABASE_LOCK_URL whose password rotated after the boot', () => {
       ),
     });
   });
+
+  /**
+   * Another role's password rotated on the server while an API cluster (API_PROCESSES=2) on it
+   * serves, its URL not yet changed: the running processes keep their signed-in connections, and
+   * a replacement of one that died is refused (exit code EXIT_CONFIG) — on which the primary
+   * stopped the whole fleet, every request failing from then on (diff review). It now replaces the
+   * refused one after its backoff while the other serves, and stops only when none does.
+   */
+  it('an API cluster keeps serving from the processes that run when the server refuses a replacement, and replaces it once the server takes it again', async () => {
+    // NOLOGIN stands in for a password the server no longer takes (this role signs in by trust)
+    const cluster = `${role}_cluster`;
+    await admin.query(`CREATE ROLE ${cluster} LOGIN SUPERUSER`);
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const api = runScript(
+      'src/main.ts',
+      {
+        DATABASE_URL: as(t.db.url, cluster),
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        API_PROCESSES: '2',
+      },
+      'warn',
+    );
+    try {
+      const children = () =>
+        readFileSync(`/proc/${api.proc.pid}/task/${api.proc.pid}/children`, 'utf8')
+          .trim()
+          .split(/\s+/)
+          .filter(Boolean)
+          .map(Number);
+      await waitFor(
+        'both API processes serving',
+        async () => (await fetch(`${base}/health/ready`)).status === 200 && children().length === 2,
+        { retryErrors: true, timeoutMs: 60_000, context: api.output },
+      );
+      await admin.query(`ALTER ROLE ${cluster} NOLOGIN`);
+      process.kill(children()[0], 'SIGKILL');
+      await waitFor('the replacement refused', async () => api.output(), {
+        until: (out) => out.includes('while others serve; starting another'),
+        timeoutMs: 60_000,
+      });
+      // the fleet still serves, on the survivor's open connections
+      expect(api.proc.exitCode).toBeNull();
+      expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
+      expect(api.output()).not.toContain('refused by its configuration; stopping');
+      // the server takes the role again: a replacement boots, and the fleet is whole
+      await admin.query(`ALTER ROLE ${cluster} LOGIN`);
+      await waitFor(
+        'two API processes again',
+        async () => (await fetch(`${base}/health/ready`)).status === 200 && children().length === 2,
+        { retryErrors: true, timeoutMs: 90_000, context: api.output },
+      );
+      expect(api.output()).not.toContain(PASSWORD);
+    } finally {
+      api.proc.kill('SIGTERM');
+      await api.exited;
+    }
+  }, 180_000);
 });
