@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './config';
 import { guessesLog10 } from './secret-strength';
 
@@ -1087,19 +1087,39 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
     }
     // the current public key given as an HMAC secret (one line, as a secret store holds it):
     // anyone holding the public key would sign HS256 tokens accepted here
+    // — in every form a secret store may hold it: the PEM, its body alone (one line or folded),
+    // base64url, a JWK (diff review: the body and the JWK minted admin tokens), a private key too
+    const body = current.JWT_PUBLIC_KEY.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, '');
+    const publicKey = createPublicKey(current.JWT_PUBLIC_KEY);
+    const forms = [
+      current.JWT_PUBLIC_KEY.replace(/\n/g, '\\n'),
+      body,
+      body.replace(/(.{64})/g, '$1\\n'),
+      Buffer.from(body, 'base64').toString('base64url'),
+      JSON.stringify(publicKey.export({ format: 'jwk' })),
+      createPublicKey(pemPair('rsa', { modulusLength: 2048 }).JWT_PUBLIC_KEY)
+        .export({ type: 'pkcs1', format: 'der' })
+        .toString('base64'),
+      current.JWT_PRIVATE_KEY.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, ''),
+    ];
     for (const env of [
       { ...prodWithoutSecret, ...current },
       { NODE_ENV: 'development', ...current },
     ]) {
-      const problems = problemsOf({
-        ...env,
-        JWT_VERIFY_ONLY_SECRET: current.JWT_PUBLIC_KEY.replace(/\n/g, '\\n'),
-      });
-      expect(problems).toContain(
-        'JWT_VERIFY_ONLY_SECRET: a PEM key, not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_VERIFY_ONLY_PUBLIC_KEY',
-      );
-      expect(problems.join()).not.toMatch(/MII/);
+      for (const form of forms) {
+        const problems = problemsOf({ ...env, JWT_VERIFY_ONLY_SECRET: form });
+        expect(problems).toContain(
+          'JWT_VERIFY_ONLY_SECRET: a key (PEM, JWK or base64 DER), not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_VERIFY_ONLY_PUBLIC_KEY',
+        );
+        expect(problems.join()).not.toMatch(/MII/);
+      }
     }
+    // a random secret in base64 is no key
+    const random = randomBytes(48).toString('base64');
+    expect(
+      loadConfig({ ...prodWithoutSecret, ...current, JWT_VERIFY_ONLY_SECRET: random }).jwt
+        .verifyOnly,
+    ).toEqual({ algorithm: 'HS256', secret: random });
   });
 
   it('judges a verify-only secret as JWT_SECRET is: length, different characters, and outside development placeholders, patterns and the other secrets', () => {

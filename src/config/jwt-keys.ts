@@ -127,6 +127,42 @@ export type JwtVerifyOnlyKey =
 const PEM_ARMOUR = /-----BEGIN [A-Z0-9 ]+-----/;
 
 /**
+ * Whether `value` is a key in any form a secret store may hold one — a PEM block, a JWK (JSON
+ * with `kty`), or the base64 (or base64url) of a DER key, the PEM's body on one line, whitespace
+ * allowed: a public key taken as an HMAC secret lets anyone holding it sign tokens, and only the
+ * armour was refused (diff review: an SPKI body or a JWK in JWT_VERIFY_ONLY_SECRET minted admin
+ * tokens).
+ */
+export function looksLikeKey(value: string): boolean {
+  const text = unfold(value);
+  if (PEM_ARMOUR.test(text)) return true;
+  try {
+    const json: unknown = JSON.parse(text);
+    if (typeof json === 'object' && json !== null && 'kty' in json) return true;
+  } catch {
+    // not JSON
+  }
+  const body = text.replace(/\s+/g, '');
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(body)) return false;
+  const der = Buffer.from(body, body.includes('-') || body.includes('_') ? 'base64url' : 'base64');
+  const forms: (() => unknown)[] = [
+    () => createPublicKey({ key: der, format: 'der', type: 'spki' }),
+    () => createPublicKey({ key: der, format: 'der', type: 'pkcs1' }),
+    () => createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }),
+    () => createPrivateKey({ key: der, format: 'der', type: 'pkcs1' }),
+    () => createPrivateKey({ key: der, format: 'der', type: 'sec1' }),
+  ];
+  return forms.some((parse) => {
+    try {
+      parse();
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
  * The verify-only key (JwtVerifyOnlyKey), checked as the signing key of its kind is: a secret
  * as JWT_SECRET is (length, different characters: the schema; strength outside development:
  * config.ts), a public key as JWT_PUBLIC_KEY is (a PEM public key, not a private one; EC P-256,
@@ -134,7 +170,7 @@ const PEM_ARMOUR = /-----BEGIN [A-Z0-9 ]+-----/;
  * the effective JWT_SECRET, or the pair). Either kind goes with either kind of signing key (a
  * move from JWT_SECRET to a key pair, or back): every key is tried with its own algorithm only
  * (accessTokenKeyRing), so a public key is never taken as an HMAC secret — except if it were
- * given as one, which is why a PEM in JWT_VERIFY_ONLY_SECRET is refused (anyone holding the
+ * given as one, which is why a key in JWT_VERIFY_ONLY_SECRET (looksLikeKey) is refused (anyone holding the
  * public key would sign tokens accepted here). Problems name the variable, never quote a value.
  */
 export function parseJwtVerifyOnlyKey(
@@ -151,10 +187,10 @@ export function parseJwtVerifyOnlyKey(
     };
   }
   if (secret !== undefined) {
-    if (PEM_ARMOUR.test(unfold(secret))) {
+    if (looksLikeKey(secret)) {
       return {
         problems: [
-          'JWT_VERIFY_ONLY_SECRET: a PEM key, not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_VERIFY_ONLY_PUBLIC_KEY',
+          'JWT_VERIFY_ONLY_SECRET: a key (PEM, JWK or base64 DER), not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_VERIFY_ONLY_PUBLIC_KEY',
         ],
       };
     }
