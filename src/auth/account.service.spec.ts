@@ -79,7 +79,13 @@ function setup() {
     'signIns',
   );
   const sessions = mockOf<SessionIssuer>(
-    { clientKeyOf: jest.fn((email: string, ip: string) => `key:${email}:${ip}`) },
+    {
+      clientKeyOf: jest.fn((email: string, ip: string) => `key:${email}:${ip}`),
+      clientKeysOf: jest.fn((email: string, ip: string) => [
+        `key:${email}:${ip}`,
+        `old:${email}:${ip}`,
+      ]),
+    },
     'sessions',
   );
   const accountLimits = mockOf<AccountRateLimit>(
@@ -169,7 +175,10 @@ describe('AccountService', () => {
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
       // the clients that signed in with the old password are no longer the owner's: all but the
       // one it was changed from, which is remembered under the new password
-      expect(s.refreshTokens.forgetClients).toHaveBeenCalledWith('u-1', 'key:a@b.io:10.0.0.1');
+      expect(s.refreshTokens.forgetClients).toHaveBeenCalledWith('u-1', [
+        'key:a@b.io:10.0.0.1',
+        'old:a@b.io:10.0.0.1', // recorded under the other key of a rotation's roll
+      ]);
       expect(s.signIns.rememberClient).toHaveBeenCalledWith(
         user.email,
         '10.0.0.1',

@@ -115,7 +115,7 @@ export class AccountService {
         // stranger filling the account's ceiling still cannot keep them out)
         await this.refreshTokens.forgetClients(
           userId,
-          this.sessions.clientKeyOf(user.email, clientIp),
+          this.sessions.clientKeysOf(user.email, clientIp),
         );
         return revoked;
       });

@@ -265,17 +265,19 @@ export class RefreshTokenRepository {
    * The user's sessions on record (live or ended) no longer name the clients they were opened
    * from: a new password (a change, a reset) — a client is the owner's only under the password
    * it signed in with (`openedFrom`; FailedAttemptLimiter's marks hold the password's digest) —
-   * except `keep`, the client the new password was set from (a change by the signed-in owner).
+   * except `keep`, the client the new password was set from (a change by the signed-in owner),
+   * under each key it may be on record under (SessionIssuer#clientKeysOf: through a key
+   * rotation's roll, the one it was recorded under may be the other key's).
    */
-  async forgetClients(userId: string, keep: string | null = null): Promise<void> {
+  async forgetClients(userId: string, keep: readonly string[] = []): Promise<void> {
     await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .update(RefreshTokenFamilyEntity)
         .set({ clientKey: null })
         .where(
-          'user_id = :userId AND client_key IS NOT NULL AND client_key IS DISTINCT FROM :keep',
-          { userId, keep },
+          'user_id = :userId AND client_key IS NOT NULL AND client_key <> ALL(CAST(:keep AS text[]))',
+          { userId, keep: [...keep] },
         )
         .execute(),
     );
