@@ -13,6 +13,11 @@ export interface GatewayIntent {
   currency: string;
   /** From the intent's metadata: the order it pays for. */
   orderId: string;
+  /**
+   * From the intent's metadata: the shop that made it (ShopIdentity) — absent from an intent made
+   * before intents carried it, or by anything else on the account.
+   */
+  shop?: string;
   /** Set when the last attempt to pay failed (the intent can still be paid again). */
   lastError?: string;
   /**
@@ -152,6 +157,8 @@ export const BUDGET_SPENT = 'budget_spent';
 /** An intent to create: for an order, its amount, under our idempotency key. */
 export interface NewIntent {
   orderId: string;
+  /** This shop's identity (ShopIdentity), kept in the intent's metadata beside the order's id. */
+  shop: string;
   amount: number;
   currency: string;
   idempotencyKey: string;

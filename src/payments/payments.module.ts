@@ -28,6 +28,7 @@ import { RefundRepository } from './refund.repository';
 import { RefundsService } from './refunds.service';
 import { StripeGateway } from './stripe.gateway';
 import { PaymentsService } from './payments.service';
+import { ShopIdentity } from './shop-identity';
 import { SimulatedGateway } from './simulated.gateway';
 import { WebhookEventRepository } from './webhook-event.repository';
 import { WebhookEventRetention } from './webhook-event-retention';
@@ -98,6 +99,7 @@ export class PaymentsModule {
         PaymentFinalizer,
         PaymentOrphans,
         OverdueOrders,
+        ShopIdentity,
         // either one counted (payment_provider_calls_total) in the process that calls it
         stripeKey
           ? {

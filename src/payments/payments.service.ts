@@ -18,6 +18,7 @@ import {
   gatewayKeys,
 } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
+import { ShopIdentity } from './shop-identity';
 
 export interface PaymentIntentView {
   paymentIntentId: string;
@@ -62,6 +63,7 @@ export class PaymentsService {
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly shop: ShopIdentity,
   ) {}
 
   /**
@@ -160,11 +162,14 @@ export class PaymentsService {
         'ORDER_NOT_PAYABLE',
         'The order totals nothing: there is nothing to charge.',
       );
+    // (read before the budget starts: a wait for the database is not the provider's)
+    const shop = await this.shop.id();
     const budget = this.providerBudget();
     const intent = await this.gateway
       .createIntent(
         {
           orderId,
+          shop,
           amount: order.totalAmount,
           currency: order.currency,
           idempotencyKey: gatewayKeys.createIntent(orderId),

@@ -5,6 +5,7 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
+import { ShopIdentity } from './shop-identity';
 import {
   GatewayDispute,
   GatewayError,
@@ -21,7 +22,8 @@ import {
 /**
  * The development gateway (when STRIPE_SECRET_KEY is absent): keeps intents in PostgreSQL and
  * behaves like Stripe for what we use — idempotent creation, retrieve, cancel, settle, refunds
- * that can never exceed the captured amount.
+ * that can never exceed the captured amount. Its intents live in this shop's own database: each
+ * is this shop's (`shop`, ShopIdentity).
  */
 @Injectable()
 export class SimulatedGateway implements PaymentGateway {
@@ -30,10 +32,12 @@ export class SimulatedGateway implements PaymentGateway {
   constructor(
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
+    private readonly shop: ShopIdentity,
   ) {}
 
   async createIntent(input: NewIntent): Promise<GatewayIntent> {
     const now = this.clock.now();
+    const shop = await this.shop.id();
     return this.tx.withManager(async (m) => {
       // the idempotency key's unique constraint decides: a repeat inserts nothing, finds the first
       await m
@@ -52,17 +56,21 @@ export class SimulatedGateway implements PaymentGateway {
         })
         .orIgnore()
         .execute();
-      return this.map(await intents(m).findOneByOrFail({ idempotencyKey: input.idempotencyKey }));
+      return this.map(
+        await intents(m).findOneByOrFail({ idempotencyKey: input.idempotencyKey }),
+        shop,
+      );
     });
   }
 
   async retrieveIntent(id: string): Promise<GatewayIntent> {
+    const shop = await this.shop.id();
     const intent = await this.tx.withManager((m) => intents(m).findOneBy({ id }));
     // as Stripe answers an id it does not know (404 resource_missing): a refusal, so an event
     // about it is "not ours" and done with — a plain Error had it retried by every sweep for good
     if (!intent)
       throw new GatewayError('rejected', 'resource_missing', `no such simulated intent ${id}`);
-    return this.map(intent);
+    return this.map(intent, shop);
   }
 
   async cancelIntent(id: string): Promise<GatewayIntent> {
@@ -138,6 +146,7 @@ export class SimulatedGateway implements PaymentGateway {
 
   /** Its intents made since `since`, newest first (it keeps them in the database: restored with it). */
   async listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>> {
+    const shop = await this.shop.id();
     const found = await this.tx.withManager((m) =>
       intents(m).find({
         where: { createdAt: MoreThanOrEqual(since) },
@@ -147,7 +156,7 @@ export class SimulatedGateway implements PaymentGateway {
     );
     return {
       items: found.slice(0, max).map((r) => ({
-        ...this.map(r),
+        ...this.map(r, shop),
         providerStatus: r.status,
         createdAt: r.createdAt,
       })),
@@ -178,6 +187,7 @@ export class SimulatedGateway implements PaymentGateway {
 
   /** What a customer's payment app does: pay (or fail to pay) the intent. Guarded: settles once. */
   async settle(id: string, outcome: 'succeeded' | 'failed'): Promise<GatewayIntent | null> {
+    const shop = await this.shop.id();
     return this.tx.withManager(async (m) => {
       const settled = await intents(m).update(
         { id, status: 'requires_payment_method' },
@@ -185,7 +195,7 @@ export class SimulatedGateway implements PaymentGateway {
           ? { status: 'succeeded', lastError: null, updatedAt: this.clock.now() }
           : { status: 'canceled', lastError: 'card_declined', updatedAt: this.clock.now() },
       );
-      return settled.affected ? this.map(await intents(m).findOneByOrFail({ id })) : null;
+      return settled.affected ? this.map(await intents(m).findOneByOrFail({ id }), shop) : null;
     });
   }
 
@@ -199,7 +209,7 @@ export class SimulatedGateway implements PaymentGateway {
     };
   }
 
-  private map(r: SimulatedPaymentIntentEntity): GatewayIntent {
+  private map(r: SimulatedPaymentIntentEntity, shop: string): GatewayIntent {
     return {
       id: r.id,
       clientSecret: `${r.id}_secret_sim`,
@@ -207,6 +217,7 @@ export class SimulatedGateway implements PaymentGateway {
       amount: r.amount,
       currency: r.currency,
       orderId: r.orderId,
+      shop,
       lastError: r.lastError ?? undefined,
     };
   }

@@ -260,7 +260,7 @@ export class StripeGateway implements PaymentGateway {
               {
                 amount: input.amount,
                 currency: input.currency.toLowerCase(),
-                metadata: { orderId: input.orderId },
+                metadata: { orderId: input.orderId, shop: input.shop },
                 automatic_payment_methods: { enabled: true },
               },
               { idempotencyKey, ...options },
@@ -415,6 +415,7 @@ export class StripeGateway implements PaymentGateway {
       amount: pi.amount,
       currency: pi.currency.toUpperCase(),
       orderId: pi.metadata.orderId ?? '',
+      ...(pi.metadata.shop ? { shop: pi.metadata.shop } : {}),
       lastError: pi.last_payment_error?.code ?? pi.last_payment_error?.message ?? undefined,
       ...(pi.status === 'requires_capture' ? { capturable: true } : {}),
     };

@@ -314,6 +314,7 @@ describe('metrics an operator reads in an incident', () => {
       const intent = (
         await t.app.get<symbol, PaymentGateway>(PAYMENT_GATEWAY).createIntent({
           orderId: '00000000-0000-4000-8000-000000000001',
+          shop: '00000000-0000-4000-8000-000000000002',
           amount: 1_000,
           currency: 'INR',
           idempotencyKey: newKey(),

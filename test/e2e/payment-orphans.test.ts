@@ -50,6 +50,9 @@ describe('payments whose order the database does not have (restored from an olde
         await worker.get(MetricsService).render(),
       )?.[1] ?? NaN,
     );
+  /** This shop's identity, its database's (shop_identity). */
+  const ourShop = async () =>
+    (await t.db.pool.query<{ id: string }>(`SELECT id::text AS id FROM shop_identity`)).rows[0].id;
   /** An order of alice's whose payment has started at Stripe (the intent made). */
   const paying = async (priceAmount: number) => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
@@ -150,6 +153,11 @@ describe('payments whose order the database does not have (restored from an olde
         dispute: await orphaned('dispute'),
       };
       const lost = await lostOrder(7300);
+      // (the intent names this shop beside the order)
+      expect(stripe.intent(lost.intent)?.metadata).toEqual({
+        orderId: lost.orderId,
+        shop: await ourShop(),
+      });
 
       // the customer pays after the backup's time: the money is taken, no order here has it
       const paid = stripe.succeed(lost.intent);
