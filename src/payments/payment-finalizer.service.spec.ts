@@ -20,10 +20,14 @@ import { Payment, PaymentRepository } from './payment.repository';
 import type { Refund } from './refund.repository';
 import { DisputeRepository } from './dispute.repository';
 import { RefundsService } from './refunds.service';
+import { ShopIdentity } from './shop-identity';
 import { WebhookEvent, WebhookEventRepository } from './webhook-event.repository';
 
 const NOW = new Date('2026-03-01T12:00:00Z');
 const ORDER = '0c8e4f2a-1111-4222-8333-944445555666';
+/** This shop's identity (ShopIdentity), and another deployment's on the same account. */
+const SHOP = '5b0d9c1e-2222-4333-8444-a55556666777';
+const OTHER_SHOP = '7e3a1f0b-3333-4444-8555-b66667777888';
 const EVENT = 'evt_1';
 
 /** Only the members the finalizer uses, each a jest.fn() with the real signature. */
@@ -221,6 +225,7 @@ async function setup(opts: { counter?: () => { inc: jest.Mock } } = {}) {
       { provide: TransactionHost, useValue: m.tx },
       { provide: Clock, useValue: clock },
       { provide: IdGenerator, useValue: ids },
+      { provide: ShopIdentity, useValue: { id: jest.fn().mockResolvedValue(SHOP) } },
       {
         provide: MetricsService,
         useValue: { counter: opts.counter ?? (() => ({ inc: jest.fn() })) },
@@ -344,7 +349,7 @@ describe('PaymentFinalizer', () => {
         s.payments.findByIntent.mockResolvedValue(null);
         s.orders.findById.mockResolvedValue(null);
         s.events.markProcessed.mockResolvedValueOnce(true).mockResolvedValueOnce(false);
-        s.gateway.retrieveIntent.mockResolvedValue(intent({ id, ...over }));
+        s.gateway.retrieveIntent.mockResolvedValue(intent({ id, shop: SHOP, ...over }));
         const orphan = { kind: 'orphan', eventId: EVENT, intentId: id, orderId: ORDER };
         expect(await s.finalizer.processEvent(EVENT)).toEqual(orphan);
         expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'orphan');
@@ -367,6 +372,78 @@ describe('PaymentFinalizer', () => {
         errors.mockRestore();
       },
     );
+
+    it.each([
+      ['another shop', { shop: OTHER_SHOP }],
+      ['no shop (made before intents carried it)', {}],
+    ])(
+      'no-payment: news of money about an intent naming an order as we write them and %s, whose order the database does not have, is not raised — no counter, no error line',
+      async (_name, owner) => {
+        const counted = { inc: jest.fn() };
+        const s = await setup({ counter: () => counted });
+        counted.inc.mockClear(); // (its series made at 0)
+        const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+        s.payments.findByIntent.mockResolvedValue(null);
+        s.orders.findById.mockResolvedValue(null);
+        for (const [type, over] of [
+          ['payment_intent.succeeded', {}],
+          ['charge.succeeded', { status: 'processing', capturable: true }],
+          ['charge.refunded', {}],
+          ['charge.dispute.created', {}],
+        ] as const) {
+          s.events.find.mockResolvedValue(event({ type }));
+          s.gateway.retrieveIntent.mockResolvedValue(intent({ ...owner, ...over }));
+          expect(await s.finalizer.processEvent(EVENT)).toEqual({
+            kind: 'no-payment',
+            eventId: EVENT,
+          });
+        }
+        expect(s.events.markProcessed.mock.calls).toEqual(
+          Array.from({ length: 4 }, () => [EVENT, NOW, 'no-payment']),
+        );
+        expect(counted.inc).not.toHaveBeenCalled();
+        expect(errors).not.toHaveBeenCalled();
+        expect(s.payments.recordIntent).not.toHaveBeenCalled();
+        errors.mockRestore();
+      },
+    );
+
+    it("no-payment: another shop's intent is not adopted, even for an order this database has (its id and total)", async () => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.orders.findById.mockResolvedValue(orderIn('PAYMENT_PENDING'));
+      s.gateway.retrieveIntent.mockResolvedValue(intent({ shop: OTHER_SHOP }));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.payments.recordIntent).not.toHaveBeenCalled();
+      expect(s.transitions.markPaid).not.toHaveBeenCalled();
+      // ours, or one made before intents carried a shop: adopted as before
+      for (const owner of [{ shop: SHOP }, {}]) {
+        s.gateway.retrieveIntent.mockResolvedValue(intent(owner));
+        s.payments.recordIntent.mockResolvedValueOnce(payment({ status: 'succeeded' }));
+        await s.finalizer.processEvent(EVENT);
+      }
+      expect(s.payments.recordIntent).toHaveBeenCalledTimes(2);
+    });
+
+    it('no-payment: an intent event whose payload names another shop is settled with no call to the gateway; one naming ours goes on', async () => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.events.objectOf.mockResolvedValue({
+        object: 'payment_intent',
+        id: 'pi_1',
+        metadata: { orderId: ORDER, shop: OTHER_SHOP },
+      });
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.gateway.retrieveIntent).not.toHaveBeenCalled();
+      s.events.objectOf.mockResolvedValue({
+        object: 'payment_intent',
+        id: 'pi_1',
+        metadata: { orderId: ORDER, shop: SHOP },
+      });
+      s.payments.recordIntent.mockResolvedValue(payment());
+      await s.finalizer.processEvent(EVENT);
+      expect(s.gateway.retrieveIntent).toHaveBeenCalledWith('pi_1');
+    });
 
     it.each([
       ['another amount', { amount: 1 }],

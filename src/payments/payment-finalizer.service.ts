@@ -23,6 +23,7 @@ import { DisputeRepository, RecordedDispute } from './dispute.repository';
 import { DISPUTE_RELEASED } from './entities/payment-dispute.entity';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
+import { ShopIdentity } from './shop-identity';
 import { WebhookEventRepository } from './webhook-event.repository';
 
 const ACTOR = 'system:payments';
@@ -61,11 +62,12 @@ export type EventOutcome =
   | { kind: 'dispute'; orderId: string; status: string | null; changed: boolean }
   /**
    * News of money (succeeded or authorized, refunded, disputed) about one of our intents — its
-   * metadata names an order as we write them — whose order the database does not have: restored
-   * from a backup older than the payment. Raised for a person (an error line,
-   * `payments_orphaned_total{event}`) and recorded as `orphan` in webhook_events: the provider
-   * still holds the money, which no order here accounts for. Such an intent not paid yet is
-   * `no-payment`.
+   * metadata names an order as we write them and this shop (ShopIdentity) — whose order the
+   * database does not have: restored from a backup older than the payment. Raised for a person
+   * (an error line, `payments_orphaned_total{event}`) and recorded as `orphan` in webhook_events:
+   * the provider still holds the money, which no order here accounts for. Such an intent not paid
+   * yet is `no-payment`; so is one that names another shop (another deployment on the account),
+   * or none (made before intents carried it: ours or another's, no telling).
    */
   | { kind: 'orphan'; eventId: string; intentId: string; orderId: string }
   | ConvergeOutcome;
@@ -226,6 +228,7 @@ export class PaymentFinalizer {
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
     metrics: MetricsService,
+    private readonly shop: ShopIdentity,
   ) {
     this.disputed = metrics.counter(
       'payments_disputed_total',
@@ -651,20 +654,26 @@ export class PaymentFinalizer {
 
   /**
    * Whether the event is about an intent whose own metadata (in the event's payload) names no
-   * order as this service writes order ids: every intent of ours carries one, so such an intent is
-   * another integration's on the same account (a till, the dashboard) — settled as not ours with
-   * no call to the provider. Each had cost a read of the intent and a slot of the payments queue:
-   * twenty of a busy till's events held one of our confirmations 31 s behind a slow Stripe
-   * (stripe review). Only for an intent's own events (`payment_intent.*`): a charge's payload
-   * carries the charge's metadata, not the intent's.
+   * order as this service writes order ids, or names another shop: every intent of ours carries
+   * an order id, so such an intent is another integration's on the same account (a till, the
+   * dashboard) or another deployment's — settled as not ours with no call to the provider. Each
+   * had cost a read of the intent and a slot of the payments queue: twenty of a busy till's events
+   * held one of our confirmations 31 s behind a slow Stripe (stripe review). Only for an intent's
+   * own events (`payment_intent.*`): a charge's payload carries the charge's metadata, not the
+   * intent's.
    */
   private async namesNoOrderOfOurs(eventId: string, type: string): Promise<boolean> {
     if (!type.startsWith('payment_intent.')) return false;
     const object = (await this.events.objectOf(eventId)) as {
       object?: unknown;
-      metadata?: { orderId?: unknown } | null;
+      metadata?: { orderId?: unknown; shop?: unknown } | null;
     } | null;
-    return object?.object === 'payment_intent' && !isCanonicalUuid(object.metadata?.orderId);
+    if (object?.object !== 'payment_intent') return false;
+    const shop = object.metadata?.shop;
+    return (
+      !isCanonicalUuid(object.metadata?.orderId) ||
+      (typeof shop === 'string' && shop !== '' && shop !== (await this.shop.id()))
+    );
   }
 
   /**
@@ -679,9 +688,18 @@ export class PaymentFinalizer {
    * that order's payment: the event is settled as "no payment of ours", and the order stays
    * payable the normal way.
    *
-   * An intent of ours whose order the database does not have is returned as an `orphan`: the
-   * database was restored from a backup older than the order (orders are never deleted), and
-   * what the provider holds of it is raised, not dropped (recordOrphan).
+   * Nor one that names another shop (`metadata.shop`, ShopIdentity): another deployment on the
+   * same account — a second shop, a staging sharing a test account — whose events Stripe sends
+   * here too. An intent without a shop was made before intents carried it (or elsewhere): adopted
+   * only for an order this database has (its id is a random uuid: ours, unless this database is a
+   * copy of another's).
+   *
+   * An intent of ours — naming this shop — whose order the database does not have is returned as
+   * an `orphan`: the database was restored from a backup older than the order (orders are never
+   * deleted), and what the provider holds of it is raised, not dropped (recordOrphan). One that
+   * names another shop, or none, is not ours to raise: another shop's every success, refund and
+   * dispute was an error line and an alert here, and `payments:orphans` told the operator to
+   * refund them (shop review).
    */
   private async adopt(intentId: string): Promise<Payment | { orphan: GatewayIntent } | null> {
     let intent: GatewayIntent;
@@ -692,8 +710,19 @@ export class PaymentFinalizer {
       throw err;
     }
     if (!isCanonicalUuid(intent.orderId)) return null;
+    const shop = await this.shop.id();
+    if (intent.shop !== undefined && intent.shop !== shop) {
+      this.logger.debug(`intent ${intent.id} names another shop (${intent.shop}): not ours`);
+      return null;
+    }
     const order = await this.orders.findById(intent.orderId);
-    if (!order) return { orphan: intent };
+    if (!order) {
+      if (intent.shop === shop) return { orphan: intent };
+      this.logger.debug(
+        `intent ${intent.id} names order ${intent.orderId}, which this database does not have, and no shop (made before intents carried one): not taken for ours`,
+      );
+      return null;
+    }
     if (order.totalAmount !== intent.amount || order.currency !== intent.currency) {
       this.logger.warn(
         `intent ${intent.id} names order ${order.id} but is for ${intent.amount} ${intent.currency}, ` +

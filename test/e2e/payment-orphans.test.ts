@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { INestApplicationContext, Logger } from '@nestjs/common';
 import type Stripe from 'stripe';
 import { MetricsService } from '../../src/metrics/metrics.service';
@@ -53,6 +54,17 @@ describe('payments whose order the database does not have (restored from an olde
   /** This shop's identity, its database's (shop_identity). */
   const ourShop = async () =>
     (await t.db.pool.query<{ id: string }>(`SELECT id::text AS id FROM shop_identity`)).rows[0].id;
+  /**
+   * A payment at Stripe made by another deployment of this app on the same account (`shop`: its
+   * own id; a second shop, a staging sharing a test account), or by this one before intents
+   * carried the shop (`shop` null) — for an order this database does not have.
+   */
+  const elsewhere = (shop: string | null, amount = 6100) =>
+    stripe.client().paymentIntents.create({
+      amount,
+      currency: 'inr',
+      metadata: { orderId: randomUUID(), ...(shop ? { shop } : {}) },
+    });
   /** An order of alice's whose payment has started at Stripe (the intent made). */
   const paying = async (priceAmount: number) => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
@@ -212,6 +224,43 @@ describe('payments whose order the database does not have (restored from an olde
       expect(await orphaned('payment')).toBe(before.payment + 1);
       expect(errors).not.toHaveBeenCalledWith(expect.stringContaining(unpaid.intent));
       expect(errors).not.toHaveBeenCalledWith(expect.stringContaining(foreign.id));
+    } finally {
+      errors.mockRestore();
+    }
+  }, 60_000);
+
+  it("another deployment's intents on the same Stripe account (another shop's id in their metadata), and ours made before intents carried the shop's, are `no-payment`: nothing counted, no error line", async () => {
+    const errors = jest.spyOn(Logger.prototype, 'error');
+    try {
+      const before = {
+        payment: await orphaned('payment'),
+        refund: await orphaned('refund'),
+        dispute: await orphaned('dispute'),
+      };
+      const otherShop = randomUUID();
+      expect(otherShop).not.toBe(await ourShop());
+      for (const shop of [otherShop, null]) {
+        const intent = await elsewhere(shop);
+        for (const event of [
+          stripe.succeed(intent.id),
+          stripe.eventFor('charge.succeeded', intent.id),
+          stripe.refundFromDashboard(intent.id, 1000),
+          stripe.dispute(intent.id, 'needs_response', 'created'),
+        ]) {
+          expect((await deliver(event)).status).toBe(200);
+          expect({ shop, type: event.type, outcome: await outcomeOf(event.id) }).toEqual({
+            shop,
+            type: event.type,
+            outcome: 'no-payment',
+          });
+        }
+        expect(errors).not.toHaveBeenCalledWith(expect.stringContaining(intent.id));
+      }
+      expect({
+        payment: await orphaned('payment'),
+        refund: await orphaned('refund'),
+        dispute: await orphaned('dispute'),
+      }).toEqual(before);
     } finally {
       errors.mockRestore();
     }
