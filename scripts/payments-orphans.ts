@@ -7,7 +7,10 @@ import { loadEnvFile } from '../src/config/env-file';
 /** Exit codes: 0 nothing found; these otherwise (a runbook step can be gated on 0). */
 const EXIT_FOUND = 1;
 const EXIT_USAGE = 2;
-/** Not all checked: the provider or the database failed, or a list went past --max. */
+/**
+ * Not all checked: the provider or the database failed, a list went past --max, or some could not
+ * be told ours or another deployment's (made before intents named the shop).
+ */
 const EXIT_UNCHECKED = 3;
 
 const DEFAULT_MAX = 10_000;
@@ -16,15 +19,17 @@ const USAGE =
   '  --since: ISO 8601, a date (2026-03-01, UTC) or a time with its offset (2026-03-01T09:40:00Z,\n' +
   '           …+05:30): the backup the database was restored from was taken after it\n' +
   `  --max:   how many intents, refunds and disputes of each kind are read at most (default ${DEFAULT_MAX})\n` +
-  'exit 0: nothing found; 1: found (printed, one a line); 2: usage; 3: not all checked';
+  'exit 0: nothing found; 1: found (printed, one a line); 2: usage; 3: not all checked (or not all\n' +
+  '        told ours: see the message)';
 /** A date, or a date and time with its offset: a time without one would be read in local time. */
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2}))?$/;
 
 /**
  * `npm run payments:orphans -- --since <time>`: after PostgreSQL was restored from a backup while
  * the payment provider kept its newer state, lists what the provider made since `--since` that the
- * database does not account for — intents of ours whose order or payment is missing, or which took
- * money the database does not record; refunds and disputes not recorded (PaymentOrphans). The
+ * database does not account for — intents of ours (naming this shop) whose order or payment is
+ * missing, or which took money the database does not record; refunds and disputes not recorded
+ * (PaymentOrphans); and how many it could not tell ours from another deployment's. The
  * webhook events of the time between went with the database, and the provider never sends again
  * an event it was answered 200 for. Read-only: it changes nothing, here or at the provider.
  */
@@ -63,6 +68,14 @@ async function main(): Promise<number> {
     `${report.orphans.length} found among the ${intents} intents, ${refunds} refunds and ${disputes} ` +
       `disputes made at the payment provider since ${since.toISOString()}`,
   );
+  if (report.unsure > 0) {
+    console.error(
+      `${report.unsure} more (intents, refunds or disputes) not listed: of intents that name an order this database ` +
+        "does not have but no shop — made before intents carried this shop's id (metadata.shop) — so ours the restore " +
+        "lost, or another deployment's on this Stripe account: look at each at the payment provider by hand (since " +
+        `${since.toISOString()}, metadata.orderId set and no metadata.shop) before refunding or cancelling anything`,
+    );
+  }
   if (!report.complete) {
     console.error(
       `a list had more than ${max} since ${since.toISOString()}: its oldest were not looked at — ` +
@@ -70,7 +83,7 @@ async function main(): Promise<number> {
     );
   }
   if (report.orphans.length > 0) return EXIT_FOUND;
-  return report.complete ? 0 : EXIT_UNCHECKED;
+  return report.complete && report.unsure === 0 ? 0 : EXIT_UNCHECKED;
 }
 
 function usage(problem: string): never {

@@ -13,6 +13,7 @@ import {
 } from './payment-gateway';
 import { PaymentRepository } from './payment.repository';
 import { RefundRepository } from './refund.repository';
+import { ShopIdentity } from './shop-identity';
 
 /** Something the provider holds of ours that the database does not account for. */
 export interface Orphan {
@@ -25,6 +26,12 @@ export interface Orphan {
 
 export interface OrphanReport {
   orphans: Orphan[];
+  /**
+   * How many more would be orphans, but of intents that name no shop (made before intents carried
+   * this shop's id) and an order this database does not have: ours the restore lost, or another
+   * deployment's on the account — no telling, so not listed; a person looks at them.
+   */
+  unsure: number;
   /** How many the provider listed since the time (ours or not). */
   listed: { intents: number; refunds: number; disputes: number };
   /** False when a list went past the bound: its oldest items were not looked at. */
@@ -33,19 +40,25 @@ export interface OrphanReport {
 
 const at = (date: Date | null) => date?.toISOString() ?? 'at an unknown time';
 
+/** Whose an intent is (PaymentOrphans#ownerOf): ours, no telling, or another's (null). */
+type Owner = 'ours' | 'unsure' | null;
+
 /**
  * After PostgreSQL was restored from a backup while the payment provider kept its newer state
  * (`npm run payments:orphans`): the webhook events of the time between are gone with the
  * database, and the provider never sends again an event it was answered 200 for. So the provider's
  * own lists are read — the intents, refunds and disputes it made since a time — and each of ours
- * (an intent whose metadata names an order as we write them; a refund or dispute of such an
- * intent) the database does not account for is reported:
+ * (an intent whose metadata names an order as we write them and this shop, ShopIdentity; a refund
+ * or dispute of such an intent) the database does not account for is reported:
  *
  * - an intent whose order is not here (paid: money taken for no order; unpaid: still payable);
  * - an intent that took money whose payment here is missing, or not `succeeded`;
  * - a refund (not failed) not recorded here, a dispute not recorded here.
  *
- * Another integration's objects on the same account are left alone. Read-only: it writes
+ * Another integration's objects on the same account are left alone, and so are another
+ * deployment's of this app (another shop's id in the metadata): the operator is told to refund
+ * or cancel what is listed. An intent that names no shop (made before intents carried it) is ours
+ * when its order is here; one whose order is not is counted apart (`unsure`), not listed. Read-only: it writes
  * nothing, here or at the provider. The provider lists by creation time only: an intent made
  * before `since` and paid after it is not listed — its order's payment, pending here, is settled
  * by the reconciliation's stale-payment pass (PaymentFinalizer#reconcile).
@@ -58,6 +71,7 @@ export class PaymentOrphans {
     private readonly disputes: DisputeRepository,
     private readonly orders: OrderRepository,
     @Inject(PAYMENT_GATEWAY) private readonly gateway: PaymentGateway,
+    private readonly shop: ShopIdentity,
   ) {}
 
   /** What the provider made since `since` (at most `max` of each kind) that we lack. */
@@ -67,14 +81,17 @@ export class PaymentOrphans {
     const disputes = await this.gateway.listDisputesSince(since, max);
     const listed = new Map<string, GatewayIntent>(intents.items.map((i) => [i.id, i]));
     const orphans: Orphan[] = [];
-    const note = (orphan: Orphan | null) => {
-      if (orphan) orphans.push(orphan);
+    let unsure = 0;
+    const note = (orphan: Orphan | 'unsure' | null) => {
+      if (orphan === 'unsure') unsure++;
+      else if (orphan) orphans.push(orphan);
     };
     for (const intent of intents.items) note(await this.ofIntent(intent));
     for (const refund of refunds.items) note(await this.ofRefund(refund, listed));
     for (const dispute of disputes.items) note(await this.ofDispute(dispute, listed));
     return {
       orphans,
+      unsure,
       listed: {
         intents: intents.items.length,
         refunds: refunds.items.length,
@@ -84,8 +101,10 @@ export class PaymentOrphans {
     };
   }
 
-  private async ofIntent(intent: ListedIntent): Promise<Orphan | null> {
-    if (!isCanonicalUuid(intent.orderId) || intent.status === 'canceled') return null;
+  private async ofIntent(intent: ListedIntent): Promise<Orphan | 'unsure' | null> {
+    if (intent.status === 'canceled') return null;
+    const owner = await this.ownerOf(intent);
+    if (owner !== 'ours') return owner;
     const paid = intent.status === 'succeeded' || intent.capturable === true;
     const what =
       `intent ${intent.id} (${intent.providerStatus}, ${intent.amount} ${intent.currency}, made ` +
@@ -117,7 +136,7 @@ export class PaymentOrphans {
   private async ofRefund(
     refund: ListedRefund,
     listed: Map<string, GatewayIntent>,
-  ): Promise<Orphan | null> {
+  ): Promise<Orphan | 'unsure' | null> {
     if (refund.status === 'failed') return null; // no money moved
     if (await this.refunds.findByProviderId(refund.id)) return null;
     // ours, its provider id not attached yet (the answer to its call was lost)
@@ -133,17 +152,19 @@ export class PaymentOrphans {
         `${what}, the payment of order ${payment.orderId}: not recorded here — the order does not count it as refunded`,
       );
     }
-    const orderId = await this.orderOf(refund.intentId, listed);
-    if (!orderId) return null; // another integration's
+    const intent = await this.intentOf(refund.intentId, listed);
+    if (!intent) return null;
+    const owner = await this.ownerOf(intent);
+    if (owner !== 'ours') return owner; // another's, or no telling
     return orphan(
-      `${what} of order ${orderId}: neither the payment nor the refund is recorded here`,
+      `${what} of order ${intent.orderId}: neither the payment nor the refund is recorded here`,
     );
   }
 
   private async ofDispute(
     dispute: ListedDispute,
     listed: Map<string, GatewayIntent>,
-  ): Promise<Orphan | null> {
+  ): Promise<Orphan | 'unsure' | null> {
     if (!dispute.intentId || (await this.disputes.exists(dispute.id))) return null;
     const what =
       `dispute ${dispute.id} (${dispute.status}, ${dispute.amount} ${dispute.currency}, opened ` +
@@ -156,21 +177,36 @@ export class PaymentOrphans {
         `${what}, the payment of order ${payment.orderId}: not recorded here, so the order is not held from fulfilment — answer it at the payment provider`,
       );
     }
-    const orderId = await this.orderOf(dispute.intentId, listed);
-    if (!orderId) return null; // another integration's
+    const intent = await this.intentOf(dispute.intentId, listed);
+    if (!intent) return null;
+    const owner = await this.ownerOf(intent);
+    if (owner !== 'ours') return owner; // another's, or no telling
     return orphan(
-      `${what} of order ${orderId}: neither the payment nor the dispute is recorded here — answer it at the payment provider`,
+      `${what} of order ${intent.orderId}: neither the payment nor the dispute is recorded here — answer it at the payment provider`,
     );
   }
 
   /**
-   * The order an intent of ours names (from the list read, else asked of the provider); null for
-   * another integration's intent, or one the provider does not know.
+   * Whose the intent is. Ours: it names an order as we write them and this shop — or no shop (made
+   * before intents carried it) and an order this database has (a random uuid: ours, unless this
+   * database is a copy of another's). `unsure`: no shop, and an order this database does not have —
+   * ours the restore lost, or another deployment's (a second shop, a staging sharing the account),
+   * no telling. Null: another shop's, or another integration's (no such order id).
    */
-  private async orderOf(
+  private async ownerOf(intent: GatewayIntent): Promise<Owner> {
+    if (!isCanonicalUuid(intent.orderId)) return null;
+    if (intent.shop !== undefined) return intent.shop === (await this.shop.id()) ? 'ours' : null;
+    return (await this.orders.statusOf(intent.orderId)) ? 'ours' : 'unsure';
+  }
+
+  /**
+   * The intent (from the list read, else asked of the provider); null for one the provider does
+   * not know.
+   */
+  private async intentOf(
     intentId: string,
     listed: Map<string, GatewayIntent>,
-  ): Promise<string | null> {
+  ): Promise<GatewayIntent | null> {
     let intent = listed.get(intentId);
     if (!intent) {
       try {
@@ -181,6 +217,6 @@ export class PaymentOrphans {
       }
       listed.set(intentId, intent);
     }
-    return isCanonicalUuid(intent.orderId) ? intent.orderId : null;
+    return intent;
   }
 }

@@ -349,4 +349,44 @@ describe('payments whose order the database does not have (restored from an olde
       expect(refused.err).toMatch(/^--since: .*\nusage: npm run payments:orphans/m);
     }
   }, 90_000);
+
+  it("npm run payments:orphans leaves another deployment's payments on the account alone (another shop's id in their metadata), and counts apart, unlisted, those of intents made before intents named the shop whose order is not here (exit 3 when nothing else is found)", async () => {
+    await new Promise((resolve) => setTimeout(resolve, 1005 - (Date.now() % 1000)));
+    const since = new Date().toISOString();
+
+    // another shop's, on the same account: paid, refunded in part, disputed — not ours to settle
+    const theirs = await elsewhere(randomUUID(), 5100);
+    stripe.succeed(theirs.id);
+    stripe.refundFromDashboard(theirs.id, 1000);
+    stripe.dispute(theirs.id, 'needs_response', 'created');
+    // one made before intents named the shop, for an order this database does not have: ours the
+    // restore lost, or another deployment's — no telling
+    const unsure = await elsewhere(null, 5200);
+    stripe.succeed(unsure.id);
+    stripe.refundFromDashboard(unsure.id, 2000);
+    const before = await paymentRows();
+    const untold = await orphansCommand(['--since', since]);
+    expect({ code: untold.code, out: untold.out }).toEqual({
+      code: 3,
+      out: `0 found among the 2 intents, 2 refunds and 1 disputes made at the payment provider since ${since}\n`,
+    });
+    expect(untold.err).toContain('2 more (intents, refunds or disputes) not listed');
+    expect(untold.err).not.toContain(theirs.id);
+    expect(await paymentRows()).toEqual(before); // read-only
+
+    // ours, its order lost with the restore: listed, as before
+    const lost = await lostOrder(8300);
+    stripe.succeed(lost.intent);
+    const found = await orphansCommand(['--since', since]);
+    expect(found.code).toBe(1);
+    expect(found.out.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^intent ${lost.intent} \\(succeeded, 8300 INR, made \\S+\\) of order ${lost.orderId}: no such order here — the money was taken`,
+        ),
+      ),
+      `1 found among the 3 intents, 2 refunds and 1 disputes made at the payment provider since ${since}`,
+    ]);
+    expect(found.err).toContain('2 more (intents, refunds or disputes) not listed');
+  }, 90_000);
 });
