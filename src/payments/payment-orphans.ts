@@ -138,6 +138,9 @@ export class PaymentOrphans {
     listed: Map<string, GatewayIntent>,
   ): Promise<Orphan | 'unsure' | null> {
     if (refund.status === 'failed') return null; // no money moved
+    // of a charge made without an intent (the Charges API): not ours, who make intents — and an
+    // intent asked for by no id is Stripe's list of them
+    if (!refund.intentId) return null;
     if (await this.refunds.findByProviderId(refund.id)) return null;
     // ours, its provider id not attached yet (the answer to its call was lost)
     if (isCanonicalUuid(refund.refundId) && (await this.refunds.findById(refund.refundId)))

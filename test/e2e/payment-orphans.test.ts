@@ -389,4 +389,24 @@ describe('payments whose order the database does not have (restored from an olde
     ]);
     expect(found.err).toContain('2 more (intents, refunds or disputes) not listed');
   }, 90_000);
+
+  it('npm run payments:orphans passes over a refund of a charge made without a PaymentIntent (the Charges API: not ours) — it had asked Stripe for the intent "" (its list) and failed every run', async () => {
+    await new Promise((resolve) => setTimeout(resolve, 1005 - (Date.now() % 1000)));
+    const since = new Date().toISOString();
+    const charge = stripe.chargeWithoutIntent(4400);
+    stripe.refundCharge(charge, 4400);
+    const asked = stripe.requests.length;
+    const run = await orphansCommand(['--since', since]);
+    expect({ code: run.code, out: run.out }).toEqual({
+      code: 0,
+      out: `0 found among the 0 intents, 1 refunds and 0 disputes made at the payment provider since ${since}\n`,
+    });
+    expect(run.err).not.toMatch(/error/i);
+    expect(
+      stripe.requests
+        .slice(asked)
+        .map((r) => `${r.method} ${r.path}`)
+        .sort(),
+    ).toEqual(['GET /v1/disputes', 'GET /v1/payment_intents', 'GET /v1/refunds']);
+  }, 60_000);
 });

@@ -31,6 +31,13 @@ export interface FakeStripe {
     opts?: { pending?: boolean },
   ): Stripe.Event;
   eventFor(type: string, intentId: string): Stripe.Event;
+  /**
+   * A charge made with the Charges API, without a PaymentIntent (another integration, an old
+   * one): succeeded, `payment_intent` null. Its id.
+   */
+  chargeWithoutIntent(amount: number, currency?: string): string;
+  /** A refund of such a charge made in the Stripe dashboard (`payment_intent` null): its id. */
+  refundCharge(chargeId: string, amount?: number): string;
   signed(
     event: Stripe.Event,
     opts?: { secret?: string; timestamp?: number },
@@ -675,6 +682,42 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       };
       disputes.set(id, dispute);
       return event(`charge.dispute.${type}`, dispute);
+    },
+    chargeWithoutIntent(amount, currency = 'inr') {
+      const id = newId('ch');
+      charges.set(id, {
+        id,
+        object: 'charge',
+        amount,
+        amount_captured: amount,
+        amount_refunded: 0,
+        captured: true,
+        created: now(),
+        currency,
+        failure_code: null,
+        failure_message: null,
+        livemode: false,
+        metadata: {},
+        paid: true,
+        payment_intent: null,
+        refunded: false,
+        status: 'succeeded',
+        refunds: {
+          object: 'list',
+          data: [] as Obj[],
+          has_more: false,
+          total_count: 0,
+          url: `/v1/charges/${id}/refunds`,
+        },
+      });
+      return id;
+    },
+    refundCharge(chargeId, amount) {
+      if (!charges.has(chargeId)) throw new Error(`fake-stripe: no charge ${chargeId}`);
+      return createRefund(
+        { charge: chargeId, ...(amount === undefined ? {} : { amount: String(amount) }) },
+        false,
+      ).id as string;
     },
     eventFor(type, intentId) {
       const pi = intentOrThrow(intentId);
