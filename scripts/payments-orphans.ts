@@ -31,7 +31,8 @@ const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{
  * missing, or which took money the database does not record; refunds and disputes not recorded
  * (PaymentOrphans); and how many it could not tell ours from another deployment's. The
  * webhook events of the time between went with the database, and the provider never sends again
- * an event it was answered 200 for. Read-only: it changes nothing, here or at the provider.
+ * an event it was answered 200 for. Read-only: it changes nothing, here or at the provider, and
+ * touches no Redis.
  */
 async function main(): Promise<number> {
   loadEnvFile(); // .env, if any; the real environment wins
@@ -48,12 +49,13 @@ async function main(): Promise<number> {
     usage('--max: a whole number from 1 to 1000000');
 
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
-  const [{ NestFactory }, { AppModule }, { PaymentOrphans }] = await Promise.all([
+  const [{ NestFactory }, { PaymentOrphansModule }, { PaymentOrphans }] = await Promise.all([
     import('@nestjs/core'),
-    import('../src/app.module'),
+    import('../src/payments/payment-orphans.module'),
     import('../src/payments/payment-orphans'),
   ]);
-  const app = await NestFactory.createApplicationContext(AppModule.register(config), {
+  // the database, the gateway and what reads them, no more (no Redis: PaymentOrphansModule)
+  const app = await NestFactory.createApplicationContext(PaymentOrphansModule.register(config), {
     logger: ['error'],
   });
   let report;

@@ -11,9 +11,7 @@ import { RefundEntity } from './entities/refund.entity';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
-import { MetricsService } from '../metrics/metrics.service';
-import { MeteredGateway } from './metered.gateway';
-import { PAYMENT_GATEWAY } from './payment-gateway';
+import { paymentGatewayProviders } from './payment-gateway.providers';
 import { OverdueOrders } from './overdue-orders.service';
 import { DisputeRepository } from './dispute.repository';
 import { PaymentFinalizer } from './payment-finalizer.service';
@@ -26,10 +24,8 @@ import { PaymentsController } from './payments.controller';
 import { StripeWebhookController } from './stripe-webhook.controller';
 import { RefundRepository } from './refund.repository';
 import { RefundsService } from './refunds.service';
-import { StripeGateway } from './stripe.gateway';
 import { PaymentsService } from './payments.service';
 import { ShopIdentity } from './shop-identity';
-import { SimulatedGateway } from './simulated.gateway';
 import { WebhookEventRepository } from './webhook-event.repository';
 import { WebhookEventRetention } from './webhook-event-retention';
 import { WebhooksService } from './webhooks.service';
@@ -100,21 +96,7 @@ export class PaymentsModule {
         PaymentOrphans,
         OverdueOrders,
         ShopIdentity,
-        // either one counted (payment_provider_calls_total) in the process that calls it
-        stripeKey
-          ? {
-              provide: PAYMENT_GATEWAY,
-              inject: [MetricsService],
-              useFactory: (metrics: MetricsService) =>
-                new MeteredGateway(new StripeGateway(stripeKey, config.stripe.apiUrl), metrics),
-            }
-          : {
-              provide: PAYMENT_GATEWAY,
-              inject: [SimulatedGateway, MetricsService],
-              useFactory: (simulated: SimulatedGateway, metrics: MetricsService) =>
-                new MeteredGateway(simulated, metrics),
-            },
-        ...(stripeKey ? [] : [SimulatedGateway]),
+        ...paymentGatewayProviders(config),
         ...(dev ? [DevPaymentsService] : []),
         ...(stripeKey && isTestKey(stripeKey) && !config.isDevelopment ? [TestPaymentsNotice] : []),
       ],

@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { INestApplicationContext, Logger } from '@nestjs/common';
+import Redis from 'ioredis';
+import { Pool } from 'pg';
 import type Stripe from 'stripe';
 import { MetricsService } from '../../src/metrics/metrics.service';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
@@ -95,9 +97,17 @@ describe('payments whose order the database does not have (restored from an olde
     await t.db.pool.query(`DELETE FROM orders WHERE id = $1`, [lost.orderId]);
     return lost;
   };
+  /** The Redis key prefix the command is given: its own, so that a key it wrote would show. */
+  const commandPrefix = () => `${t.config.redis.keyPrefix}-orphans`;
+  /** This app's database, every session of it read-only: a write fails (25006). */
+  const readOnlyUrl = () => {
+    const url = new URL(t.db.url);
+    url.searchParams.set('options', '-c default_transaction_read_only=on');
+    return url.toString();
+  };
   /**
-   * `npm run payments:orphans -- <args>` on this app's database and Stripe: its exit code, what it
-   * printed (stdout) and what it said on stderr.
+   * `npm run payments:orphans -- <args>` on this app's database (read-only sessions) and Stripe:
+   * its exit code, what it printed (stdout) and what it said on stderr.
    */
   const orphansCommand = (args: string[]) => {
     const p = spawn(
@@ -107,9 +117,9 @@ describe('payments whose order the database does not have (restored from an olde
         cwd: ROOT,
         env: {
           ...process.env,
-          DATABASE_URL: t.db.url,
+          DATABASE_URL: readOnlyUrl(),
           DATABASE_POOL_SIZE: '5',
-          REDIS_KEY_PREFIX: t.config.redis.keyPrefix,
+          REDIS_KEY_PREFIX: commandPrefix(),
           STRIPE_SECRET_KEY: stripe.secretKey,
           STRIPE_API_URL: stripe.url,
           STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
@@ -341,6 +351,23 @@ describe('payments whose order the database does not have (restored from an olde
       `4 found among the 6 intents, 3 refunds and 2 disputes made at the payment provider since ${since}`,
     ]);
     expect(await paymentRows()).toEqual(before); // read-only
+    // (and it ran on read-only sessions) and wrote nothing in Redis: not its key prefix's claim
+    // (`<prefix>:owner`), no revocation marks — it boots no more than it reads
+    const readOnly = new Pool({ connectionString: readOnlyUrl(), max: 1 });
+    try {
+      // (as those sessions are: a write is refused)
+      await expect(readOnly.query(`UPDATE shop_identity SET id = id`)).rejects.toMatchObject({
+        code: '25006',
+      });
+    } finally {
+      await readOnly.end();
+    }
+    const redis = new Redis(t.config.redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      expect(await redis.keys(`${commandPrefix()}*`)).toEqual([]);
+    } finally {
+      redis.disconnect();
+    }
 
     // a time without its offset (local time?) or to come: refused, nothing read
     for (const bad of [['--since', '2026-03-01T09:40'], ['--since', '2999-01-01'], []]) {
