@@ -133,7 +133,7 @@ const PEM_ARMOUR = /-----BEGIN [A-Z0-9 ]+-----/;
  * armour was refused (diff review: an SPKI body or a JWK in JWT_VERIFY_ONLY_SECRET minted admin
  * tokens).
  */
-export function looksLikeKey(value: string): boolean {
+function looksLikeKey(value: string): boolean {
   const text = unfold(value);
   if (PEM_ARMOUR.test(text)) return true;
   try {
