@@ -234,8 +234,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       { token: alice.token, idempotencyKey: newKey() },
     );
     expect(pay.status).toBe(201);
+    const [{ id: shop }] = (await t.db.pool.query(`SELECT id FROM shop_identity`)).rows;
     expect(stripe.intent(pay.body.paymentIntentId as string)?.metadata).toEqual({
       orderId: order.body.id,
+      shop,
     });
     // the saved 500 (the SDK's own retries replayed it), then one intent under the next generation
     const keys = creates().map((r) => String(r.idempotencyKey));
