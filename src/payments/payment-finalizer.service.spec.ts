@@ -408,26 +408,26 @@ describe('PaymentFinalizer', () => {
       },
     );
 
-    it("no-payment: another shop's intent is not adopted, even for an order this database has (its id and total)", async () => {
+    it('an intent naming another shop is adopted for an order this database has (its id and total: a restore from before shop_identity gave the database a new id), and is no-payment for one it has not', async () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);
       s.orders.findById.mockResolvedValue(orderIn('PAYMENT_PENDING'));
-      s.gateway.retrieveIntent.mockResolvedValue(intent({ shop: OTHER_SHOP }));
-      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
-      expect(s.payments.recordIntent).not.toHaveBeenCalled();
-      expect(s.transitions.markPaid).not.toHaveBeenCalled();
-      // ours, or one made before intents carried a shop: adopted as before
-      for (const owner of [{ shop: SHOP }, {}]) {
+      for (const owner of [{ shop: OTHER_SHOP }, { shop: SHOP }, {}]) {
         s.gateway.retrieveIntent.mockResolvedValue(intent(owner));
         s.payments.recordIntent.mockResolvedValueOnce(payment({ status: 'succeeded' }));
         await s.finalizer.processEvent(EVENT);
       }
-      expect(s.payments.recordIntent).toHaveBeenCalledTimes(2);
+      expect(s.payments.recordIntent).toHaveBeenCalledTimes(3);
+      s.orders.findById.mockResolvedValue(null);
+      s.gateway.retrieveIntent.mockResolvedValue(intent({ shop: OTHER_SHOP }));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.payments.recordIntent).toHaveBeenCalledTimes(3);
     });
 
-    it('no-payment: an intent event whose payload names another shop is settled with no call to the gateway; one naming ours goes on', async () => {
+    it('no-payment: an intent event whose payload names another shop and an order this database has not is settled with no call to the gateway; one naming ours goes on', async () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);
+      s.orders.findById.mockResolvedValueOnce(null); // the other shop's order: not here
       s.events.objectOf.mockResolvedValue({
         object: 'payment_intent',
         id: 'pi_1',

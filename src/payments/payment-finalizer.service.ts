@@ -669,10 +669,15 @@ export class PaymentFinalizer {
       metadata?: { orderId?: unknown; shop?: unknown } | null;
     } | null;
     if (object?.object !== 'payment_intent') return false;
-    const shop = object.metadata?.shop;
+    const { orderId, shop } = object.metadata ?? {};
+    if (!isCanonicalUuid(orderId)) return true;
+    // another shop's: not ours unless the order is here (its id a random uuid of this database's:
+    // restored from a backup older than shop_identity, the database has another id now)
     return (
-      !isCanonicalUuid(object.metadata?.orderId) ||
-      (typeof shop === 'string' && shop !== '' && shop !== (await this.shop.id()))
+      typeof shop === 'string' &&
+      shop !== '' &&
+      shop !== (await this.shop.id()) &&
+      !(await this.orders.findById(orderId))
     );
   }
 
@@ -688,18 +693,17 @@ export class PaymentFinalizer {
    * that order's payment: the event is settled as "no payment of ours", and the order stays
    * payable the normal way.
    *
-   * Nor one that names another shop (`metadata.shop`, ShopIdentity): another deployment on the
-   * same account — a second shop, a staging sharing a test account — whose events Stripe sends
-   * here too. An intent without a shop was made before intents carried it (or elsewhere): adopted
-   * only for an order this database has (its id is a random uuid: ours, unless this database is a
-   * copy of another's).
-   *
-   * An intent of ours — naming this shop — whose order the database does not have is returned as
+   * The shop it names (`metadata.shop`, ShopIdentity) decides only when the order is not here:
+   * an intent of ours — naming this shop — whose order the database does not have is returned as
    * an `orphan`: the database was restored from a backup older than the order (orders are never
    * deleted), and what the provider holds of it is raised, not dropped (recordOrphan). One that
-   * names another shop, or none, is not ours to raise: another shop's every success, refund and
-   * dispute was an error line and an alert here, and `payments:orphans` told the operator to
-   * refund them (shop review).
+   * names another shop (another deployment on the account: a second shop, a staging sharing a
+   * test account, whose events Stripe sends here too) or none (made before intents carried it) is
+   * not ours to raise: another shop's every success, refund and dispute was an error line and an
+   * alert here, and `payments:orphans` told the operator to refund them (shop review). An order
+   * that is here is adopted whatever shop its intent names (its id is a random uuid of this
+   * database's): a restore from a backup older than shop_identity gives the database a new id,
+   * and its own payments since then had been dropped as another shop's (diff review 3).
    */
   private async adopt(intentId: string): Promise<Payment | { orphan: GatewayIntent } | null> {
     let intent: GatewayIntent;
@@ -710,16 +714,11 @@ export class PaymentFinalizer {
       throw err;
     }
     if (!isCanonicalUuid(intent.orderId)) return null;
-    const shop = await this.shop.id();
-    if (intent.shop !== undefined && intent.shop !== shop) {
-      this.logger.debug(`intent ${intent.id} names another shop (${intent.shop}): not ours`);
-      return null;
-    }
     const order = await this.orders.findById(intent.orderId);
     if (!order) {
-      if (intent.shop === shop) return { orphan: intent };
+      if (intent.shop === (await this.shop.id())) return { orphan: intent };
       this.logger.debug(
-        `intent ${intent.id} names order ${intent.orderId}, which this database does not have, and no shop (made before intents carried one): not taken for ours`,
+        `intent ${intent.id} names order ${intent.orderId}, which this database does not have, and ${intent.shop === undefined ? 'no shop (made before intents carried one)' : `another shop (${intent.shop})`}: not taken for ours`,
       );
       return null;
     }

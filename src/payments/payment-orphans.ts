@@ -57,8 +57,8 @@ type Owner = 'ours' | 'unsure' | null;
  *
  * Another integration's objects on the same account are left alone, and so are another
  * deployment's of this app (another shop's id in the metadata): the operator is told to refund
- * or cancel what is listed. An intent that names no shop (made before intents carried it) is ours
- * when its order is here; one whose order is not is counted apart (`unsure`), not listed. Read-only: it writes
+ * or cancel what is listed — so an intent whose order is not here is listed only when it names
+ * this shop; one naming no shop or another shop's is counted apart (`unsure`), not listed. Read-only: it writes
  * nothing, here or at the provider. The provider lists by creation time only: an intent made
  * before `since` and paid after it is not listed — its order's payment, pending here, is settled
  * by the reconciliation's stale-payment pass (PaymentFinalizer#reconcile).
@@ -190,16 +190,18 @@ export class PaymentOrphans {
   }
 
   /**
-   * Whose the intent is. Ours: it names an order as we write them and this shop — or no shop (made
-   * before intents carried it) and an order this database has (a random uuid: ours, unless this
-   * database is a copy of another's). `unsure`: no shop, and an order this database does not have —
-   * ours the restore lost, or another deployment's (a second shop, a staging sharing the account),
-   * no telling. Null: another shop's, or another integration's (no such order id).
+   * Whose the intent is. Ours: it names an order as we write them that this database has (a random
+   * uuid: ours, whatever shop it names — a database restored from before intents named the shop
+   * has another id now, unless this database is a copy of another's), or one it does not have and
+   * this shop. `unsure`: an order this database does not have and no shop or another's — ours the
+   * restore lost (made before intents carried the shop, or before a restore from a backup older
+   * than shop_identity gave the database a new id), or another deployment's (a second shop, a
+   * staging sharing the account), no telling. Null: another integration's (no such order id).
    */
   private async ownerOf(intent: GatewayIntent): Promise<Owner> {
     if (!isCanonicalUuid(intent.orderId)) return null;
-    if (intent.shop !== undefined) return intent.shop === (await this.shop.id()) ? 'ours' : null;
-    return (await this.orders.statusOf(intent.orderId)) ? 'ours' : 'unsure';
+    if (await this.orders.statusOf(intent.orderId)) return 'ours';
+    return intent.shop === (await this.shop.id()) ? 'ours' : 'unsure';
   }
 
   /**

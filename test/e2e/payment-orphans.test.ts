@@ -377,7 +377,7 @@ describe('payments whose order the database does not have (restored from an olde
     }
   }, 90_000);
 
-  it("npm run payments:orphans leaves another deployment's payments on the account alone (another shop's id in their metadata), and counts apart, unlisted, those of intents made before intents named the shop whose order is not here (exit 3 when nothing else is found)", async () => {
+  it("npm run payments:orphans lists no other deployment's payments on the account (another shop's id in their metadata) nor those of intents made before intents named the shop: whose order is not here, they are counted apart, unlisted, and exit 3 (not all checked) wins over 1 (found)", async () => {
     await new Promise((resolve) => setTimeout(resolve, 1005 - (Date.now() % 1000)));
     const since = new Date().toISOString();
 
@@ -397,7 +397,9 @@ describe('payments whose order the database does not have (restored from an olde
       code: 3,
       out: `0 found among the 2 intents, 2 refunds and 1 disputes made at the payment provider since ${since}\n`,
     });
-    expect(untold.err).toContain('2 more (intents, refunds or disputes) not listed');
+    // (another shop's id may be this database's before a restore from a backup older than
+    // shop_identity: no telling either)
+    expect(untold.err).toContain('5 more (intents, refunds or disputes) not listed');
     expect(untold.err).not.toContain(theirs.id);
     expect(await paymentRows()).toEqual(before); // read-only
 
@@ -405,7 +407,7 @@ describe('payments whose order the database does not have (restored from an olde
     const lost = await lostOrder(8300);
     stripe.succeed(lost.intent);
     const found = await orphansCommand(['--since', since]);
-    expect(found.code).toBe(1);
+    expect(found.code).toBe(3); // listed, and the rest still to be looked at by hand
     expect(found.out.trim().split('\n')).toEqual([
       expect.stringMatching(
         new RegExp(
@@ -414,7 +416,7 @@ describe('payments whose order the database does not have (restored from an olde
       ),
       `1 found among the 3 intents, 2 refunds and 1 disputes made at the payment provider since ${since}`,
     ]);
-    expect(found.err).toContain('2 more (intents, refunds or disputes) not listed');
+    expect(found.err).toContain('5 more (intents, refunds or disputes) not listed');
   }, 90_000);
 
   it('npm run payments:orphans passes over a refund of a charge made without a PaymentIntent (the Charges API: not ours) — it had asked Stripe for the intent "" (its list) and failed every run', async () => {
