@@ -98,7 +98,10 @@ describe('a payment start waits on a slow Stripe within its budget', () => {
       expect(again.res.body.paymentIntentId).toBe(retry.res.body.paymentIntentId);
       // one intent for the order: every attempt under its one key
       expect(intentsOf(orderId)).toEqual(new Set([`order:${orderId}:payment-intent`]));
-      expect(stripe.intent(retry.res.body.paymentIntentId)?.metadata).toEqual({ orderId });
+      expect(stripe.intent(retry.res.body.paymentIntentId)?.metadata).toEqual({
+        orderId,
+        shop: expect.stringMatching(/^[0-9a-f-]{36}$/), // this shop's (shop_identity)
+      });
     },
     20_000,
   );
