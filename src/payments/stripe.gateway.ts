@@ -255,17 +255,28 @@ export class StripeGateway implements PaymentGateway {
     return this.call(async () =>
       this.mapIntent(
         await within(budget, (options) =>
-          underKeyGenerations(input.idempotencyKey, (idempotencyKey) =>
-            this.stripe.paymentIntents.create(
-              {
-                amount: input.amount,
-                currency: input.currency.toLowerCase(),
-                metadata: { orderId: input.orderId, shop: input.shop },
-                automatic_payment_methods: { enabled: true },
-              },
-              { idempotencyKey, ...options },
-            ),
-          ),
+          underKeyGenerations(input.idempotencyKey, async (idempotencyKey) => {
+            const create = (metadata: Record<string, string>) =>
+              this.stripe.paymentIntents.create(
+                {
+                  amount: input.amount,
+                  currency: input.currency.toLowerCase(),
+                  metadata,
+                  automatic_payment_methods: { enabled: true },
+                },
+                { idempotencyKey, ...options },
+              );
+            try {
+              return await create({ orderId: input.orderId, shop: input.shop });
+            } catch (err) {
+              // the key's first request came from a release that named no shop (an intent it made
+              // but never recorded): Stripe refuses other parameters under that key for a day, so
+              // the order was unpayable until it expired — the request as that release sent it
+              // replays the intent it made (no second one); adopt() takes it, its order being here
+              if (!(err instanceof Stripe.errors.StripeIdempotencyError)) throw err;
+              return create({ orderId: input.orderId });
+            }
+          }),
         ),
       ),
     );

@@ -1,7 +1,7 @@
 import { INestApplicationContext, Logger } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
-import type Stripe from 'stripe';
+import Stripe from 'stripe';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { MetricsService } from '../../src/metrics/metrics.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
@@ -216,6 +216,37 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     );
     expect(again.status).toBe(201);
   }, 30_000);
+
+  it("an intent the previous release made under the order's key and never recorded (its metadata named no shop) is the payment's, not a day of 503s (Stripe refuses other parameters under a key)", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const made = await new Stripe(stripe.secretKey, {
+      host: new URL(stripe.url).hostname,
+      port: new URL(stripe.url).port,
+      protocol: 'http',
+    }).paymentIntents.create(
+      {
+        amount: order.body.total.amount,
+        currency: order.body.total.currency.toLowerCase(),
+        metadata: { orderId: order.body.id },
+        automatic_payment_methods: { enabled: true },
+      },
+      { idempotencyKey: `order:${order.body.id}:payment-intent` },
+    );
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect([pay.status, pay.body.paymentIntentId]).toEqual([201, made.id]);
+    // under the one key, never its next generation: Stripe replayed the intent it had made
+    const keys = stripe.requests
+      .filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents')
+      .map((r) => String(r.idempotencyKey))
+      .filter((k) => k.startsWith(`order:${order.body.id}:`));
+    expect(new Set(keys)).toEqual(new Set([`order:${order.body.id}:payment-intent`]));
+    expect(keys.length).toBeGreaterThanOrEqual(3); // the old release's, ours refused, ours as it sent it
+  });
 
   it("a 500 Stripe saved under the intent's key (replayed to every retry for a day) does not make the order unpayable: the intent is made under the key's next generation, once", async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
