@@ -1097,6 +1097,8 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
       body.replace(/(.{64})/g, '$1\\n'),
       Buffer.from(body, 'base64').toString('base64url'),
       JSON.stringify(publicKey.export({ format: 'jwk' })),
+      JSON.stringify({ keys: [publicKey.export({ format: 'jwk' })] }), // a JWKS
+      Buffer.from(body, 'base64').toString('hex'), // `xxd -p` of the DER
       createPublicKey(pemPair('rsa', { modulusLength: 2048 }).JWT_PUBLIC_KEY)
         .export({ type: 'pkcs1', format: 'der' })
         .toString('base64'),
@@ -1114,12 +1116,13 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
         expect(problems.join()).not.toMatch(/MII/);
       }
     }
-    // a random secret in base64 is no key
-    const random = randomBytes(48).toString('base64');
-    expect(
-      loadConfig({ ...prodWithoutSecret, ...current, JWT_VERIFY_ONLY_SECRET: random }).jwt
-        .verifyOnly,
-    ).toEqual({ algorithm: 'HS256', secret: random });
+    // a random secret in base64 or hex is no key
+    for (const random of [randomBytes(48).toString('base64'), randomBytes(32).toString('hex')]) {
+      expect(
+        loadConfig({ ...prodWithoutSecret, ...current, JWT_VERIFY_ONLY_SECRET: random }).jwt
+          .verifyOnly,
+      ).toEqual({ algorithm: 'HS256', secret: random });
+    }
   });
 
   it('judges a verify-only secret as JWT_SECRET is: length, different characters, and outside development placeholders, patterns and the other secrets', () => {

@@ -1,4 +1,10 @@
-import { KeyObject, createPrivateKey, createPublicKey, hkdfSync } from 'node:crypto';
+import {
+  KeyObject,
+  X509Certificate,
+  createPrivateKey,
+  createPublicKey,
+  hkdfSync,
+} from 'node:crypto';
 import type { AppConfig } from './config';
 
 /** The asymmetric algorithms access tokens can be signed with, by the private key's type. */
@@ -127,8 +133,8 @@ export type JwtVerifyOnlyKey =
 const PEM_ARMOUR = /-----BEGIN [A-Z0-9 ]+-----/;
 
 /**
- * Whether `value` is a key in any form a secret store may hold one — a PEM block, a JWK (JSON
- * with `kty`), or the base64 (or base64url) of a DER key, the PEM's body on one line, whitespace
+ * Whether `value` is a key in any form a secret store may hold one — a PEM block, any JSON object
+ * (a JWK, a JWKS), or the base64, base64url or hex of a DER key or certificate, the PEM's body on one line, whitespace
  * allowed: a public key taken as an HMAC secret lets anyone holding it sign tokens, and only the
  * armour was refused (diff review: an SPKI body or a JWK in JWT_VERIFY_ONLY_SECRET minted admin
  * tokens).
@@ -137,20 +143,29 @@ function looksLikeKey(value: string): boolean {
   const text = unfold(value);
   if (PEM_ARMOUR.test(text)) return true;
   try {
+    // any JSON object or array: a JWK, a JWKS (`{"keys": […]}`), a key in a wrapper of its own
     const json: unknown = JSON.parse(text);
-    if (typeof json === 'object' && json !== null && 'kty' in json) return true;
+    if (typeof json === 'object' && json !== null) return true;
   } catch {
     // not JSON
   }
   const body = text.replace(/\s+/g, '');
-  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(body)) return false;
-  const der = Buffer.from(body, body.includes('-') || body.includes('_') ? 'base64url' : 'base64');
+  const encodings: BufferEncoding[] = [];
+  if (/^(?:[0-9a-fA-F]{2})+$/.test(body)) encodings.push('hex'); // `xxd -p` of a DER key
+  if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(body))
+    encodings.push(body.includes('-') || body.includes('_') ? 'base64url' : 'base64');
+  return encodings.some((encoding) => isDerKey(Buffer.from(body, encoding)));
+}
+
+/** Whether `der` is a key, or a certificate holding one, in DER (SPKI, PKCS#1, PKCS#8, SEC1, X.509). */
+function isDerKey(der: Buffer): boolean {
   const forms: (() => unknown)[] = [
     () => createPublicKey({ key: der, format: 'der', type: 'spki' }),
     () => createPublicKey({ key: der, format: 'der', type: 'pkcs1' }),
     () => createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }),
     () => createPrivateKey({ key: der, format: 'der', type: 'pkcs1' }),
     () => createPrivateKey({ key: der, format: 'der', type: 'sec1' }),
+    () => new X509Certificate(der),
   ];
   return forms.some((parse) => {
     try {
