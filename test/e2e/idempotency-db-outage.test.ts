@@ -29,11 +29,7 @@ describe('an Idempotency-Key after a request that a database outage ended', () =
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({
       db,
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: proxy.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-      },
+      env: stripe.env(proxy.url),
     });
     [alice] = await buyers(t.http, 1);
   }, 120_000);

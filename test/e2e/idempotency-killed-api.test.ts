@@ -28,11 +28,7 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({
       db,
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: proxy.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-      },
+      env: stripe.env(proxy.url),
     });
     [alice] = await buyers(t.http, 1);
   });
@@ -54,9 +50,7 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
         PORT: String(port),
         HOST: '127.0.0.1',
         REDIS_KEY_PREFIX: t.config.redis.keyPrefix,
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: proxy.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+        ...stripe.env(proxy.url),
       },
       'warn',
     );

@@ -27,11 +27,7 @@ describe('a key whose lock session is cut while its request runs', () => {
     stripe = await startFakeStripe();
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: proxy.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-      },
+      env: stripe.env(proxy.url),
     });
     [alice] = await buyers(t.http, 1);
   });

@@ -40,11 +40,7 @@ describe('metrics an operator reads in an incident', () => {
   beforeAll(async () => {
     stripe = await startFakeStripe();
     t = await bootTestApp({
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: stripe.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-      },
+      env: stripe.env(),
     });
     [alice] = await buyers(t.http, 1);
   });

@@ -120,9 +120,7 @@ describe('payments whose order the database does not have (restored from an olde
           DATABASE_URL: readOnlyUrl(),
           DATABASE_POOL_SIZE: '5',
           REDIS_KEY_PREFIX: commandPrefix(),
-          STRIPE_SECRET_KEY: stripe.secretKey,
-          STRIPE_API_URL: stripe.url,
-          STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+          ...stripe.env(),
           LOG_LEVEL: 'error',
         },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -151,11 +149,7 @@ describe('payments whose order the database does not have (restored from an olde
   beforeAll(async () => {
     stripe = await startFakeStripe();
     t = await bootTestApp({
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: stripe.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-      },
+      env: stripe.env(),
     });
     worker = await bootTestWorker(t.config);
     [alice] = await buyers(t.http, 1);

@@ -36,9 +36,7 @@ const SETTLE_REFUNDS_NOW = { due: (jobId: string) => jobId.startsWith('settle-re
 
 /** An API on the fake Stripe, taking orders of any total (ORDER_MINIMUM_AMOUNT 1). */
 const stripeEnv = (stripe: FakeStripe) => ({
-  STRIPE_SECRET_KEY: stripe.secretKey,
-  STRIPE_API_URL: stripe.url,
-  STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+  ...stripe.env(),
   ORDER_MINIMUM_AMOUNT: '1',
 });
 

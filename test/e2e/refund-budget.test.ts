@@ -35,9 +35,7 @@ describe("an admin's refund waits on a slow Stripe within its budget", () => {
     stripe = await startFakeStripe();
     t = await bootTestApp({
       env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: stripe.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+        ...stripe.env(),
         PAYMENT_START_BUDGET_MS: String(BUDGET_MS),
       },
     });

@@ -55,11 +55,7 @@ describe('a refund whose request a database outage cut off', () => {
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({
       db,
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: proxy.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-      },
+      env: stripe.env(proxy.url),
     });
     worker = await bootTestWorker(t.config);
     [alice] = await buyers(t.http, 1);

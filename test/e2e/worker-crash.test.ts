@@ -41,11 +41,7 @@ describe('worker killed mid-job (real processes)', () => {
 
   beforeAll(async () => {
     stripe = await startFakeStripe();
-    const stripeEnv = {
-      STRIPE_SECRET_KEY: stripe.secretKey,
-      STRIPE_API_URL: stripe.url,
-      STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-    };
+    const stripeEnv = stripe.env();
     t = await bootTestApp({ env: stripeEnv });
     env = {
       ...stripeEnv,

@@ -13,6 +13,13 @@ export interface FakeStripe {
   url: string;
   secretKey: string;
   webhookSecret: string;
+  /**
+   * The configuration that points the app at this fake: its key, its webhook secret, and its URL —
+   * or `apiUrl` (a proxy in front of it).
+   */
+  env(
+    apiUrl?: string,
+  ): Record<'STRIPE_SECRET_KEY' | 'STRIPE_API_URL' | 'STRIPE_WEBHOOK_SECRET', string>;
   /** Every request received, in order. `path` has no query string; for GET, `body` is the parsed query. */
   requests: {
     method: string;
@@ -613,6 +620,11 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     url,
     secretKey,
     webhookSecret,
+    env: (apiUrl = url) => ({
+      STRIPE_SECRET_KEY: secretKey,
+      STRIPE_API_URL: apiUrl,
+      STRIPE_WEBHOOK_SECRET: webhookSecret,
+    }),
     requests,
     process(intentId) {
       const pi = intentOrThrow(intentId);
