@@ -179,8 +179,11 @@ describe('a DATABASE_LOCK_URL whose password rotated after the boot', () => {
         HOST: '127.0.0.1',
         API_PROCESSES: '2',
       },
-      'warn',
+      'info', // the primary's "API process serving" lines
     );
+    // both listening, not only forked: a refusal with no sibling serving stops the cluster (a
+    // slow machine answered ready from one process while the other still booted)
+    const serving = () => api.output().split('"msg":"API process serving"').length - 1;
     try {
       const children = () =>
         readFileSync(`/proc/${api.proc.pid}/task/${api.proc.pid}/children`, 'utf8')
@@ -190,7 +193,10 @@ describe('a DATABASE_LOCK_URL whose password rotated after the boot', () => {
           .map(Number);
       await waitFor(
         'both API processes serving',
-        async () => (await fetch(`${base}/health/ready`)).status === 200 && children().length === 2,
+        async () =>
+          (await fetch(`${base}/health/ready`)).status === 200 &&
+          children().length === 2 &&
+          serving() >= 2,
         { retryErrors: true, timeoutMs: 60_000, context: api.output },
       );
       await admin.query(`ALTER ROLE ${cluster} NOLOGIN`);
