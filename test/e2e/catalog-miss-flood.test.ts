@@ -194,7 +194,9 @@ describe.each([
     release();
     const answers = await Promise.all([read, ...oneOffs]);
     expect(answers.map((r) => r.status)).toEqual(Array(7).fill(200));
-    // the page went third: the first slot to free up, ahead of four one-offs queued before it
-    expect(builds.started.indexOf('price_asc:12')).toBe(2);
+    // the page took one of the first two slots to free up (the release frees both at once: the
+    // page is handed its slot first, but a one-off handed the other may reach its build a moment
+    // sooner), ahead of the three other one-offs queued before it — last of all without the lane
+    expect([2, 3]).toContain(builds.started.indexOf('price_asc:12'));
   });
 });
