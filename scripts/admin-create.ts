@@ -68,13 +68,17 @@ async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
   // the application is loaded only for arguments and a configuration that hold: a refusal
   // answers at once (a start that loads it costs ~2.5 s of CPU)
-  const [{ NestFactory }, { AppModule }, { AccountService }] = await Promise.all([
-    import('@nestjs/core'),
-    import('../src/app.module'),
-    import('../src/auth/account.service'),
-  ]);
+  const [{ NestFactory }, { AppModule }, { AccountService }, { commandLogger }] = await Promise.all(
+    [
+      import('@nestjs/core'),
+      import('../src/app.module'),
+      import('../src/auth/account.service'),
+      import('./command-logger'),
+    ],
+  );
   const app = await NestFactory.createApplicationContext(AppModule.register(config), {
-    logger: ['error'],
+    logger: commandLogger(['error']),
+    abortOnError: false, // a refused DATABASE_URL exits EXIT_CONFIG (commandFailed), not Nest's 1
   });
   try {
     const user = await app.get(AccountService).ensureAccount(email, password, 'admin', name);

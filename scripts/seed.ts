@@ -18,13 +18,15 @@ async function main(): Promise<void> {
   }
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
   // the application is loaded only once the command may run: a refusal answers at once
-  const [{ NestFactory }, { AppModule }, { DemoSeeder }] = await Promise.all([
+  const [{ NestFactory }, { AppModule }, { DemoSeeder }, { commandLogger }] = await Promise.all([
     import('@nestjs/core'),
     import('../src/app.module'),
     import('../src/seed/demo.seeder'),
+    import('./command-logger'),
   ]);
   const app = await NestFactory.createApplicationContext(AppModule.register(config), {
-    logger: ['error', 'warn'],
+    logger: commandLogger(['error', 'warn']),
+    abortOnError: false, // a refused DATABASE_URL exits EXIT_CONFIG (commandFailed), not Nest's 1
   });
   try {
     const lines = await app.get(DemoSeeder).run();
