@@ -1,6 +1,8 @@
 import 'reflect-metadata';
+import { commandFailed } from './scripts/command-failed';
 import { loadDatabaseConfig } from './src/config/config';
 import { loadEnvFile } from './src/config/env-file';
+import { ConnectionRefused, lockUrlVariable, refusedAs } from './src/database/connection-refusal';
 import { dataSourceOptions } from './src/database/data-source-options';
 import { MigratingDataSource } from './src/database/migrating-data-source';
 
@@ -16,6 +18,28 @@ import { MigratingDataSource } from './src/database/migrating-data-source';
  */
 loadEnvFile(); // .env in the working directory, if any; the real environment wins
 const database = loadDatabaseConfig(process.env);
-export default new MigratingDataSource(
+
+/**
+ * The CLI ends a command that failed with exit code 1 and the error printed whole (its stack and
+ * every field of pg's error). A server that refuses the sign-in — a password a rotation left stale,
+ * a role or database that does not exist, CONNECT revoked (connectionRefusal) — ends it here
+ * instead, as it ends the API's and the worker's boot: one line naming the variable, the SQLSTATE
+ * and the server's reason, exit code EXIT_CONFIG, so that a deploy's migrate step (and `npm start`)
+ * is told apart from an outage and not restarted for ever. A server that does not answer stays the
+ * CLI's exit 1: worth another try.
+ */
+class CliDataSource extends MigratingDataSource {
+  override async initialize(): Promise<this> {
+    try {
+      return await super.initialize();
+    } catch (err) {
+      const refused = refusedAs(lockUrlVariable(database), err);
+      if (refused instanceof ConnectionRefused) commandFailed(refused);
+      throw err;
+    }
+  }
+}
+
+export default new CliDataSource(
   dataSourceOptions(database.lockUrl, { withMigrations: true, rootDir: __dirname }),
 );

@@ -49,6 +49,8 @@ elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock
   npm ci --no-audit --no-fund --include=dev
 fi
 echo "[start] applying migrations"
+# A DATABASE_URL (or DATABASE_LOCK_URL) whose server refuses the sign-in ends the start here with
+# the CLI's exit code 78 and its one line (ormconfig.ts); one that does not answer with 1
 npm run --silent migration:run
 if [ "$NODE_ENV" = "development" ]; then
   echo "[start] seeding demo data"

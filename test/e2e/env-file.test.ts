@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config';
 import { loadEnvFile } from '../../src/config/env-file';
+import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { ROOT } from '../support/processes';
 import { freePort } from '../support/ports';
 import { waitFor } from '../support/wait-for';
@@ -250,6 +251,22 @@ describe('.env: read by a real parser, by every process, the real environment wi
         env,
       });
       expect(applied.stdout).toMatch(/executed successfully/);
+      // on a DATABASE_URL whose server refuses the sign-in (a role it does not have), the compiled
+      // CLI stops as the sources' does (test/e2e/database-credentials-commands.test.ts): exit
+      // code EXIT_CONFIG and one line, not the CLI's exit 1 with pg's error whole
+      const stale = new URL(db.url);
+      stale.username = 'shop_gone';
+      await expect(
+        run(process.execPath, [cli, '-d', dataSource, 'migration:run'], {
+          cwd: dir,
+          env: { ...env, DATABASE_URL: stale.toString() },
+        }),
+      ).rejects.toMatchObject({
+        code: EXIT_CONFIG,
+        stderr: expect.stringMatching(
+          /^DATABASE_URL: the database refused the connection \(SQLSTATE 28000: role "shop_gone" does not exist\)\. [^\n]*\n$/,
+        ),
+      });
       const dockerfile = readFileSync(join(ROOT, 'docker', 'Dockerfile'), 'utf8');
       for (const command of ['migration:run', 'migration:revert'])
         expect(dockerfile).toContain(
