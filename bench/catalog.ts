@@ -84,7 +84,7 @@ const fmt = (n: number) => n.toFixed(0);
 
 async function main(): Promise<void> {
   console.log('building…');
-  build();
+  const provenance = build();
   const url = await freshDatabase('shop_bench_catalog');
   const pool = new Pool({ connectionString: url, max: 2 });
   const ids = await seed(pool);
@@ -130,7 +130,7 @@ async function main(): Promise<void> {
       `| ${name} | ${fmt(r.rps)} | ${r.p50} / ${r.p99} | ${r.errors} | ${ratio} |`;
     const md = `## Catalog reads
 
-Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine: \`node dist/main.js\` (API_PROCESSES=${apiProcessCount()}) with NODE_ENV=production, LOG_LEVEL=warn, rate limiting off; the baseline is a bare Nest + Fastify app with one JSON route, measured right before and right after the cached runs (the ratios use the mean); "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
+Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured on the 2-core development machine: \`node dist/main.js\` (API_PROCESSES=${apiProcessCount()}) with NODE_ENV=production, LOG_LEVEL=warn, rate limiting off; the baseline is a bare Nest + Fastify app with one JSON route, measured right before and right after the cached runs (the ratios use the mean); "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
 
 | scenario | req/s | p50 / p99 ms | errors | ratio |
 |---|---|---|---|---|
@@ -147,7 +147,7 @@ Cached listing vs uncached listing: **${(cList.rps / uList.rps).toFixed(1)}×** 
 API resident memory (VmHWM, read from /proc after the run, per process serving requests; target ≤ 200 MiB): cached process **${mem(memCached)}**, uncached process ${mem(memUncached)}.
 `;
     console.log(`\n${md}`);
-    writeBenchmarkSection('catalog', md);
+    writeBenchmarkSection('catalog', md, provenance);
     const ok = (b: boolean) => (b ? 'met' : 'NOT met');
     console.log(
       `targets: cached detail ${(cDetail.rps / base.rps).toFixed(2)}× the bare route, target ≥ 0.5×: ${ok(cDetail.rps / base.rps >= 0.5)}`,

@@ -233,7 +233,7 @@ function meanOf(
 
 async function main(): Promise<void> {
   console.log('building…');
-  build();
+  const provenance = build();
   const url = await freshDatabase('shop_bench_flash_sale');
   const pool = new Pool({ connectionString: url, max: 4 });
   const metricsPort = await freePort();
@@ -360,7 +360,7 @@ async function main(): Promise<void> {
     ].join('\n');
     const md = `## Flash sale (checkout)
 
-Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
+Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
 
 Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response (the per-customer purchase caps off, \`PURCHASE_LIMIT_*=0\`: each buyer buys many times; a default deployment also runs their advisory lock and count). The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, with the same concurrency (${CONNECTIONS} connections) and duration: pgbench (\`pgbench -n -c ${CONNECTIONS} -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts; run before and after the API's runs, the mean), and the same transaction driven from Node over \`pg\`.
 
@@ -377,7 +377,7 @@ Targets (issue 14):
 ${targets.map((t) => `- ${t}`).join('\n')}
 `;
     console.log(`\n${md}`);
-    writeBenchmarkSection('flash-sale', md);
+    writeBenchmarkSection('flash-sale', md, provenance);
     for (const t of targets) console.log(`targets: ${t}`);
   } finally {
     await stopApi(proc).catch(() => undefined);

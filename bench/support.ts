@@ -159,12 +159,46 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Compiles the app (`npm run build`) so benchmarks run what production runs. */
-export function build(): void {
+/** What a run measured: the commit, whether the code differed from it, and when. */
+export interface RunProvenance {
+  /** `git rev-parse --short HEAD`. */
+  commit: string;
+  /** Uncommitted changes (untracked files included) under src/, migrations/ or bench/. */
+  dirty: boolean;
+  at: Date;
+}
+
+/** The directories whose uncommitted changes make a run's figures not the commit's. */
+const MEASURED_DIRS = ['src', 'migrations', 'bench'];
+
+/** The commit checked out in `root` and whether src/ migrations/ bench/ differ from it, now. */
+export function runProvenance(root = ROOT, at = new Date()): RunProvenance {
+  const git = (...args: string[]) =>
+    execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const status = git('status', '--porcelain', '--untracked-files=all', '--', ...MEASURED_DIRS);
+  return { commit: git('rev-parse', '--short', 'HEAD').trim(), dirty: status.trim() !== '', at };
+}
+
+/** The line every generated block carries: commit, dirty flag, date and time (UTC). */
+function describeProvenance(p: RunProvenance): string {
+  const when = `${p.at.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+  const changes = p.dirty
+    ? '**dirty**: uncommitted changes under src/, migrations/ or bench/ were measured, not the commit alone'
+    : 'clean: no uncommitted changes under src/, migrations/ or bench/';
+  return `Run: commit \`${p.commit}\` (${changes}), ${when}.`;
+}
+
+/**
+ * Compiles the app (`npm run build`) so benchmarks run what production runs; what was built
+ * (the commit and whether src/, migrations/ or bench/ differed from it) as the build began.
+ */
+export function build(): RunProvenance {
+  const provenance = runProvenance();
   execFileSync('npm', ['run', '--silent', 'build'], {
     cwd: ROOT,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  return provenance;
 }
 
 /**
@@ -269,8 +303,36 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-/** Replaces (or appends) the section between `<!-- name:start -->` and `<!-- name:end -->`. */
-export function writeBenchmarkSection(name: string, markdown: string): void {
+/**
+ * `text` with the section between `<!-- name:start -->` and `<!-- name:end -->` replaced (or
+ * appended): `markdown` with the run's provenance line under its heading.
+ */
+export function withBenchmarkSection(
+  text: string,
+  name: string,
+  markdown: string,
+  provenance: RunProvenance,
+): string {
+  const body = markdown.trim();
+  const run = describeProvenance(provenance);
+  // under the heading (`## …`), else first
+  const heading = /^#[^\n]*\n/.exec(body)?.[0];
+  const withRun = heading
+    ? `${heading}\n${run}\n${body.slice(heading.length)}`
+    : `${run}\n\n${body}`;
+  const start = `<!-- ${name}:start -->`;
+  const end = `<!-- ${name}:end -->`;
+  const block = `${start}\n${withRun}\n${end}`;
+  const re = new RegExp(`${start}[\\s\\S]*?${end}`);
+  return re.test(text) ? text.replace(re, () => block) : `${text.trimEnd()}\n\n${block}\n`;
+}
+
+/** Replaces (or appends) the section `name` of docs/BENCHMARKS.md (withBenchmarkSection). */
+export function writeBenchmarkSection(
+  name: string,
+  markdown: string,
+  provenance: RunProvenance,
+): void {
   const file = join(ROOT, 'docs', 'BENCHMARKS.md');
   let text = '';
   try {
@@ -279,12 +341,7 @@ export function writeBenchmarkSection(name: string, markdown: string): void {
     text =
       '# Benchmarks\n\nMeasured on the development machine (2 cores). Each benchmark measures its baseline in the same run and reports ratios against it.\n';
   }
-  const start = `<!-- ${name}:start -->`;
-  const end = `<!-- ${name}:end -->`;
-  const block = `${start}\n${markdown.trim()}\n${end}`;
-  const re = new RegExp(`${start}[\\s\\S]*?${end}`);
-  text = re.test(text) ? text.replace(re, block) : `${text.trimEnd()}\n\n${block}\n`;
-  writeFileSync(file, text);
+  writeFileSync(file, withBenchmarkSection(text, name, markdown, provenance));
 }
 
 /**
