@@ -18,6 +18,7 @@ import {
   stopApi,
   writeBenchmarkSection,
 } from './support';
+import { RunChecks, loadRun, rateOf, success, unexpected } from './load-check';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -26,13 +27,21 @@ const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 const PRODUCTS = Number(process.env.BENCH_PRODUCTS ?? 1000);
 
 interface Result {
+  /** 2xx answers per second: an error answer is no catalog read. */
   rps: number;
   p50: number;
   p99: number;
+  /** Errors, timeouts, resets and answers other than 2xx (any of them fails the run). */
   errors: number;
 }
 
-async function measure(url: string, paths: string[]): Promise<Result> {
+/**
+ * Every run's errors, timeouts, resets and statuses: any error, or any answer but a 2xx, fails
+ * the benchmark (exit 1, nothing written).
+ */
+const checks = new RunChecks();
+
+async function measure(label: string, url: string, paths: string[]): Promise<Result> {
   let i = 0;
   const run = async (duration: number) =>
     autocannon({
@@ -49,13 +58,15 @@ async function measure(url: string, paths: string[]): Promise<Result> {
         },
       ],
     });
-  await run(2); // warm-up (fills the cache for the cached scenarios)
-  const r = await run(DURATION_S);
+  // warm-up (fills the cache for the cached scenarios)
+  checks.check(loadRun(`${label} warm-up`, await run(2)), success);
+  const r = checks.check(loadRun(label, await run(DURATION_S)), success);
+  const others = Object.values(unexpected(r, success)).reduce((sum, n) => sum + n, 0);
   return {
-    rps: r.requests.average,
-    p50: r.latency.p50,
-    p99: r.latency.p99,
-    errors: r.non2xx + r.errors,
+    rps: rateOf(r, success),
+    p50: r.p50,
+    p99: r.p99,
+    errors: r.errors + r.resets + others,
   };
 }
 
@@ -110,18 +121,18 @@ async function main(): Promise<void> {
     // machine's speed drifts by a third within minutes, and a single baseline run took the drift
     // for a change in the API's ratio
     console.log('baseline…');
-    const baseBefore = await measure(baseline.url, ['/ping']);
+    const baseBefore = await measure('baseline route, before', baseline.url, ['/ping']);
     console.log('cached detail…');
-    const cDetail = await measure(cached.url, detailPaths);
+    const cDetail = await measure('cached detail', cached.url, detailPaths);
     console.log('cached listing…');
-    const cList = await measure(cached.url, listPaths);
+    const cList = await measure('cached listing', cached.url, listPaths);
     console.log('baseline again…');
-    const baseAfter = await measure(baseline.url, ['/ping']);
+    const baseAfter = await measure('baseline route, after', baseline.url, ['/ping']);
     const base: Result = { ...baseBefore, rps: (baseBefore.rps + baseAfter.rps) / 2 };
     console.log('uncached detail…');
-    const uDetail = await measure(uncached.url, detailPaths);
+    const uDetail = await measure('uncached detail', uncached.url, detailPaths);
     console.log('uncached listing…');
-    const uList = await measure(uncached.url, listPaths);
+    const uList = await measure('uncached listing', uncached.url, listPaths);
 
     const memCached = apiMemory(cached.proc.pid);
     const memUncached = apiMemory(uncached.proc.pid);
@@ -132,7 +143,7 @@ async function main(): Promise<void> {
 
 Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured on the 2-core development machine: \`node dist/main.js\` (API_PROCESSES=${apiProcessCount()}) with NODE_ENV=production, LOG_LEVEL=warn, rate limiting off; the baseline is a bare Nest + Fastify app with one JSON route, measured right before and right after the cached runs (the ratios use the mean); "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
 
-| scenario | req/s | p50 / p99 ms | errors | ratio |
+| scenario | 2xx answers/s | p50 / p99 ms | errors, timeouts, resets, non-2xx | ratio |
 |---|---|---|---|---|
 ${row('baseline route (bare Nest-Fastify), before the cached runs', baseBefore, '—')}
 ${row('baseline route, after the cached runs', baseAfter, '—')}
@@ -145,8 +156,15 @@ ${row('uncached listing, 20 items', uList, `${(uList.rps / base.rps).toFixed(2)}
 Cached listing vs uncached listing: **${(cList.rps / uList.rps).toFixed(1)}×** (target ≥ 5×). Cached detail vs uncached detail: ${(cDetail.rps / uDetail.rps).toFixed(1)}×.
 
 API resident memory (VmHWM, read from /proc after the run, per process serving requests; target ≤ 200 MiB): cached process **${mem(memCached)}**, uncached process ${mem(memUncached)}.
+
+Every load run (autocannon; throughput counts 2xx answers only, and a run with any error, timeout, reset or answer other than 2xx fails the benchmark, which then writes nothing here):
+${checks.summary()}
 `;
     console.log(`\n${md}`);
+    if (checks.refuse()) {
+      process.exitCode = 1;
+      return;
+    }
     writeBenchmarkSection('catalog', md, provenance);
     const ok = (b: boolean) => (b ? 'met' : 'NOT met');
     console.log(

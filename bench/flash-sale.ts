@@ -33,6 +33,16 @@ import {
   writeBenchmarkSection,
 } from './support';
 import { checkoutRequests, registerBuyers } from './checkout-load';
+import {
+  type Expected,
+  type LoadRun,
+  RunChecks,
+  answered,
+  loadRun,
+  only,
+  rateOf,
+  unexpected,
+} from './load-check';
 import { type PgbenchResult, pgbench } from './pgbench';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -48,6 +58,23 @@ interface Measured {
   p99: number;
   ok: number;
   other: Record<string, number>;
+}
+
+/**
+ * Every load run's errors, timeouts, resets and statuses: one that is not as expected fails the
+ * benchmark (exit 1, nothing written).
+ */
+const checks = new RunChecks();
+
+/** A checked run's figures: the rate and count of the `counted` answers (201 or 409). */
+function measured(run: LoadRun, counted: Expected): Measured {
+  return {
+    rps: rateOf(run, counted),
+    p50: run.p50,
+    p99: run.p99,
+    ok: answered(run, counted),
+    other: unexpected(run, counted),
+  };
 }
 
 async function insertProduct(pool: Pool, stock: number): Promise<string> {
@@ -68,11 +95,16 @@ async function insertProduct(pool: Pool, stock: number): Promise<string> {
   return id;
 }
 
+/**
+ * Orders (201) per second; `expected` the statuses the run may answer (201 only, unless the SKU
+ * sells out during it).
+ */
 async function checkout(
+  label: string,
   api: string,
   tokens: string[],
   pickProduct: () => string,
-  opts: { duration?: number; amount?: number },
+  opts: { duration?: number; amount?: number; expected?: Expected },
 ): Promise<Measured> {
   const result = await autocannon({
     url: api,
@@ -80,21 +112,12 @@ async function checkout(
     ...(opts.amount ? { amount: opts.amount } : { duration: opts.duration }),
     requests: checkoutRequests(tokens, pickProduct),
   });
-  const stats = (result.statusCodeStats ?? {}) as Record<string, { count: number }>;
-  const other: Record<string, number> = {};
-  for (const [code, s] of Object.entries(stats)) if (code !== '201') other[code] = s.count;
-  const ok = stats['201']?.count ?? 0;
-  return {
-    rps: ok / (result.duration as number),
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    ok,
-    other,
-  };
+  return measured(checks.check(loadRun(label, result), opts.expected ?? only(201)), only(201));
 }
 
-/** Every answer per second of POSTing `body` to `path` (with the buyers' tokens and fresh keys). */
+/** 409s per second of POSTing to `path` (with the buyers' tokens and fresh keys): nothing else. */
 async function refusals(
+  label: string,
   url: string,
   path: string,
   tokens: string[],
@@ -107,17 +130,7 @@ async function refusals(
     duration,
     requests: checkoutRequests(tokens, () => productId, path),
   });
-  const stats = (result.statusCodeStats ?? {}) as Record<string, { count: number }>;
-  const other: Record<string, number> = {};
-  for (const [code, s] of Object.entries(stats)) if (code !== '409') other[code] = s.count;
-  const ok = stats['409']?.count ?? 0;
-  return {
-    rps: ok / (result.duration as number),
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    ok,
-    other,
-  };
+  return measured(checks.check(loadRun(label, result), only(409)), only(409));
 }
 
 async function fastRefusals(metricsUrl: string): Promise<number> {
@@ -217,6 +230,21 @@ const RSS_TARGET_MIB = 200;
 /** The baselines' order table (the same for pgbench and the Node-driven one). */
 const BENCH_ORDERS_TABLE = `CREATE TABLE IF NOT EXISTS bench_orders (id uuid PRIMARY KEY, product_id uuid, qty int, created_at timestamptz DEFAULT now())`;
 
+/** One pgbench run; a failed transaction fails the benchmark as an API error does. */
+async function pgbenchRun(
+  label: string,
+  url: string,
+  productIds: string[],
+  connections: number,
+): Promise<PgbenchResult> {
+  const r = await pgbench(url, productIds, { connections, durationS: DURATION_S });
+  console.log(
+    `pgbench ${label}: ${fmt(r.tps)} tx/s, ${r.latencyMs} ms average, ${r.failed} failed of ${r.transactions}`,
+  );
+  if (r.failed > 0) checks.add(`pgbench ${label}: ${r.failed} failed transactions`);
+  return r;
+}
+
 /** Two pgbench runs of one scenario as one baseline: mean rate and latency, summed counts. */
 function meanOf(
   a: PgbenchResult,
@@ -246,14 +274,13 @@ async function main(): Promise<void> {
   );
   await pool.query(BENCH_ORDERS_TABLE);
   console.log('baselines: pgbench (before)…');
-  const pgContendedBefore = await pgbench(url, [pgHot], {
-    connections: CONNECTIONS,
-    durationS: DURATION_S,
-  });
-  const pgUncontendedBefore = await pgbench(url, pgMany, {
-    connections: CONNECTIONS,
-    durationS: DURATION_S,
-  });
+  const pgContendedBefore = await pgbenchRun('hot SKU, before', url, [pgHot], CONNECTIONS);
+  const pgUncontendedBefore = await pgbenchRun(
+    `${CONNECTIONS} SKUs, before`,
+    url,
+    pgMany,
+    CONNECTIONS,
+  );
   const bare = await startBaseline();
   const { url: api, proc } = await startApi({
     DATABASE_URL: url,
@@ -269,26 +296,33 @@ async function main(): Promise<void> {
     const tokens = await registerBuyers(api, BUYERS);
 
     const hot = await insertProduct(pool, 10_000_000);
-    await checkout(api, tokens, () => hot, { duration: 2 }); // warm-up
+    await checkout('contended warm-up', api, tokens, () => hot, { duration: 2 });
     console.log('contended checkout…');
-    const contended = await checkout(api, tokens, () => hot, { duration: DURATION_S });
+    const contended = await checkout('contended', api, tokens, () => hot, {
+      duration: DURATION_S,
+    });
     const hotCheck = await oversell(pool, hot);
 
     const soldOutSku = await insertProduct(pool, 500);
     console.log('sold-out run (500 units, 2,000 attempts)…');
-    const soldOut = await checkout(api, tokens, () => soldOutSku, { amount: 2000 });
+    const soldOut = await checkout('sold-out run', api, tokens, () => soldOutSku, {
+      amount: 2000,
+      expected: only(201, 409),
+    });
     const soldOutCheck = await oversell(pool, soldOutSku);
 
     console.log('sold-out refusals…');
     // the bare route right before and right after the API's refusals (the mean is the baseline)
-    await refusals(bare.url, '/refuse', tokens, soldOutSku, 2); // warm-up
-    const bareBefore = await refusals(bare.url, '/refuse', tokens, soldOutSku, DURATION_S);
-    await refusals(api, '/v1/orders', tokens, soldOutSku, 2); // warm-up
+    const bareRun = (label: string, duration: number) =>
+      refusals(label, bare.url, '/refuse', tokens, soldOutSku, duration);
+    await bareRun('bare 409 route warm-up', 2);
+    const bareBefore = await bareRun('bare 409 route, before', DURATION_S);
+    await refusals('refusals warm-up', api, '/v1/orders', tokens, soldOutSku, 2);
     const fastBefore = await fastRefusals(metricsUrl);
-    const refused = await refusals(api, '/v1/orders', tokens, soldOutSku, DURATION_S);
+    const refused = await refusals('refusals', api, '/v1/orders', tokens, soldOutSku, DURATION_S);
     const fastDuring = (await fastRefusals(metricsUrl)) - fastBefore;
     const refusedCheck = await oversell(pool, soldOutSku);
-    const bareAfter = await refusals(bare.url, '/refuse', tokens, soldOutSku, DURATION_S);
+    const bareAfter = await bareRun('bare 409 route, after', DURATION_S);
     const bareRefusals: Measured = { ...bareBefore, rps: (bareBefore.rps + bareAfter.rps) / 2 };
 
     const many = await Promise.all(
@@ -296,6 +330,7 @@ async function main(): Promise<void> {
     );
     console.log('uncontended checkout…');
     const uncontended = await checkout(
+      'uncontended',
       api,
       tokens,
       () => many[Math.floor(Math.random() * many.length)],
@@ -308,11 +343,11 @@ async function main(): Promise<void> {
     console.log('baselines: pgbench (after)…');
     const pgContended = meanOf(
       pgContendedBefore,
-      await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S }),
+      await pgbenchRun('hot SKU, after', url, [pgHot], CONNECTIONS),
     );
     const pgUncontended = meanOf(
       pgUncontendedBefore,
-      await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S }),
+      await pgbenchRun(`${CONNECTIONS} SKUs, after`, url, pgMany, CONNECTIONS),
     );
     console.log('baselines: Node-driven…');
     const baseHot = await insertProduct(pool, 10_000_000);
@@ -373,10 +408,17 @@ ${refusalTable}
 Correctness in the same run:
 ${correctness}
 
+Every load run (autocannon; a run with any error, timeout, reset or unexpected status fails the benchmark, which then writes nothing here):
+${checks.summary()}
+
 Targets (issue 14):
 ${targets.map((t) => `- ${t}`).join('\n')}
 `;
     console.log(`\n${md}`);
+    if (checks.refuse()) {
+      process.exitCode = 1;
+      return;
+    }
     writeBenchmarkSection('flash-sale', md, provenance);
     for (const t of targets) console.log(`targets: ${t}`);
   } finally {
