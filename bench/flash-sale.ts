@@ -9,10 +9,11 @@
  *    against a bare Nest + Fastify route answering 409 to the same POST in its own process
  *    (bench/baseline-app.ts), and how many the sold-out fast path answered (its counter);
  *  - uncontended: 64 SKUs;
- *  - baselines with the same concurrency, on the same database: the minimal reservation
- *    transaction (SELECT … FOR UPDATE, UPDATE, INSERT order) run by pgbench (bench/pgbench.ts;
- *    the targets of issue 14 are against it) and driven directly over `pg` from Node, each on
- *    one hot row and on 64 rows.
+ *  - baselines on the same database: the minimal reservation transaction (SELECT … FOR UPDATE,
+ *    UPDATE, INSERT order) run by pgbench (bench/pgbench.ts; the targets of issue 14 are against
+ *    it) at 64 clients and at the API's pools' connections (DATABASE_POOL_SIZE per API process),
+ *    the better of the two the ratio's denominator, and driven directly over `pg` from Node with
+ *    64 connections, each on one hot row and on 64 rows.
  * Also the API process's peak resident memory (VmHWM) over the whole run.
  * Results are printed and written to docs/BENCHMARKS.md as ratios against the baselines, and
  * the last lines printed say, one per target, whether it was met.
@@ -20,6 +21,7 @@
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'pg';
 import {
+  apiDatabaseConnections,
   apiMemory,
   apiProcessCount,
   build,
@@ -43,7 +45,14 @@ import {
   rateOf,
   unexpected,
 } from './load-check';
-import { type PgbenchResult, pgbench } from './pgbench';
+import {
+  type PgbenchAt,
+  type PgbenchResult,
+  pgbench,
+  pgbenchAt,
+  pgbenchBaseline,
+  pgbenchClients,
+} from './pgbench';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -245,18 +254,22 @@ async function pgbenchRun(
   return r;
 }
 
-/** Two pgbench runs of one scenario as one baseline: mean rate and latency, summed counts. */
-function meanOf(
-  a: PgbenchResult,
-  b: PgbenchResult,
-): PgbenchResult & { runs: [PgbenchResult, PgbenchResult] } {
-  return {
-    tps: (a.tps + b.tps) / 2,
-    latencyMs: (a.latencyMs + b.latencyMs) / 2,
-    transactions: a.transactions + b.transactions,
-    failed: a.failed + b.failed,
-    runs: [a, b],
-  };
+/** pgbench on the hot SKU and on the 64 SKUs, at each client count (`when`: before or after). */
+async function pgbenchRuns(
+  when: string,
+  url: string,
+  skus: { hot: string; many: string[] },
+  clients: number[],
+): Promise<{ hot: PgbenchResult[]; many: PgbenchResult[] }> {
+  const hot: PgbenchResult[] = [];
+  const many: PgbenchResult[] = [];
+  for (const c of clients) {
+    hot.push(await pgbenchRun(`hot SKU, ${c} clients, ${when}`, url, [skus.hot], c));
+    many.push(
+      await pgbenchRun(`${skus.many.length} SKUs, ${c} clients, ${when}`, url, skus.many, c),
+    );
+  }
+  return { hot, many };
 }
 
 async function main(): Promise<void> {
@@ -266,23 +279,7 @@ async function main(): Promise<void> {
   const pool = new Pool({ connectionString: url, max: 4 });
   const metricsPort = await freePort();
   const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-  // pgbench runs before and after the API's runs and the ratios use the mean: this machine's
-  // speed drifts by a third within minutes, and one run minutes away took the drift for a change
-  const pgHot = await insertProduct(pool, 10_000_000);
-  const pgMany = await Promise.all(
-    Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)),
-  );
-  await pool.query(BENCH_ORDERS_TABLE);
-  console.log('baselines: pgbench (before)…');
-  const pgContendedBefore = await pgbenchRun('hot SKU, before', url, [pgHot], CONNECTIONS);
-  const pgUncontendedBefore = await pgbenchRun(
-    `${CONNECTIONS} SKUs, before`,
-    url,
-    pgMany,
-    CONNECTIONS,
-  );
-  const bare = await startBaseline();
-  const { url: api, proc } = await startApi({
+  const apiEnv = {
     DATABASE_URL: url,
     REDIS_KEY_PREFIX: `bench-flash-${Date.now()}`,
     METRICS_PORT: String(metricsPort),
@@ -290,7 +287,23 @@ async function main(): Promise<void> {
     PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
     PURCHASE_LIMIT_OPEN_ORDERS: '0',
     PURCHASE_LIMIT_ABANDONED_PER_DAY: '0',
-  });
+  };
+  // pgbench at the benchmark's connections and at the API's own (its pools' connections, from the
+  // configuration it boots with): the better of the two is the database's limit. Each runs before
+  // and after the API's runs and the ratios use the mean: this machine's speed drifts by a third
+  // within minutes, and one run minutes away took the drift for a change
+  const pgClients = pgbenchClients(CONNECTIONS, apiDatabaseConnections(apiEnv));
+  const pgSkus = {
+    hot: await insertProduct(pool, 10_000_000),
+    many: await Promise.all(
+      Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)),
+    ),
+  };
+  await pool.query(BENCH_ORDERS_TABLE);
+  console.log(`baselines: pgbench at ${pgClients.join(' and ')} clients (before)…`);
+  const pgBefore = await pgbenchRuns('before', url, pgSkus, pgClients);
+  const bare = await startBaseline();
+  const { url: api, proc } = await startApi(apiEnv);
   try {
     console.log(`registering ${BUYERS} buyers…`);
     const tokens = await registerBuyers(api, BUYERS);
@@ -340,15 +353,17 @@ async function main(): Promise<void> {
     const memory = apiMemory(proc.pid);
     await stopApi(proc);
     await stopApi(bare.proc);
-    console.log('baselines: pgbench (after)…');
-    const pgContended = meanOf(
-      pgContendedBefore,
-      await pgbenchRun('hot SKU, after', url, [pgHot], CONNECTIONS),
+    console.log(`baselines: pgbench at ${pgClients.join(' and ')} clients (after)…`);
+    const pgAfter = await pgbenchRuns('after', url, pgSkus, pgClients);
+    const pgContended = pgbenchBaseline(
+      pgClients.map((c, i) => pgbenchAt(c, pgBefore.hot[i], pgAfter.hot[i])),
     );
-    const pgUncontended = meanOf(
-      pgUncontendedBefore,
-      await pgbenchRun(`${CONNECTIONS} SKUs, after`, url, pgMany, CONNECTIONS),
+    const pgUncontended = pgbenchBaseline(
+      pgClients.map((c, i) => pgbenchAt(c, pgBefore.many[i], pgAfter.many[i])),
     );
+    /** One cell per client count, the best (the ratio's denominator) in bold. */
+    const pgCells = (pg: typeof pgContended, cell: (r: PgbenchAt) => string) =>
+      pg.runs.map((r) => (r === pg.best ? `**${cell(r)}**` : cell(r))).join(' / ');
     console.log('baselines: Node-driven…');
     const baseHot = await insertProduct(pool, 10_000_000);
     const baseContended = await baseline(url, () => baseHot);
@@ -362,11 +377,11 @@ async function main(): Promise<void> {
       ['uncontended (64 SKUs)', uncontended, pgUncontended, baseUncontended, DISTINCT_TARGET],
     ] as const;
     const table = [
-      '| scenario | API reservations/s | API p50 / p99 ms | pgbench tx/s | pgbench avg ms | **ratio to pgbench** (target) | Node-driven raw SQL tx/s | its p50 / p99 ms | ratio to it |',
+      `| scenario | API reservations/s | API p50 / p99 ms | pgbench tx/s at ${pgClients.join(' / ')} clients | pgbench avg ms | **ratio to pgbench's best** (target) | Node-driven raw SQL tx/s | its p50 / p99 ms | ratio to it |`,
       '|---|---|---|---|---|---|---|---|---|',
       ...rows.map(
         ([name, m, pg, b, target]) =>
-          `| ${name} | ${fmt(m.rps)} | ${m.p50} / ${m.p99} | ${fmt(pg.tps)} | ${pg.latencyMs.toFixed(1)} | **${(m.rps / pg.tps).toFixed(2)}×** (≥ ${target}: ${met(m.rps / pg.tps >= target)}) | ${fmt(b.rps)} | ${b.p50} / ${b.p99} | ${(m.rps / b.rps).toFixed(2)}× |`,
+          `| ${name} | ${fmt(m.rps)} | ${m.p50} / ${m.p99} | ${pgCells(pg, (r) => fmt(r.tps))} | ${pgCells(pg, (r) => r.latencyMs.toFixed(1))} | **${(m.rps / pg.best.tps).toFixed(2)}×** (≥ ${target}: ${met(m.rps / pg.best.tps >= target)}) | ${fmt(b.rps)} | ${b.p50} / ${b.p99} | ${(m.rps / b.rps).toFixed(2)}× |`,
       ),
     ].join('\n');
     const refusalRatio = refused.rps / bareRefusals.rps;
@@ -379,8 +394,8 @@ async function main(): Promise<void> {
     const exact =
       soldOut.ok === 500 && soldOutCheck.reserved === 500 && refusedCheck.orders === 500;
     const targets = [
-      `checkout, one hot SKU: ${(contended.rps / pgContended.tps).toFixed(2)}× pgbench (${fmt(contended.rps)}/s vs ${fmt(pgContended.tps)} tx/s), target ≥ ${HOT_TARGET}×: ${met(contended.rps / pgContended.tps >= HOT_TARGET)}`,
-      `checkout, ${CONNECTIONS} distinct SKUs: ${(uncontended.rps / pgUncontended.tps).toFixed(2)}× pgbench (${fmt(uncontended.rps)}/s vs ${fmt(pgUncontended.tps)} tx/s), target ≥ ${DISTINCT_TARGET}×: ${met(uncontended.rps / pgUncontended.tps >= DISTINCT_TARGET)}`,
+      `checkout, one hot SKU: ${(contended.rps / pgContended.best.tps).toFixed(2)}× pgbench (${fmt(contended.rps)}/s vs ${fmt(pgContended.best.tps)} tx/s at ${pgContended.best.clients} clients), target ≥ ${HOT_TARGET}×: ${met(contended.rps / pgContended.best.tps >= HOT_TARGET)}`,
+      `checkout, ${CONNECTIONS} distinct SKUs: ${(uncontended.rps / pgUncontended.best.tps).toFixed(2)}× pgbench (${fmt(uncontended.rps)}/s vs ${fmt(pgUncontended.best.tps)} tx/s at ${pgUncontended.best.clients} clients), target ≥ ${DISTINCT_TARGET}×: ${met(uncontended.rps / pgUncontended.best.tps >= DISTINCT_TARGET)}`,
       `sold-out refusals: ${refusalRatio.toFixed(2)}× the bare route (${fmt(refused.rps)}/s vs ${fmt(bareRefusals.rps)}/s), target ≥ ${REFUSAL_TARGET}×: ${met(refusalRatio >= REFUSAL_TARGET)}`,
       `API peak RSS: ${memory ? `${memory.peakMiB} MiB` : 'n/a'}${memory && memory.processes.length > 1 ? ` per API process (${memory.processes.length - 1} of them; ${memory.totalRssMiB} MiB together at the end)` : ''}, target ≤ ${RSS_TARGET_MIB} MiB: ${met(memory !== null && memory.peakMiB <= RSS_TARGET_MIB)}`,
       `oversell: ${oversold} (sold-out SKU sold exactly its 500 units: ${exact}), target 0 and exact: ${met(oversold === 0 && exact)}`,
@@ -389,7 +404,17 @@ async function main(): Promise<void> {
       `- contended run: ${hotCheck.orders} units ordered, reserved ${hotCheck.reserved}, ledger consistent: ${hotCheck.ledgerOk}, non-201 answers: ${JSON.stringify(contended.other)}`,
       `- sold-out run: 500 units, 2,000 attempts → ${soldOut.ok} orders (201), others ${JSON.stringify(soldOut.other)}; reserved ${soldOutCheck.reserved}/${soldOutCheck.onHand}; **oversold: ${soldOutCheck.oversold}**; ledger consistent: ${soldOutCheck.ledgerOk}`,
       `- sold-out refusals: ${refused.ok} answers 409, others ${JSON.stringify(refused.other)}; ${fastDuring} of them by the sold-out fast path (no transaction); afterwards ${refusedCheck.orders} units ordered, reserved ${refusedCheck.reserved}/${refusedCheck.onHand}, **oversold: ${refusedCheck.oversold}**`,
-      `- pgbench, before / after the API's runs (the tables use the mean): hot SKU ${fmt(pgContended.runs[0].tps)} / ${fmt(pgContended.runs[1].tps)} tx/s, ${CONNECTIONS} SKUs ${fmt(pgUncontended.runs[0].tps)} / ${fmt(pgUncontended.runs[1].tps)} tx/s; failed ${pgContended.failed} / ${pgUncontended.failed} of ${pgContended.transactions} / ${pgUncontended.transactions}`,
+      ...(
+        [
+          ['hot SKU', pgContended],
+          [`${CONNECTIONS} SKUs`, pgUncontended],
+        ] as const
+      ).flatMap(([name, pg]) =>
+        pg.runs.map(
+          (r) =>
+            `- pgbench, ${name}, ${r.clients} clients, before / after the API's runs (the table uses the mean${r === pg.best ? "; the better client count: the ratio's denominator" : ''}): ${fmt(r.before.tps)} / ${fmt(r.after.tps)} tx/s, ${r.before.latencyMs.toFixed(1)} / ${r.after.latencyMs.toFixed(1)} ms average; failed ${r.before.failed} / ${r.after.failed} of ${r.before.transactions} / ${r.after.transactions}`,
+        ),
+      ),
       `- bare 409 route, before / after the API's refusals (the table uses the mean): ${fmt(bareBefore.rps)} / ${fmt(bareAfter.rps)} req/s`,
       `- API peak resident memory (VmHWM over the whole run, buyer registration included, per process serving requests; target ≤ ${RSS_TARGET_MIB} MiB): **${describeMemory(memory)}**`,
     ].join('\n');
@@ -397,7 +422,7 @@ async function main(): Promise<void> {
 
 Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
 
-Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response (the per-customer purchase caps off, \`PURCHASE_LIMIT_*=0\`: each buyer buys many times; a default deployment also runs their advisory lock and count). The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, with the same concurrency (${CONNECTIONS} connections) and duration: pgbench (\`pgbench -n -c ${CONNECTIONS} -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts; run before and after the API's runs, the mean), and the same transaction driven from Node over \`pg\`.
+Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response (the per-customer purchase caps off, \`PURCHASE_LIMIT_*=0\`: each buyer buys many times; a default deployment also runs their advisory lock and count). The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, for the same duration: pgbench (\`pgbench -n -c <clients> -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts) at ${pgClients.length > 1 ? `${pgClients[0]} clients (the load generator's connections) and at ${pgClients[1]} (the API's own: DATABASE_POOL_SIZE × API processes, from the configuration the API boots with)` : `${pgClients[0]} clients (the load generator's connections and the API's pools' alike)`}, each run before and after the API's runs (the mean), the ratio taken to the better of them (in bold: the database's own limit); and the same transaction driven from Node over \`pg\` with ${CONNECTIONS} connections.
 
 ${table}
 

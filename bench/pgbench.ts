@@ -84,3 +84,39 @@ export async function pgbench(
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** One scenario's pgbench at one client count: run before and after the API's runs. */
+export interface PgbenchAt {
+  clients: number;
+  before: PgbenchResult;
+  after: PgbenchResult;
+  /** The mean of before and after: tx/s, and average latency in ms. */
+  tps: number;
+  latencyMs: number;
+}
+
+export function pgbenchAt(clients: number, before: PgbenchResult, after: PgbenchResult): PgbenchAt {
+  return {
+    clients,
+    before,
+    after,
+    tps: (before.tps + after.tps) / 2,
+    latencyMs: (before.latencyMs + after.latencyMs) / 2,
+  };
+}
+
+/**
+ * One scenario's baseline: pgbench at each client count (the benchmark's connections and the
+ * API's pools' own), and the best of them — the database's own limit, the ratio's denominator.
+ * The API never holds more connections than its pools: fewer clients than the benchmark's 64
+ * ran the minimal transaction 1.5–1.8× faster, and a baseline at 64 only asked less of the API.
+ */
+export function pgbenchBaseline(runs: PgbenchAt[]): { runs: PgbenchAt[]; best: PgbenchAt } {
+  if (runs.length === 0) throw new Error('no pgbench run');
+  return { runs, best: runs.reduce((best, r) => (r.tps > best.tps ? r : best)) };
+}
+
+/** The client counts pgbench runs at: the benchmark's connections, and the API's pools'. */
+export function pgbenchClients(benchmarkConnections: number, apiConnections: number): number[] {
+  return [...new Set([benchmarkConnections, apiConnections])];
+}

@@ -8,6 +8,7 @@ import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createApp } from '../src/app.setup';
 import { loadConfig, loadDatabaseConfig } from '../src/config/config';
+import { loadEnvFile } from '../src/config/env-file';
 
 const ROOT = join(__dirname, '..');
 
@@ -259,6 +260,36 @@ export function benchApiEnv(): Record<string, string> {
   };
 }
 
+/**
+ * The environment startApi() gives the API: this shell's, benchApiEnv(), the heap flags, then
+ * the benchmark's own `env`.
+ */
+function apiEnvironment(
+  env: Record<string, string>,
+  port: number,
+): Record<string, string | undefined> {
+  return {
+    ...process.env,
+    ...benchApiEnv(),
+    NODE_OPTIONS: API_NODE_OPTIONS,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    ...env,
+  };
+}
+
+/**
+ * The database connections the API started with `env` may hold at once, read from the
+ * configuration it boots with (the repository's .env filling what is unset, as the API's own
+ * loadEnvFile does): DATABASE_POOL_SIZE (default 20) per API process.
+ */
+export function apiDatabaseConnections(env: Record<string, string>): number {
+  const full = apiEnvironment(env, 3000);
+  if (full.ENV_FILE !== '') loadEnvFile(full.ENV_FILE ?? join(ROOT, '.env'), full);
+  const config = loadConfig(full);
+  return config.database.poolSize * config.http.processes;
+}
+
 /** Starts the built API (`node dist/main.js`) with benchApiEnv(); resolves when ready. */
 export async function startApi(
   env: Record<string, string>,
@@ -266,14 +297,7 @@ export async function startApi(
   const port = await freePort();
   const proc = spawn(process.execPath, [...API_NODE_ARGS, 'dist/main.js'], {
     cwd: ROOT,
-    env: {
-      ...process.env,
-      ...benchApiEnv(),
-      NODE_OPTIONS: API_NODE_OPTIONS,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      ...env,
-    },
+    env: apiEnvironment(env, port),
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
