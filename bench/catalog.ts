@@ -10,7 +10,9 @@ import { Pool } from 'pg';
 import {
   apiMemory,
   apiProcessCount,
+  apiSettings,
   build,
+  clientAddress,
   describeMemory,
   freshDatabase,
   startApi,
@@ -51,10 +53,15 @@ async function measure(label: string, url: string, paths: string[]): Promise<Res
       requests: [
         {
           method: 'GET',
-          setupRequest: (req: Record<string, unknown>) => ({
-            ...req,
-            path: paths[i++ % paths.length],
-          }),
+          // each request from the next of CLIENT_ADDRESSES clients (benchApiEnv: rate limiting on)
+          setupRequest: (req: Record<string, unknown>) => {
+            const n = i++;
+            return {
+              ...req,
+              path: paths[n % paths.length],
+              headers: { ...(req.headers as object), 'x-forwarded-for': clientAddress(n) },
+            };
+          },
         },
       ],
     });
@@ -103,7 +110,8 @@ async function main(): Promise<void> {
   // ago has none until its first autoanalyze (up to a minute), which made the runs measure
   // whichever plan the moment happened to have
   await pool.query('ANALYZE products; ANALYZE inventory_items');
-  const cached = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog' });
+  const cachedEnv = { DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog' };
+  const cached = await startApi(cachedEnv);
   const uncached = await startApi({
     DATABASE_URL: url,
     REDIS_KEY_PREFIX: 'bench-catalog-off',
@@ -141,7 +149,7 @@ async function main(): Promise<void> {
       `| ${name} | ${fmt(r.rps)} | ${r.p50} / ${r.p99} | ${r.errors} | ${ratio} |`;
     const md = `## Catalog reads
 
-Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured on the 2-core development machine: \`node dist/main.js\` (API_PROCESSES=${apiProcessCount()}) with NODE_ENV=production, LOG_LEVEL=warn, rate limiting off; the baseline is a bare Nest + Fastify app with one JSON route, measured right before and right after the cached runs (the ratios use the mean); "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
+Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured on the 2-core development machine: \`node dist/main.js\` (API_PROCESSES=${apiProcessCount()}) with ${apiSettings(cachedEnv)}; the baseline is a bare Nest + Fastify app with one JSON route, measured right before and right after the cached runs (the ratios use the mean); "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
 
 | scenario | 2xx answers/s | p50 / p99 ms | errors, timeouts, resets, non-2xx | ratio |
 |---|---|---|---|---|

@@ -76,6 +76,8 @@ async function main(): Promise<void> {
     PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
     PURCHASE_LIMIT_OPEN_ORDERS: '0',
     PURCHASE_LIMIT_ABANDONED_PER_DAY: '0',
+    // as bench:flash-sale (its RATE_LIMITS_OFF): the per-account order limit would refuse this load
+    RATE_LIMIT_ENABLED: 'false',
   });
   try {
     const tokens = await registerBuyers(api, BUYERS);

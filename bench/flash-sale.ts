@@ -24,6 +24,7 @@ import {
   apiDatabaseConnections,
   apiMemory,
   apiProcessCount,
+  apiSettings,
   build,
   describeMemory,
   freePort,
@@ -236,6 +237,12 @@ const DISTINCT_TARGET = 0.25;
 const REFUSAL_TARGET = 0.25;
 const RSS_TARGET_MIB = 200;
 
+/**
+ * Why the flash sale runs with rate limiting off (the catalog's benchmark runs with it on): no
+ * setting raises a policy's limit, and the per-account ones cannot be spread over clients.
+ */
+const RATE_LIMITS_OFF = `with it on, the per-account \`order-create\` policy (30 orders a minute per buyer, fixed in src/common/throttling/rate-limit.policies.ts; no setting raises it) would answer 429 to all but ${BUYERS} × 30 = ${(BUYERS * 30).toLocaleString('en')} checkouts a minute, where its checkouts come by the hundred a second and its refusals by the thousand — keeping every buyer under it would take thousands of registered buyers (an argon2 hash each). The per-IP limits could be spread over many client addresses, as bench:catalog does; the per-account ones cannot. So the checkouts here skip the rate-limit guards' Redis counters a deployment's checkouts pay`;
+
 /** The baselines' order table (the same for pgbench and the Node-driven one). */
 const BENCH_ORDERS_TABLE = `CREATE TABLE IF NOT EXISTS bench_orders (id uuid PRIMARY KEY, product_id uuid, qty int, created_at timestamptz DEFAULT now())`;
 
@@ -287,6 +294,8 @@ async function main(): Promise<void> {
     PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
     PURCHASE_LIMIT_OPEN_ORDERS: '0',
     PURCHASE_LIMIT_ABANDONED_PER_DAY: '0',
+    // (RATE_LIMITS_OFF says why, in the block)
+    RATE_LIMIT_ENABLED: 'false',
   };
   // pgbench at the benchmark's connections and at the API's own (its pools' connections, from the
   // configuration it boots with): the better of the two is the database's limit. Each runs before
@@ -420,7 +429,7 @@ async function main(): Promise<void> {
     ].join('\n');
     const md = `## Flash sale (checkout)
 
-Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
+Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}), PostgreSQL and the load generator share the two cores. The API: ${apiSettings(apiEnv, RATE_LIMITS_OFF)}.
 
 Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response (the per-customer purchase caps off, \`PURCHASE_LIMIT_*=0\`: each buyer buys many times; a default deployment also runs their advisory lock and count). The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, for the same duration: pgbench (\`pgbench -n -c <clients> -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts) at ${pgClients.length > 1 ? `${pgClients[0]} clients (the load generator's connections) and at ${pgClients[1]} (the API's own: DATABASE_POOL_SIZE × API processes, from the configuration the API boots with)` : `${pgClients[0]} clients (the load generator's connections and the API's pools' alike)`}, each run before and after the API's runs (the mean), the ratio taken to the better of them (in bold: the database's own limit); and the same transaction driven from Node over \`pg\` with ${CONNECTIONS} connections.
 

@@ -233,6 +233,13 @@ const BENCH_SECRETS = {
  * refuses a production boot); the Stripe key is a test placeholder the benchmarks never use (no
  * payments), aimed at a closed port so nothing can reach Stripe. test/security/bench-env.test.ts
  * boots the configuration with it.
+ *
+ * Rate limiting is on, as a deployment keeps it (docker/compose.yml): no setting raises the
+ * request policies' limits (src/common/throttling/rate-limit.policies.ts), so the load comes as
+ * many clients — the API trusts the load generator on loopback as its proxy (TRUST_PROXY) and
+ * each request names one of CLIENT_ADDRESSES in X-Forwarded-For (clientAddress); a benchmark whose
+ * load no client count keeps under a limit turns it off and says why in its block (apiSettings).
+ * LOG_LEVEL=warn, stated in every block (apiSettings).
  */
 export function benchApiEnv(): Record<string, string> {
   return {
@@ -255,9 +262,45 @@ export function benchApiEnv(): Record<string, string> {
     // no mail server: the API sends none, and a production boot needs one or this, on purpose
     MAIL_OUTBOX_DIR: join(tmpdir(), 'shop-bench-mail'),
     LOG_LEVEL: 'warn',
-    RATE_LIMIT_ENABLED: 'false',
+    RATE_LIMIT_ENABLED: 'true',
+    TRUST_PROXY: 'loopback', // the load generator stands for a proxy in front of many clients
     SHUTDOWN_DELAY_MS: '0', // no load balancer to wait for
   };
+}
+
+/**
+ * How many client addresses the load comes from (BENCH_CLIENTS, default 8,000): each stays under
+ * the per-IP `default` policy (300 requests a minute) up to 40,000 req/s to one API process for a
+ * minute, and all of them fit the cached reads' per-process table (10,000 clients; one past it is
+ * not counted at all, which would measure less work than a deployment does).
+ */
+export const CLIENT_ADDRESSES = Number(process.env.BENCH_CLIENTS ?? 8000);
+
+/** The `i`-th client's address (10.0.0.0/8), the same one every CLIENT_ADDRESSES requests. */
+export function clientAddress(i: number): string {
+  const n = i % CLIENT_ADDRESSES;
+  return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+}
+
+/**
+ * The sentence every generated block carries about how the API ran where a deployment runs it
+ * differently: its NODE_ENV, its log level and what that skips, and whether rate limiting was on
+ * — read from the environment it was started with; off needs `rateLimitsOff`, the reason.
+ */
+export function apiSettings(env: Record<string, string>, rateLimitsOff?: string): string {
+  const full = apiEnvironment(env, 3000);
+  const log =
+    full.LOG_LEVEL === 'info'
+      ? 'LOG_LEVEL=info, as a deployment'
+      : `LOG_LEVEL=${full.LOG_LEVEL ?? 'info'}, not a deployment's \`info\` (docker/compose.yml): this run skips the per-request log lines \`info\` writes — an access line per request (cached catalog reads and health probes have none) and a \`command completed\` line per write, refusals included`;
+  let limits: string;
+  if (full.RATE_LIMIT_ENABLED === 'false') {
+    if (!rateLimitsOff) throw new Error('rate limiting off: say why in the block');
+    limits = `**rate limiting off** (RATE_LIMIT_ENABLED=false, where a deployment keeps it on): ${rateLimitsOff}`;
+  } else {
+    limits = `rate limiting on, as a deployment (the policies' own limits: no setting raises them), the load coming as ${CLIENT_ADDRESSES.toLocaleString('en')} clients — TRUST_PROXY=${full.TRUST_PROXY ?? 'false'} and each request naming one of ${CLIENT_ADDRESSES.toLocaleString('en')} addresses in X-Forwarded-For in turn — each under the per-IP limits; a 429 fails the run`;
+  }
+  return `NODE_ENV=${full.NODE_ENV ?? 'unset'}; ${log}; ${limits}`;
 }
 
 /**

@@ -17,4 +17,16 @@ describe('the benchmarks boot the API as production boots it', () => {
     expect(() => loadConfig(env)).not.toThrow();
     expect(loadConfig(env).isDevelopment).toBe(false);
   });
+
+  it('with rate limiting on, as a deployment keeps it, trusting the load generator as a proxy', () => {
+    const config = loadConfig({
+      ...benchApiEnv(),
+      DATABASE_URL: 'postgres://shop@127.0.0.1:5432/shop_bench',
+      PORT: '3000',
+    });
+    expect(config.rateLimitEnabled).toBe(true);
+    expect(config.signIn.enabled).toBe(true);
+    // (the load's X-Forwarded-For names its clients: bench/support.ts clientAddress)
+    expect(config.http.trustProxy).toBe('loopback');
+  });
 });
