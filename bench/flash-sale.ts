@@ -23,6 +23,7 @@ import { Pool } from 'pg';
 import {
   apiDatabaseConnections,
   apiMemory,
+  apiNodeOptions,
   apiProcessCount,
   apiSettings,
   build,
@@ -406,7 +407,7 @@ async function main(): Promise<void> {
       `checkout, one hot SKU: ${(contended.rps / pgContended.best.tps).toFixed(2)}× pgbench (${fmt(contended.rps)}/s vs ${fmt(pgContended.best.tps)} tx/s at ${pgContended.best.clients} clients), target ≥ ${HOT_TARGET}×: ${met(contended.rps / pgContended.best.tps >= HOT_TARGET)}`,
       `checkout, ${CONNECTIONS} distinct SKUs: ${(uncontended.rps / pgUncontended.best.tps).toFixed(2)}× pgbench (${fmt(uncontended.rps)}/s vs ${fmt(pgUncontended.best.tps)} tx/s at ${pgUncontended.best.clients} clients), target ≥ ${DISTINCT_TARGET}×: ${met(uncontended.rps / pgUncontended.best.tps >= DISTINCT_TARGET)}`,
       `sold-out refusals: ${refusalRatio.toFixed(2)}× the bare route (${fmt(refused.rps)}/s vs ${fmt(bareRefusals.rps)}/s), target ≥ ${REFUSAL_TARGET}×: ${met(refusalRatio >= REFUSAL_TARGET)}`,
-      `API peak RSS: ${memory ? `${memory.peakMiB} MiB` : 'n/a'}${memory && memory.processes.length > 1 ? ` per API process (${memory.processes.length - 1} of them; ${memory.totalRssMiB} MiB together at the end)` : ''}, target ≤ ${RSS_TARGET_MIB} MiB: ${met(memory !== null && memory.peakMiB <= RSS_TARGET_MIB)}`,
+      `API peak RSS: ${memory ? `${memory.peakMiB} MiB` : 'n/a'}${memory && memory.processes.length > 1 ? ` per API process (${memory.processes.length - 1} of them; ${memory.totalRssMiB} MiB together at the end)` : ''} (${apiNodeOptions()}), target ≤ ${RSS_TARGET_MIB} MiB: ${met(memory !== null && memory.peakMiB <= RSS_TARGET_MIB)}`,
       `oversell: ${oversold} (sold-out SKU sold exactly its 500 units: ${exact}), target 0 and exact: ${met(oversold === 0 && exact)}`,
     ];
     const correctness = [

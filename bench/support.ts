@@ -102,8 +102,16 @@ export function apiMemory(pid: number | undefined): ApiMemory | null {
   };
 }
 
-/** "184 MiB" for one process; per process and in total for a primary with API processes. */
+/**
+ * "184 MiB peak (now 180 MiB), NODE_OPTIONS=`…`" for one process; per process and in total for a
+ * primary with API processes. The figure depends on the V8 heap flags the API ran with (without
+ * them V8 sizes its heap for ~4 GiB and lets garbage pile up), so they go with it.
+ */
 export function describeMemory(m: ApiMemory | null): string {
+  return `${memoryFigures(m)}, ${apiNodeOptions()}`;
+}
+
+function memoryFigures(m: ApiMemory | null): string {
   if (!m) return 'n/a';
   if (m.processes.length === 1)
     return `${m.processes[0].peakMiB} MiB peak (now ${m.processes[0].rssMiB} MiB)`;
@@ -212,6 +220,13 @@ export function build(): RunProvenance {
  */
 const API_NODE_OPTIONS =
   process.env.API_NODE_OPTIONS ?? '--max-old-space-size=384 --max-semi-space-size=12';
+
+/** The API's NODE_OPTIONS as a block states them beside a memory figure. */
+export function apiNodeOptions(): string {
+  return API_NODE_OPTIONS.trim() === ''
+    ? "NODE_OPTIONS empty (API_NODE_OPTIONS=): Node's default heap sizing, not the image's"
+    : `NODE_OPTIONS=\`${API_NODE_OPTIONS}\`, as docker/Dockerfile sets them`;
+}
 
 /**
  * Node flags NODE_OPTIONS refuses, for the API's command line: `API_NODE_ARGS='--cpu-prof
