@@ -20,7 +20,7 @@ import {
   stopApi,
   writeBenchmarkSection,
 } from './support';
-import { RunChecks, loadRun, rateOf, success, unexpected } from './load-check';
+import { RunChecks, beforeAndAfter, loadRun, rateOf, success, unexpected } from './load-check';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -136,7 +136,7 @@ async function main(): Promise<void> {
     const cList = await measure('cached listing', cached.url, listPaths);
     console.log('baseline again…');
     const baseAfter = await measure('baseline route, after', baseline.url, ['/ping']);
-    const base: Result = { ...baseBefore, rps: (baseBefore.rps + baseAfter.rps) / 2 };
+    const base = beforeAndAfter(baseBefore, baseAfter);
     console.log('uncached detail…');
     const uDetail = await measure('uncached detail', uncached.url, detailPaths);
     console.log('uncached listing…');
@@ -155,7 +155,7 @@ Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CON
 |---|---|---|---|---|
 ${row('baseline route (bare Nest-Fastify), before the cached runs', baseBefore, '—')}
 ${row('baseline route, after the cached runs', baseAfter, '—')}
-${row('baseline: the mean of the two', base, '1.00× baseline')}
+| baseline: the mean of the two | ${fmt(base.rps)} | ${base.latencies} | ${baseBefore.errors} before, ${baseAfter.errors} after | 1.00× baseline |
 ${row('cached product detail', cDetail, `**${(cDetail.rps / base.rps).toFixed(2)}× baseline** (target ≥ 0.5)`)}
 ${row('cached listing, 20 items', cList, `**${(cList.rps / base.rps).toFixed(2)}× baseline** (target ≥ 0.3)`)}
 ${row('uncached product detail', uDetail, `${(uDetail.rps / base.rps).toFixed(2)}× baseline`)}

@@ -52,3 +52,13 @@ export function checkoutRequests(
     },
   ];
 }
+
+/**
+ * One of `items` at random, anew at each call: the SKU of each checkout in the 64-SKU runs — the
+ * API's, and the Node-driven baseline's transactions alike (pgbench's scripts are picked at
+ * random too). The baseline once gave each of its workers a SKU of its own, which the API's
+ * random buyers never had: no two transactions ever waited on one row lock.
+ */
+export function pickAtRandom<T>(items: readonly T[], random = Math.random): () => T {
+  return () => items[Math.floor(random() * items.length)];
+}

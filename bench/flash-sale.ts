@@ -36,12 +36,13 @@ import {
   stopApi,
   writeBenchmarkSection,
 } from './support';
-import { checkoutRequests, registerBuyers } from './checkout-load';
+import { checkoutRequests, pickAtRandom, registerBuyers } from './checkout-load';
 import {
   type Expected,
   type LoadRun,
   RunChecks,
   answered,
+  beforeAndAfter,
   loadRun,
   only,
   rateOf,
@@ -153,19 +154,20 @@ async function fastRefusals(metricsUrl: string): Promise<number> {
 }
 
 /** The floor we compare against: the minimal reservation transaction over raw pg. */
-async function baseline(url: string, productFor: (worker: number) => string): Promise<Measured> {
+/** `pickProduct`: each transaction's SKU, as the API's load picks it (one, or one of 64 at random). */
+async function baseline(url: string, pickProduct: () => string): Promise<Measured> {
   const pool = new Pool({ connectionString: url, max: CONNECTIONS });
   await pool.query(BENCH_ORDERS_TABLE);
   const latencies: number[] = [];
   const deadline = Date.now() + DURATION_S * 1000;
   const started = Date.now();
   await Promise.all(
-    Array.from({ length: CONNECTIONS }, async (_, w) => {
+    Array.from({ length: CONNECTIONS }, async () => {
       const client = await pool.connect();
       try {
         while (Date.now() < deadline) {
           const t0 = performance.now();
-          const productId = productFor(w);
+          const productId = pickProduct();
           await client.query('BEGIN');
           const { rows } = await client.query(
             `SELECT on_hand, reserved FROM inventory_items WHERE product_id = $1 FOR UPDATE`,
@@ -346,19 +348,15 @@ async function main(): Promise<void> {
     const fastDuring = (await fastRefusals(metricsUrl)) - fastBefore;
     const refusedCheck = await oversell(pool, soldOutSku);
     const bareAfter = await bareRun('bare 409 route, after', DURATION_S);
-    const bareRefusals: Measured = { ...bareBefore, rps: (bareBefore.rps + bareAfter.rps) / 2 };
+    const bareRefusals = beforeAndAfter(bareBefore, bareAfter);
 
     const many = await Promise.all(
       Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)),
     );
     console.log('uncontended checkout…');
-    const uncontended = await checkout(
-      'uncontended',
-      api,
-      tokens,
-      () => many[Math.floor(Math.random() * many.length)],
-      { duration: DURATION_S },
-    );
+    const uncontended = await checkout('uncontended', api, tokens, pickAtRandom(many), {
+      duration: DURATION_S,
+    });
 
     const memory = apiMemory(proc.pid);
     await stopApi(proc);
@@ -380,7 +378,7 @@ async function main(): Promise<void> {
     const baseMany = await Promise.all(
       Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)),
     );
-    const baseUncontended = await baseline(url, (w) => baseMany[w]);
+    const baseUncontended = await baseline(url, pickAtRandom(baseMany));
 
     const rows = [
       ['contended (1 SKU)', contended, pgContended, baseContended, HOT_TARGET],
@@ -396,9 +394,9 @@ async function main(): Promise<void> {
     ].join('\n');
     const refusalRatio = refused.rps / bareRefusals.rps;
     const refusalTable = [
-      '| scenario | API 409s/s | API p50 / p99 ms | bare Nest-Fastify POST → 409, req/s | bare p50 / p99 ms | ratio |',
+      '| scenario | API 409s/s | API p50 / p99 ms | bare Nest-Fastify POST → 409, req/s: the mean (each run) | bare p50 / p99 ms, each run | ratio |',
       '|---|---|---|---|---|---|',
-      `| checkout of the sold-out SKU | ${fmt(refused.rps)} | ${refused.p50} / ${refused.p99} | ${fmt(bareRefusals.rps)} | ${bareRefusals.p50} / ${bareRefusals.p99} | **${refusalRatio.toFixed(2)}×** (≥ ${REFUSAL_TARGET}: ${met(refusalRatio >= REFUSAL_TARGET)}) |`,
+      `| checkout of the sold-out SKU | ${fmt(refused.rps)} | ${refused.p50} / ${refused.p99} | ${fmt(bareRefusals.rps)} (${bareRefusals.rates}) | ${bareRefusals.latencies} | **${refusalRatio.toFixed(2)}×** (≥ ${REFUSAL_TARGET}: ${met(refusalRatio >= REFUSAL_TARGET)}) |`,
     ].join('\n');
     const oversold = hotCheck.oversold + soldOutCheck.oversold + refusedCheck.oversold;
     const exact =
@@ -425,14 +423,13 @@ async function main(): Promise<void> {
             `- pgbench, ${name}, ${r.clients} clients, before / after the API's runs (the table uses the mean${r === pg.best ? "; the better client count: the ratio's denominator" : ''}): ${fmt(r.before.tps)} / ${fmt(r.after.tps)} tx/s, ${r.before.latencyMs.toFixed(1)} / ${r.after.latencyMs.toFixed(1)} ms average; failed ${r.before.failed} / ${r.after.failed} of ${r.before.transactions} / ${r.after.transactions}`,
         ),
       ),
-      `- bare 409 route, before / after the API's refusals (the table uses the mean): ${fmt(bareBefore.rps)} / ${fmt(bareAfter.rps)} req/s`,
       `- API peak resident memory (VmHWM over the whole run, buyer registration included, per process serving requests; target ≤ ${RSS_TARGET_MIB} MiB): **${describeMemory(memory)}**`,
     ].join('\n');
     const md = `## Flash sale (checkout)
 
 Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}), PostgreSQL and the load generator share the two cores. The API: ${apiSettings(apiEnv, RATE_LIMITS_OFF)}.
 
-Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response (the per-customer purchase caps off, \`PURCHASE_LIMIT_*=0\`: each buyer buys many times; a default deployment also runs their advisory lock and count). The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, for the same duration: pgbench (\`pgbench -n -c <clients> -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts) at ${pgClients.length > 1 ? `${pgClients[0]} clients (the load generator's connections) and at ${pgClients[1]} (the API's own: DATABASE_POOL_SIZE × API processes, from the configuration the API boots with)` : `${pgClients[0]} clients (the load generator's connections and the API's pools' alike)`}, each run before and after the API's runs (the mean), the ratio taken to the better of them (in bold: the database's own limit); and the same transaction driven from Node over \`pg\` with ${CONNECTIONS} connections.
+Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response (the per-customer purchase caps off, \`PURCHASE_LIMIT_*=0\`: each buyer buys many times; a default deployment also runs their advisory lock and count). The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, for the same duration: pgbench (\`pgbench -n -c <clients> -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts) at ${pgClients.length > 1 ? `${pgClients[0]} clients (the load generator's connections) and at ${pgClients[1]} (the API's own: DATABASE_POOL_SIZE × API processes, from the configuration the API boots with)` : `${pgClients[0]} clients (the load generator's connections and the API's pools' alike)`}, each run before and after the API's runs (the mean), the ratio taken to the better of them (in bold: the database's own limit); and the same transaction driven from Node over \`pg\` with ${CONNECTIONS} connections (once, after the API's runs). In the ${CONNECTIONS}-SKU rows every transaction — the API's checkouts, pgbench's scripts and the Node-driven baseline's alike — picks its SKU at random (\`pickAtRandom\`, bench/checkout-load.ts), so two of them may wait on one row.
 
 ${table}
 

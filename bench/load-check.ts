@@ -139,3 +139,27 @@ export class RunChecks {
     return true;
   }
 }
+
+/** A rate with its latencies, ms. */
+interface Timed {
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+/**
+ * A baseline measured right before and right after the runs compared with it, as one: the mean
+ * rate (the ratios' denominator) and each run's own rate and latencies — never one run's
+ * latencies under the two runs' mean.
+ */
+export function beforeAndAfter(
+  before: Timed,
+  after: Timed,
+): { rps: number; rates: string; latencies: string } {
+  const rate = (n: number) => n.toFixed(0);
+  return {
+    rps: (before.rps + after.rps) / 2,
+    rates: `${rate(before.rps)} before, ${rate(after.rps)} after`,
+    latencies: `${before.p50} / ${before.p99} before, ${after.p50} / ${after.p99} after`,
+  };
+}
