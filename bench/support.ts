@@ -7,7 +7,7 @@ import { Client } from 'pg';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createApp } from '../src/app.setup';
-import { loadConfig, loadDatabaseConfig } from '../src/config/config';
+import { type AppConfig, loadConfig, loadDatabaseConfig } from '../src/config/config';
 import { loadEnvFile } from '../src/config/env-file';
 
 const ROOT = join(__dirname, '..');
@@ -299,8 +299,10 @@ export function clientAddress(i: number): string {
 
 /**
  * The sentence every generated block carries about how the API ran where a deployment runs it
- * differently: its NODE_ENV, its log level and what that skips, and whether rate limiting was on
- * — read from the environment it was started with; off needs `rateLimitsOff`, the reason.
+ * differently: its NODE_ENV, its log level and what that skips, whether rate limiting was on
+ * — read from the environment it was started with; off needs `rateLimitsOff`, the reason — and
+ * its argon2 computations at once (PASSWORD_HASH_CONCURRENCY, from the shell's environment: the
+ * peak memory of a run that registers buyers depends on it).
  */
 export function apiSettings(env: Record<string, string>, rateLimitsOff?: string): string {
   const full = apiEnvironment(env, 3000);
@@ -315,7 +317,8 @@ export function apiSettings(env: Record<string, string>, rateLimitsOff?: string)
   } else {
     limits = `rate limiting on, as a deployment (the policies' own limits: no setting raises them), the load coming as ${CLIENT_ADDRESSES.toLocaleString('en')} clients — TRUST_PROXY=${full.TRUST_PROXY ?? 'false'} and each request naming one of ${CLIENT_ADDRESSES.toLocaleString('en')} addresses in X-Forwarded-For in turn — each under the per-IP limits; a 429 fails the run`;
   }
-  return `NODE_ENV=${full.NODE_ENV ?? 'unset'}; ${log}; ${limits}`;
+  const hashes = apiConfig(env).passwordHashConcurrency;
+  return `NODE_ENV=${full.NODE_ENV ?? 'unset'}; ${log}; ${limits}; PASSWORD_HASH_CONCURRENCY=${hashes}`;
 }
 
 /**
@@ -342,10 +345,15 @@ function apiEnvironment(
  * loadEnvFile does): DATABASE_POOL_SIZE (default 20) per API process.
  */
 export function apiDatabaseConnections(env: Record<string, string>): number {
+  const config = apiConfig(env);
+  return config.database.poolSize * config.http.processes;
+}
+
+/** The configuration the API started with `env` boots with (the repository's .env included). */
+function apiConfig(env: Record<string, string>): AppConfig {
   const full = apiEnvironment(env, 3000);
   if (full.ENV_FILE !== '') loadEnvFile(full.ENV_FILE ?? join(ROOT, '.env'), full);
-  const config = loadConfig(full);
-  return config.database.poolSize * config.http.processes;
+  return loadConfig(full);
 }
 
 /** Starts the built API (`node dist/main.js`) with benchApiEnv(); resolves when ready. */

@@ -31,6 +31,21 @@ describe("a benchmark block states the API's settings", () => {
     );
   });
 
+  it("names the API's argon2 computations at once: its peak memory while registering depends on them", () => {
+    // README's PASSWORD_HASH_CONCURRENCY row points at `PASSWORD_HASH_CONCURRENCY=2 npm run
+    // bench:flash-sale` for the peak with two at once: the block must say which it measured
+    const saved = process.env.PASSWORD_HASH_CONCURRENCY;
+    try {
+      delete process.env.PASSWORD_HASH_CONCURRENCY;
+      expect(apiSettings(db)).toMatch(/; PASSWORD_HASH_CONCURRENCY=1$/);
+      process.env.PASSWORD_HASH_CONCURRENCY = '2';
+      expect(apiSettings(db)).toMatch(/; PASSWORD_HASH_CONCURRENCY=2$/);
+    } finally {
+      if (saved === undefined) delete process.env.PASSWORD_HASH_CONCURRENCY;
+      else process.env.PASSWORD_HASH_CONCURRENCY = saved;
+    }
+  });
+
   it('spreads the load over CLIENT_ADDRESSES distinct client addresses, in turn', () => {
     const addresses = Array.from({ length: CLIENT_ADDRESSES }, (_, i) => clientAddress(i));
     expect(addresses.every((a) => isIPv4(a))).toBe(true);
