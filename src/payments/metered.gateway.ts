@@ -12,9 +12,11 @@ import {
   ListedDispute,
   ListedIntent,
   ListedRefund,
-  Listing,
+  MadeBetween,
   NewIntent,
   NewRefund,
+  Page,
+  PageRequest,
   PaymentGateway,
 } from './payment-gateway';
 
@@ -105,19 +107,19 @@ export class MeteredGateway implements PaymentGateway {
     return this.metered('retrieve_dispute', () => this.inner.retrieveDispute(id));
   }
 
-  // the listings since a time are `npm run payments:orphans`'s, after a restore: a command's
-  // process is never scraped, so they are passed through uncounted
+  // the listings of what the provider made are `npm run payments:orphans`'s, after a restore: a
+  // command's process is never scraped, so they are passed through uncounted
 
-  listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>> {
-    return this.inner.listIntentsSince(since, max);
+  listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>> {
+    return this.inner.listIntentsMade(made, page);
   }
 
-  listRefundsSince(since: Date, max: number): Promise<Listing<ListedRefund>> {
-    return this.inner.listRefundsSince(since, max);
+  listRefundsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedRefund>> {
+    return this.inner.listRefundsMade(made, page);
   }
 
-  listDisputesSince(since: Date, max: number): Promise<Listing<ListedDispute>> {
-    return this.inner.listDisputesSince(since, max);
+  listDisputesMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedDispute>> {
+    return this.inner.listDisputesMade(made, page);
   }
 
   private async metered<T>(operation: Operation, call: () => Promise<T>): Promise<T> {

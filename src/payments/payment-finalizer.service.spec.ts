@@ -178,9 +178,9 @@ function mockGateway(): jest.Mocked<PaymentGateway> {
     createRefund: jest.fn(),
     listRefunds: jest.fn().mockResolvedValue([]),
     retrieveDispute: jest.fn(),
-    listIntentsSince: jest.fn(),
-    listRefundsSince: jest.fn(),
-    listDisputesSince: jest.fn(),
+    listIntentsMade: jest.fn(),
+    listRefundsMade: jest.fn(),
+    listDisputesMade: jest.fn(),
   };
 }
 

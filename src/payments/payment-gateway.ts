@@ -52,12 +52,30 @@ export interface GatewayDispute {
 }
 
 /**
- * What the provider made since a time, newest first, up to a bound (`npm run payments:orphans`):
- * `complete` false when more were left past it.
+ * The creation times a list keeps to (the provider's, in whole seconds): made at or after `from`,
+ * and before `before` when it is given.
  */
-export interface Listing<T> {
+export interface MadeBetween {
+  from: Date;
+  before?: Date;
+}
+
+/**
+ * Which page of a list: the one after the cursor `after` (a page's `next`; the first page without
+ * it), of at most `limit` (1 to 100) items.
+ */
+export interface PageRequest {
+  after?: string;
+  limit: number;
+}
+
+/**
+ * One page of a list, newest first: `next` is the cursor of the page after it (older items), null
+ * on the last page.
+ */
+export interface Page<T> {
   items: T[];
-  complete: boolean;
+  next: string | null;
 }
 
 /** An intent as listed: when the provider made it, and its own status (`requires_capture` …). */
@@ -203,13 +221,14 @@ export interface PaymentGateway {
   /** A dispute of one of our payments (named by a `charge.dispute.*` event), as it is now. */
   retrieveDispute(id: string): Promise<GatewayDispute>;
   /**
-   * The account's intents, refunds and disputes made at or after `since` (the provider's creation
-   * time, in whole seconds), newest first, at most `max` of each — whoever made them: what a
-   * restore from a backup may have lost (PaymentOrphans). Read-only.
+   * A page of the account's intents, refunds and disputes made within `made` (the provider's
+   * creation time, in whole seconds), newest first — whoever made them: what a restore from a
+   * backup may have lost (PaymentOrphans). Read-only. A cursor the provider does
+   * not know is a refusal (`rejected`).
    */
-  listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>>;
-  listRefundsSince(since: Date, max: number): Promise<Listing<ListedRefund>>;
-  listDisputesSince(since: Date, max: number): Promise<Listing<ListedDispute>>;
+  listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>>;
+  listRefundsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedRefund>>;
+  listDisputesMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedDispute>>;
 }
 
 /**

@@ -8,16 +8,24 @@ import {
   ListedDispute,
   ListedIntent,
   ListedRefund,
+  MadeBetween,
   PAYMENT_GATEWAY,
+  Page,
+  PageRequest,
   PaymentGateway,
 } from './payment-gateway';
 import { PaymentRepository } from './payment.repository';
 import { RefundRepository } from './refund.repository';
 import { ShopIdentity } from './shop-identity';
 
+/** What the provider lists that PaymentOrphans checks, a list of each. */
+type OrphanKind = 'intent' | 'refund' | 'dispute';
+/** The order the lists are checked in: intents first (a refund's or dispute's is looked up among them). */
+const ORPHAN_KINDS: readonly OrphanKind[] = ['intent', 'refund', 'dispute'];
+
 /** Something the provider holds of ours that the database does not account for. */
 export interface Orphan {
-  kind: 'intent' | 'refund' | 'dispute';
+  kind: OrphanKind;
   /** The provider's id. */
   id: string;
   /** One line for a person: what it is, what the database lacks, what to do. */
@@ -37,6 +45,28 @@ export interface OrphanReport {
   /** False when a list went past the bound: its oldest items were not looked at. */
   complete: boolean;
 }
+
+/** One page of a list, checked (PaymentOrphans#checkPage). */
+interface CheckedPage {
+  orphans: Orphan[];
+  /** How many of the page were not told ours or another's (OrphanReport's `unsure`). */
+  unsure: number;
+  /** How many the page listed (ours or not). */
+  listed: number;
+  /** The cursor of the list's next page; null: this was its last. */
+  next: string | null;
+}
+
+/**
+ * One check over pages of the lists: the intents listed or asked for so far (a refund's or a
+ * dispute's intent is looked up among them before the provider is asked).
+ */
+class OrphanCheck {
+  readonly intents = new Map<string, GatewayIntent>();
+}
+
+/** Items a page of a list holds at most (Stripe's largest page). */
+const PAGE_LIMIT = 100;
 
 const at = (date: Date | null) => date?.toISOString() ?? 'at an unknown time';
 
@@ -61,7 +91,8 @@ type Owner = 'ours' | 'unsure' | null;
  * this shop; one naming no shop or another shop's is counted apart (`unsure`), not listed. Read-only: it writes
  * nothing, here or at the provider. The provider lists by creation time only: an intent made
  * before `since` and paid after it is not listed — its order's payment, pending here, is settled
- * by the reconciliation's stale-payment pass (PaymentFinalizer#reconcile).
+ * by the reconciliation's stale-payment pass (PaymentFinalizer#reconcile). Whole lists are read
+ * a page at a time (`checkPage`).
  */
 @Injectable()
 export class PaymentOrphans {
@@ -76,29 +107,79 @@ export class PaymentOrphans {
 
   /** What the provider made since `since` (at most `max` of each kind) that we lack. */
   async find(since: Date, max: number): Promise<OrphanReport> {
-    const intents = await this.gateway.listIntentsSince(since, max);
-    const refunds = await this.gateway.listRefundsSince(since, max);
-    const disputes = await this.gateway.listDisputesSince(since, max);
-    const listed = new Map<string, GatewayIntent>(intents.items.map((i) => [i.id, i]));
-    const orphans: Orphan[] = [];
-    let unsure = 0;
-    const note = (orphan: Orphan | 'unsure' | null) => {
-      if (orphan === 'unsure') unsure++;
-      else if (orphan) orphans.push(orphan);
+    const check = new OrphanCheck();
+    const report: OrphanReport = {
+      orphans: [],
+      unsure: 0,
+      listed: { intents: 0, refunds: 0, disputes: 0 },
+      complete: true,
     };
-    for (const intent of intents.items) note(await this.ofIntent(intent));
-    for (const refund of refunds.items) note(await this.ofRefund(refund, listed));
-    for (const dispute of disputes.items) note(await this.ofDispute(dispute, listed));
-    return {
-      orphans,
-      unsure,
-      listed: {
-        intents: intents.items.length,
-        refunds: refunds.items.length,
-        disputes: disputes.items.length,
-      },
-      complete: intents.complete && refunds.complete && disputes.complete,
+    const counts = { intent: 'intents', refund: 'refunds', dispute: 'disputes' } as const;
+    for (const kind of ORPHAN_KINDS) {
+      let listed = 0;
+      let after: string | undefined;
+      for (;;) {
+        const limit = Math.min(PAGE_LIMIT, max - listed);
+        const page = await this.checkPage(kind, { from: since }, { after, limit }, check);
+        listed += page.listed;
+        report.orphans.push(...page.orphans);
+        report.unsure += page.unsure;
+        if (page.next === null) break;
+        if (listed >= max) {
+          report.complete = false; // more were left past the bound
+          break;
+        }
+        after = page.next;
+      }
+      report.listed[counts[kind]] = listed;
+    }
+    return report;
+  }
+
+  /**
+   * One page of the provider's list of `kind` made within `made`, each item checked: the orphans
+   * among them (in the list's order, newest first), how many were not told ours, and the cursor of
+   * the next page. Whatever fails — the provider, the database — is thrown: the page is not checked.
+   */
+  async checkPage(
+    kind: OrphanKind,
+    made: MadeBetween,
+    page: PageRequest,
+    check: OrphanCheck,
+  ): Promise<CheckedPage> {
+    switch (kind) {
+      case 'intent':
+        return this.checked(await this.gateway.listIntentsMade(made, page), (intent) => {
+          check.intents.set(intent.id, intent);
+          return this.ofIntent(intent);
+        });
+      case 'refund':
+        return this.checked(await this.gateway.listRefundsMade(made, page), (refund) =>
+          this.ofRefund(refund, check),
+        );
+      case 'dispute':
+        return this.checked(await this.gateway.listDisputesMade(made, page), (dispute) =>
+          this.ofDispute(dispute, check),
+        );
+    }
+  }
+
+  private async checked<T>(
+    page: Page<T>,
+    judge: (item: T) => Promise<Orphan | 'unsure' | null>,
+  ): Promise<CheckedPage> {
+    const checked: CheckedPage = {
+      orphans: [],
+      unsure: 0,
+      listed: page.items.length,
+      next: page.next,
     };
+    for (const item of page.items) {
+      const found = await judge(item);
+      if (found === 'unsure') checked.unsure++;
+      else if (found) checked.orphans.push(found);
+    }
+    return checked;
   }
 
   private async ofIntent(intent: ListedIntent): Promise<Orphan | 'unsure' | null> {
@@ -135,7 +216,7 @@ export class PaymentOrphans {
 
   private async ofRefund(
     refund: ListedRefund,
-    listed: Map<string, GatewayIntent>,
+    check: OrphanCheck,
   ): Promise<Orphan | 'unsure' | null> {
     if (refund.status === 'failed') return null; // no money moved
     // of a charge made without an intent (the Charges API): not ours, who make intents — and an
@@ -155,7 +236,7 @@ export class PaymentOrphans {
         `${what}, the payment of order ${payment.orderId}: not recorded here — the order does not count it as refunded`,
       );
     }
-    const intent = await this.intentOf(refund.intentId, listed);
+    const intent = await this.intentOf(refund.intentId, check);
     if (!intent) return null;
     const owner = await this.ownerOf(intent);
     if (owner !== 'ours') return owner; // another's, or no telling
@@ -166,7 +247,7 @@ export class PaymentOrphans {
 
   private async ofDispute(
     dispute: ListedDispute,
-    listed: Map<string, GatewayIntent>,
+    check: OrphanCheck,
   ): Promise<Orphan | 'unsure' | null> {
     if (!dispute.intentId || (await this.disputes.exists(dispute.id))) return null;
     const what =
@@ -180,7 +261,7 @@ export class PaymentOrphans {
         `${what}, the payment of order ${payment.orderId}: not recorded here, so the order is not held from fulfilment — answer it at the payment provider`,
       );
     }
-    const intent = await this.intentOf(dispute.intentId, listed);
+    const intent = await this.intentOf(dispute.intentId, check);
     if (!intent) return null;
     const owner = await this.ownerOf(intent);
     if (owner !== 'ours') return owner; // another's, or no telling
@@ -205,14 +286,11 @@ export class PaymentOrphans {
   }
 
   /**
-   * The intent (from the list read, else asked of the provider); null for one the provider does
+   * The intent (from the lists read, else asked of the provider); null for one the provider does
    * not know.
    */
-  private async intentOf(
-    intentId: string,
-    listed: Map<string, GatewayIntent>,
-  ): Promise<GatewayIntent | null> {
-    let intent = listed.get(intentId);
+  private async intentOf(intentId: string, check: OrphanCheck): Promise<GatewayIntent | null> {
+    let intent = check.intents.get(intentId);
     if (!intent) {
       try {
         intent = await this.gateway.retrieveIntent(intentId);
@@ -220,7 +298,7 @@ export class PaymentOrphans {
         if (err instanceof GatewayError && err.kind === 'rejected') return null;
         throw err;
       }
-      listed.set(intentId, intent);
+      check.intents.set(intentId, intent);
     }
     return intent;
   }

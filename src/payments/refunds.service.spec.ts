@@ -207,9 +207,9 @@ function mockGateway(): jest.Mocked<PaymentGateway> {
     ),
     listRefunds: jest.fn().mockResolvedValue([]),
     retrieveDispute: jest.fn(),
-    listIntentsSince: jest.fn(),
-    listRefundsSince: jest.fn(),
-    listDisputesSince: jest.fn(),
+    listIntentsMade: jest.fn(),
+    listRefundsMade: jest.fn(),
+    listDisputesMade: jest.fn(),
   };
 }
 

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { EntityManager, MoreThanOrEqual } from 'typeorm';
+import { EntityManager } from 'typeorm';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
@@ -14,8 +14,10 @@ import {
   ListedDispute,
   ListedIntent,
   ListedRefund,
-  Listing,
+  MadeBetween,
   NewIntent,
+  Page,
+  PageRequest,
   PaymentGateway,
 } from './payment-gateway';
 
@@ -144,45 +146,39 @@ export class SimulatedGateway implements PaymentGateway {
     return found.map((r) => this.mapRefund(r));
   }
 
-  /** Its intents made since `since`, newest first (it keeps them in the database: restored with it). */
-  async listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>> {
+  /** Its intents made within `made`, newest first (it keeps them in the database: restored with it). */
+  async listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>> {
     const shop = await this.shop.id();
-    const found = await this.tx.withManager((m) =>
-      intents(m).find({
-        where: { createdAt: MoreThanOrEqual(since) },
-        order: { createdAt: 'DESC' },
-        take: max + 1,
-      }),
+    const found = await this.tx.withManager(async (m) =>
+      pageAfter(m, SimulatedPaymentIntentEntity, made, page),
     );
     return {
-      items: found.slice(0, max).map((r) => ({
+      items: found.items.map((r) => ({
         ...this.map(r, shop),
         providerStatus: r.status,
         createdAt: r.createdAt,
       })),
-      complete: found.length <= max,
+      next: found.next,
     };
   }
 
-  async listRefundsSince(since: Date, max: number): Promise<Listing<ListedRefund>> {
-    const found = await this.tx.withManager((m) =>
-      refunds(m).find({
-        where: { createdAt: MoreThanOrEqual(since) },
-        order: { createdAt: 'DESC' },
-        take: max + 1,
-      }),
+  async listRefundsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedRefund>> {
+    const found = await this.tx.withManager(async (m) =>
+      pageAfter(m, SimulatedRefundEntity, made, page),
     );
     return {
-      items: found
-        .slice(0, max)
-        .map((r) => ({ ...this.mapRefund(r), currency: null, createdAt: r.createdAt })),
-      complete: found.length <= max,
+      items: found.items.map((r) => ({
+        ...this.mapRefund(r),
+        currency: null,
+        createdAt: r.createdAt,
+      })),
+      next: found.next,
     };
   }
 
   /** None: the simulated provider has no disputes. */
-  listDisputesSince(): Promise<Listing<ListedDispute>> {
-    return Promise.resolve({ items: [], complete: true });
+  listDisputesMade(): Promise<Page<ListedDispute>> {
+    return Promise.resolve({ items: [], next: null });
   }
 
   /** What a customer's payment app does: pay (or fail to pay) the intent. Guarded: settles once. */
@@ -224,4 +220,41 @@ export class SimulatedGateway implements PaymentGateway {
 }
 
 const intents = (m: EntityManager) => m.getRepository(SimulatedPaymentIntentEntity);
+
+/**
+ * A page of simulated intents or refunds made within `made`, newest first (ties by id), as Stripe
+ * pages its lists: after the row `page.after` names — one it does not have is refused as Stripe
+ * refuses a cursor it does not know.
+ */
+async function pageAfter<E extends SimulatedPaymentIntentEntity | SimulatedRefundEntity>(
+  m: EntityManager,
+  entity: new () => E,
+  made: MadeBetween,
+  page: PageRequest,
+): Promise<Page<E>> {
+  const q = m
+    .getRepository(entity)
+    .createQueryBuilder('o')
+    .where('o.created_at >= :from', { from: made.from })
+    .orderBy('o.created_at', 'DESC')
+    .addOrderBy('o.id', 'DESC')
+    .take(page.limit + 1);
+  if (made.before) q.andWhere('o.created_at < :before', { before: made.before });
+  if (page.after !== undefined) {
+    const cursor = await m
+      .getRepository(entity)
+      .createQueryBuilder('c')
+      .select('c.created_at', 'at')
+      .where('c.id = :id', { id: page.after })
+      .getRawOne<{ at: Date }>();
+    if (!cursor)
+      throw new GatewayError('rejected', 'resource_missing', `no such object ${page.after}`);
+    q.andWhere('(o.created_at, o.id) < (:at, :after)', { at: cursor.at, after: page.after });
+  }
+  const rows = await q.getMany();
+  return {
+    items: rows.slice(0, page.limit),
+    next: rows.length > page.limit ? rows[page.limit - 1].id : null,
+  };
+}
 const refunds = (m: EntityManager) => m.getRepository(SimulatedRefundEntity);

@@ -12,9 +12,11 @@ import {
   ListedDispute,
   ListedIntent,
   ListedRefund,
-  Listing,
+  MadeBetween,
   NewIntent,
   NewRefund,
+  Page,
+  PageRequest,
   PaymentGateway,
   RefundStatus,
 } from './payment-gateway';
@@ -108,27 +110,26 @@ async function within<T>(
   }
 }
 
-/**
- * The first `max` items of a Stripe list (the SDK fetches its pages, 100 at a time, as they are
- * read), mapped; `complete` false when more were left.
- */
-async function firstOf<S, T>(
-  list: AsyncIterable<S>,
-  max: number,
+/** One page of a Stripe list (the cursor of the next: its last item's id, while it has more), mapped. */
+async function pageOf<S extends { id: string }, T>(
+  list: Promise<Stripe.ApiList<S>>,
   map: (s: S) => T,
-): Promise<Listing<T>> {
-  const items: T[] = [];
-  for await (const item of list) {
-    if (items.length >= max) return { items, complete: false };
-    items.push(map(item));
-  }
-  return { items, complete: true };
+): Promise<Page<T>> {
+  const { data, has_more } = await list;
+  return {
+    items: data.map(map),
+    next: has_more && data.length > 0 ? data[data.length - 1].id : null,
+  };
 }
 
-/** `created[gte]` of a list: since `since`, in Stripe's whole seconds. */
-const createdSince = (since: Date) => ({
-  created: { gte: Math.floor(since.getTime() / 1000) },
-  limit: 100,
+/** A list's `created` filter, `limit` and `starting_after`, in Stripe's whole seconds. */
+const listParams = (made: MadeBetween, page: PageRequest) => ({
+  created: {
+    gte: Math.floor(made.from.getTime() / 1000),
+    ...(made.before ? { lt: Math.floor(made.before.getTime() / 1000) } : {}),
+  },
+  limit: page.limit,
+  ...(page.after === undefined ? {} : { starting_after: page.after }),
 });
 
 /** Generations of an idempotency key tried, at most, in one call (underKeyGenerations). */
@@ -374,9 +375,9 @@ export class StripeGateway implements PaymentGateway {
     });
   }
 
-  listIntentsSince(since: Date, max: number): Promise<Listing<ListedIntent>> {
+  listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>> {
     return this.call(() =>
-      firstOf(this.stripe.paymentIntents.list(createdSince(since)), max, (pi) => ({
+      pageOf(this.stripe.paymentIntents.list(listParams(made, page)), (pi) => ({
         ...this.mapIntent(pi),
         providerStatus: pi.status,
         createdAt: dateOfUnixSeconds(pi.created),
@@ -384,9 +385,9 @@ export class StripeGateway implements PaymentGateway {
     );
   }
 
-  listRefundsSince(since: Date, max: number): Promise<Listing<ListedRefund>> {
+  listRefundsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedRefund>> {
     return this.call(() =>
-      firstOf(this.stripe.refunds.list(createdSince(since)), max, (r) => ({
+      pageOf(this.stripe.refunds.list(listParams(made, page)), (r) => ({
         ...this.mapRefund(r),
         currency: r.currency.toUpperCase(),
         createdAt: dateOfUnixSeconds(r.created),
@@ -394,9 +395,9 @@ export class StripeGateway implements PaymentGateway {
     );
   }
 
-  listDisputesSince(since: Date, max: number): Promise<Listing<ListedDispute>> {
+  listDisputesMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedDispute>> {
     return this.call(() =>
-      firstOf(this.stripe.disputes.list(createdSince(since)), max, (d) => ({
+      pageOf(this.stripe.disputes.list(listParams(made, page)), (d) => ({
         id: d.id,
         status: d.status,
         amount: d.amount,
