@@ -333,6 +333,39 @@ describe('loadConfig', () => {
       }
     });
 
+    it('PAYMENT_ORPHAN_SWEEP_INTERVAL_MS: 15 min unset (or empty), 0 turns the sweep off, else a minute to a day in milliseconds — digits only', () => {
+      const sweepEvery = (value?: string) =>
+        loadConfig({
+          ...SECRETS,
+          NODE_ENV: 'production',
+          ...(value === undefined ? {} : { PAYMENT_ORPHAN_SWEEP_INTERVAL_MS: value }),
+        }).paymentOrphanSweepIntervalMs;
+      expect(sweepEvery()).toBe(900_000);
+      expect(sweepEvery('')).toBe(900_000);
+      expect(sweepEvery('0')).toBe(0);
+      expect(sweepEvery('60000')).toBe(60_000);
+      expect(sweepEvery('86400000')).toBe(86_400_000);
+      // minutes or seconds meant (15, 900): a sweep paging through Stripe's lists without pause
+      for (const value of ['15', '900', '59999', '86400001', '15m', '-1', '1.5', ' ', '1e6']) {
+        expect({
+          value,
+          problems: problemsOf({
+            ...SECRETS,
+            NODE_ENV: 'production',
+            PAYMENT_ORPHAN_SWEEP_INTERVAL_MS: value,
+          }),
+        }).toEqual({
+          value,
+          problems: [expect.stringMatching(/^PAYMENT_ORPHAN_SWEEP_INTERVAL_MS: must be /)],
+        });
+      }
+      expect(
+        problemsOf({ ...SECRETS, NODE_ENV: 'production', PAYMENT_ORPHAN_SWEEP_INTERVAL_MS: '15' }),
+      ).toEqual([
+        'PAYMENT_ORPHAN_SWEEP_INTERVAL_MS: must be 0 (off) or from 60000 (a minute) to 86400000 (a day), in milliseconds',
+      ]);
+    });
+
     it('refuses a mail server without MAIL_FROM (the placeholder sender would be refused or filed as spam)', () => {
       const { MAIL_FROM: _from, ...withoutFrom } = SECRETS;
       for (const nodeEnv of [undefined, 'test', 'production']) {

@@ -87,6 +87,10 @@ const STRIPE_MAXIMUM_CHARGE = 99_999_999;
 
 const int = (def: number, min: number, max: number) => optionalInt(min, max).default(String(def));
 
+/** The shortest and longest PAYMENT_ORPHAN_SWEEP_INTERVAL_MS but 0 (off): a minute, a day. */
+const ORPHAN_SWEEP_INTERVAL_MIN_MS = 60_000;
+const ORPHAN_SWEEP_INTERVAL_MAX_MS = 86_400_000;
+
 /**
  * The shortest reservation taken outside development, in seconds. A customer needs minutes to pay
  * (a card form, 3-D Secure in the bank's app, a UPI approval): an operator who meant 15 minutes
@@ -286,6 +290,19 @@ const envSchema = z.object({
   // it answers 503 with Retry-After (the SDK's own 8 s timeout, sent three times, kept it ~25 s);
   // an admin's refund waits as long, then answers 201 with the refund pending
   PAYMENT_START_BUDGET_MS: int(8_000, 1_000, 60_000),
+  // how often the worker lists what the payment provider made and looks for what the database does
+  // not account for (PaymentOrphanSweep); 0: never. Milliseconds: `15` meant as minutes (or `900`
+  // as seconds) would page through the provider's lists without pause, at its rate limit
+  PAYMENT_ORPHAN_SWEEP_INTERVAL_MS: z
+    .string()
+    .regex(/^\d{1,12}$/, 'must be a whole number (digits only)')
+    .transform(Number)
+    .refine(
+      (ms) =>
+        ms === 0 || (ms >= ORPHAN_SWEEP_INTERVAL_MIN_MS && ms <= ORPHAN_SWEEP_INTERVAL_MAX_MS),
+      `must be 0 (off) or from ${ORPHAN_SWEEP_INTERVAL_MIN_MS} (a minute) to ${ORPHAN_SWEEP_INTERVAL_MAX_MS} (a day), in milliseconds`,
+    )
+    .default('900000'),
   // NODE_ENV=development on a database or Redis that is not this machine: refused unless this says
   // they are development servers (developmentRemoteServices)
   DEVELOPMENT_REMOTE_SERVICES: bool(false),
@@ -459,6 +476,11 @@ export interface AppConfig {
      */
     startBudgetMs: number;
   };
+  /**
+   * How often the worker sweeps the payment provider's lists for what the database does not
+   * account for (PAYMENT_ORPHAN_SWEEP_INTERVAL_MS; 0: never).
+   */
+  paymentOrphanSweepIntervalMs: number;
   mail: { smtpUrl?: string; from: string; outboxDir: string };
   reservationTtlSeconds: number;
   /**
@@ -1569,6 +1591,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       apiUrl: e.STRIPE_API_URL,
       startBudgetMs: e.PAYMENT_START_BUDGET_MS,
     },
+    paymentOrphanSweepIntervalMs: e.PAYMENT_ORPHAN_SWEEP_INTERVAL_MS,
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     reservationTtlSeconds: e.RESERVATION_TTL_SECONDS,
     purchaseLimits: {

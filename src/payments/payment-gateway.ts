@@ -78,10 +78,16 @@ export interface Page<T> {
   next: string | null;
 }
 
-/** An intent as listed: when the provider made it, and its own status (`requires_capture` …). */
+/**
+ * An intent as listed: when the provider made it, its own status (`requires_capture` …), and when
+ * its money was taken — its latest charge's time, once that charge took or holds the money; null
+ * otherwise (a bank debit is charged when it starts, and settles days later: its time is that
+ * start's).
+ */
 export interface ListedIntent extends GatewayIntent {
   providerStatus: string;
   createdAt: Date | null;
+  paidAt: Date | null;
 }
 
 /** A refund as listed: its currency (upper-case; null where the provider does not say) and time. */
@@ -223,7 +229,7 @@ export interface PaymentGateway {
   /**
    * A page of the account's intents, refunds and disputes made within `made` (the provider's
    * creation time, in whole seconds), newest first — whoever made them: what a restore from a
-   * backup may have lost (PaymentOrphans). Read-only. A cursor the provider does
+   * backup lost, or a webhook never told of (PaymentOrphans). Read-only. A cursor the provider does
    * not know is a refusal (`rejected`).
    */
   listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>>;

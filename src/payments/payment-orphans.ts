@@ -19,15 +19,19 @@ import { RefundRepository } from './refund.repository';
 import { ShopIdentity } from './shop-identity';
 
 /** What the provider lists that PaymentOrphans checks, a list of each. */
-type OrphanKind = 'intent' | 'refund' | 'dispute';
+export type OrphanKind = 'intent' | 'refund' | 'dispute';
 /** The order the lists are checked in: intents first (a refund's or dispute's is looked up among them). */
-const ORPHAN_KINDS: readonly OrphanKind[] = ['intent', 'refund', 'dispute'];
+export const ORPHAN_KINDS: readonly OrphanKind[] = ['intent', 'refund', 'dispute'];
 
 /** Something the provider holds of ours that the database does not account for. */
 export interface Orphan {
   kind: OrphanKind;
   /** The provider's id. */
   id: string;
+  /** When the provider made it (null: it did not say). */
+  madeAt: Date | null;
+  /** An intent whose order is not here that took no money yet: payable still. */
+  payable?: true;
   /** One line for a person: what it is, what the database lacks, what to do. */
   line: string;
 }
@@ -47,7 +51,7 @@ export interface OrphanReport {
 }
 
 /** One page of a list, checked (PaymentOrphans#checkPage). */
-interface CheckedPage {
+export interface CheckedPage {
   orphans: Orphan[];
   /** How many of the page were not told ours or another's (OrphanReport's `unsure`). */
   unsure: number;
@@ -59,10 +63,15 @@ interface CheckedPage {
 
 /**
  * One check over pages of the lists: the intents listed or asked for so far (a refund's or a
- * dispute's intent is looked up among them before the provider is asked).
+ * dispute's intent is looked up among them before the provider is asked), and `settlingSince`:
+ * an intent paid at or after it whose order is here is not judged — the webhook telling of its
+ * payment may still be on its way (PaymentOrphanSweep; the command, run with every process
+ * stopped, judges all).
  */
-class OrphanCheck {
+export class OrphanCheck {
   readonly intents = new Map<string, GatewayIntent>();
+
+  constructor(readonly settlingSince?: Date) {}
 }
 
 /** Items a page of a list holds at most (Stripe's largest page). */
@@ -75,9 +84,8 @@ type Owner = 'ours' | 'unsure' | null;
 
 /**
  * After PostgreSQL was restored from a backup while the payment provider kept its newer state
- * (`npm run payments:orphans`): the webhook events of the time between are gone with the
- * database, and the provider never sends again an event it was answered 200 for. So the provider's
- * own lists are read — the intents, refunds and disputes it made since a time — and each of ours
+ * (`npm run payments:orphans`), or when a webhook never came (PaymentOrphanSweep): the provider's
+ * own lists are read — the intents, refunds and disputes it made within a time — and each of ours
  * (an intent whose metadata names an order as we write them and this shop, ShopIdentity; a refund
  * or dispute of such an intent) the database does not account for is reported:
  *
@@ -91,8 +99,9 @@ type Owner = 'ours' | 'unsure' | null;
  * this shop; one naming no shop or another shop's is counted apart (`unsure`), not listed. Read-only: it writes
  * nothing, here or at the provider. The provider lists by creation time only: an intent made
  * before `since` and paid after it is not listed — its order's payment, pending here, is settled
- * by the reconciliation's stale-payment pass (PaymentFinalizer#reconcile). Whole lists are read
- * a page at a time (`checkPage`).
+ * by the reconciliation's stale-payment pass (PaymentFinalizer#reconcile). One piece of code for
+ * the command and the sweep: the command reads whole lists (`find`), the sweep a few pages a run
+ * (`checkPage`).
  */
 @Injectable()
 export class PaymentOrphans {
@@ -151,7 +160,7 @@ export class PaymentOrphans {
       case 'intent':
         return this.checked(await this.gateway.listIntentsMade(made, page), (intent) => {
           check.intents.set(intent.id, intent);
-          return this.ofIntent(intent);
+          return this.ofIntent(intent, check);
         });
       case 'refund':
         return this.checked(await this.gateway.listRefundsMade(made, page), (refund) =>
@@ -182,7 +191,10 @@ export class PaymentOrphans {
     return checked;
   }
 
-  private async ofIntent(intent: ListedIntent): Promise<Orphan | 'unsure' | null> {
+  private async ofIntent(
+    intent: ListedIntent,
+    check: OrphanCheck,
+  ): Promise<Orphan | 'unsure' | null> {
     if (intent.status === 'canceled') return null;
     const owner = await this.ownerOf(intent);
     if (owner !== 'ours') return owner;
@@ -190,16 +202,28 @@ export class PaymentOrphans {
     const what =
       `intent ${intent.id} (${intent.providerStatus}, ${intent.amount} ${intent.currency}, made ` +
       `${at(intent.createdAt)}) of order ${intent.orderId}`;
-    const orphan = (line: string): Orphan => ({ kind: 'intent', id: intent.id, line });
+    const orphan = (line: string): Orphan => ({
+      kind: 'intent',
+      id: intent.id,
+      madeAt: intent.createdAt,
+      line,
+    });
     const order = await this.orders.statusOf(intent.orderId);
     if (!order) {
-      return orphan(
-        paid
-          ? `${what}: no such order here — the money was taken for it: restore the order, or refund it at the payment provider`
-          : `${what}: no such order here — not paid, but payable still: cancel it at the payment provider`,
-      );
+      return paid
+        ? orphan(
+            `${what}: no such order here — the money was taken for it: restore the order, or refund it at the payment provider`,
+          )
+        : {
+            ...orphan(
+              `${what}: no such order here — not paid, but payable still: cancel it at the payment provider`,
+            ),
+            payable: true,
+          };
     }
     if (!paid) return null;
+    // paid lately: the webhook telling of it, and the payment it records, may be on their way
+    if (check.settlingSince && intent.paidAt && intent.paidAt >= check.settlingSince) return null;
     const payment = await this.payments.findByIntent(intent.id);
     if (!payment) {
       return orphan(
@@ -229,7 +253,12 @@ export class PaymentOrphans {
     const what =
       `refund ${refund.id} (${refund.status}, ${refund.amount}${refund.currency ? ` ${refund.currency}` : ''}, ` +
       `made ${at(refund.createdAt)}) of intent ${refund.intentId}`;
-    const orphan = (line: string): Orphan => ({ kind: 'refund', id: refund.id, line });
+    const orphan = (line: string): Orphan => ({
+      kind: 'refund',
+      id: refund.id,
+      madeAt: refund.createdAt,
+      line,
+    });
     const payment = await this.payments.findByIntent(refund.intentId);
     if (payment) {
       return orphan(
@@ -254,7 +283,12 @@ export class PaymentOrphans {
       `dispute ${dispute.id} (${dispute.status}, ${dispute.amount} ${dispute.currency}, opened ` +
       `${at(dispute.createdAt)}, evidence due by ${dispute.evidenceDueBy?.toISOString() ?? 'no deadline given'}) ` +
       `of intent ${dispute.intentId}`;
-    const orphan = (line: string): Orphan => ({ kind: 'dispute', id: dispute.id, line });
+    const orphan = (line: string): Orphan => ({
+      kind: 'dispute',
+      id: dispute.id,
+      madeAt: dispute.createdAt,
+      line,
+    });
     const payment = await this.payments.findByIntent(dispute.intentId);
     if (payment) {
       return orphan(

@@ -7,6 +7,8 @@ import { OrdersModule } from '../orders/orders.module';
 import { DevPaymentsService } from './dev-payments.service';
 import { PaymentEntity } from './entities/payment.entity';
 import { PaymentDisputeEntity } from './entities/payment-dispute.entity';
+import { PaymentOrphanReportEntity } from './entities/payment-orphan-report.entity';
+import { PaymentOrphanSweepEntity } from './entities/payment-orphan-sweep.entity';
 import { RefundEntity } from './entities/refund.entity';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
@@ -16,6 +18,8 @@ import { OverdueOrders } from './overdue-orders.service';
 import { DisputeRepository } from './dispute.repository';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentOrphans } from './payment-orphans';
+import { PaymentOrphanSweep } from './payment-orphan-sweep';
+import { PaymentOrphanSweepRepository } from './payment-orphan-sweep.repository';
 import { PaymentRepository } from './payment.repository';
 import { AdminRefundsService } from './admin-refunds.service';
 import { AdminRefundsController } from './admin-refunds.controller';
@@ -68,6 +72,8 @@ export class PaymentsModule {
           PaymentEntity,
           RefundEntity,
           PaymentDisputeEntity,
+          PaymentOrphanSweepEntity,
+          PaymentOrphanReportEntity,
           WebhookEventEntity,
           SimulatedPaymentIntentEntity,
           SimulatedRefundEntity,
@@ -94,6 +100,8 @@ export class PaymentsModule {
         WebhooksService,
         PaymentFinalizer,
         PaymentOrphans,
+        PaymentOrphanSweep,
+        PaymentOrphanSweepRepository,
         OverdueOrders,
         ShopIdentity,
         ...paymentGatewayProviders(config),

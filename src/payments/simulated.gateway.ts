@@ -146,7 +146,10 @@ export class SimulatedGateway implements PaymentGateway {
     return found.map((r) => this.mapRefund(r));
   }
 
-  /** Its intents made within `made`, newest first (it keeps them in the database: restored with it). */
+  /**
+   * Its intents made within `made`, newest first (it keeps them in the database: restored with
+   * it); paid when it settled them (`updated_at`).
+   */
   async listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>> {
     const shop = await this.shop.id();
     const found = await this.tx.withManager(async (m) =>
@@ -157,6 +160,7 @@ export class SimulatedGateway implements PaymentGateway {
         ...this.map(r, shop),
         providerStatus: r.status,
         createdAt: r.createdAt,
+        paidAt: r.status === 'succeeded' ? r.updatedAt : null,
       })),
       next: found.next,
     };

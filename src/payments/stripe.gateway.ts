@@ -375,13 +375,24 @@ export class StripeGateway implements PaymentGateway {
     });
   }
 
+  /** With each intent's latest charge (`expand`): when its money was taken (paidAt). */
   listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>> {
     return this.call(() =>
-      pageOf(this.stripe.paymentIntents.list(listParams(made, page)), (pi) => ({
-        ...this.mapIntent(pi),
-        providerStatus: pi.status,
-        createdAt: dateOfUnixSeconds(pi.created),
-      })),
+      pageOf(
+        this.stripe.paymentIntents.list({
+          ...listParams(made, page),
+          expand: ['data.latest_charge'],
+        }),
+        (pi) => {
+          const charge = typeof pi.latest_charge === 'object' ? pi.latest_charge : null;
+          return {
+            ...this.mapIntent(pi),
+            providerStatus: pi.status,
+            createdAt: dateOfUnixSeconds(pi.created),
+            paidAt: charge?.paid ? dateOfUnixSeconds(charge.created) : null,
+          };
+        },
+      ),
     );
   }
 

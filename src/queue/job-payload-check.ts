@@ -34,6 +34,7 @@ const CHECKS: Readonly<Record<JobName, readonly FieldCheck[]>> = {
   [JobName.CancelPaymentIntent]: [uuid('orderId')],
   [JobName.SettleRefund]: [uuid('refundId')],
   [JobName.ReconcilePayments]: [],
+  [JobName.SweepPaymentOrphans]: [],
   [JobName.PurgeIdempotencyKeys]: [],
   [JobName.PurgeRefreshTokens]: [],
   [JobName.PurgeOutbox]: [],

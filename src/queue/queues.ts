@@ -33,6 +33,8 @@ export enum JobName {
   SettleRefund = 'payments.settle-refund',
   /** Settle payments whose webhook never came (stale PAYMENT_PENDING orders). */
   ReconcilePayments = 'payments.reconcile',
+  /** List what the payment provider made and raise what the database does not account for. */
+  SweepPaymentOrphans = 'payments.sweep-orphans',
   /** Remove idempotency records past their expiry. */
   PurgeIdempotencyKeys = 'maintenance.purge-idempotency-keys',
   /** Remove refresh-token families that expired or were revoked long ago. */
@@ -60,6 +62,7 @@ interface Payloads {
   [JobName.CancelPaymentIntent]: { orderId: string };
   [JobName.SettleRefund]: { refundId: string };
   [JobName.ReconcilePayments]: NoData;
+  [JobName.SweepPaymentOrphans]: NoData;
   [JobName.PurgeIdempotencyKeys]: NoData;
   [JobName.PurgeRefreshTokens]: NoData;
   [JobName.PurgeOutbox]: NoData;
@@ -90,6 +93,7 @@ export const JOB_QUEUE: Readonly<Record<JobName, QueueName>> = {
   [JobName.CancelPaymentIntent]: QueueName.Payments,
   [JobName.SettleRefund]: QueueName.Payments,
   [JobName.ReconcilePayments]: QueueName.Payments,
+  [JobName.SweepPaymentOrphans]: QueueName.Payments,
   [JobName.PurgeIdempotencyKeys]: QueueName.Maintenance,
   [JobName.PurgeRefreshTokens]: QueueName.Maintenance,
   [JobName.PurgeOutbox]: QueueName.Maintenance,

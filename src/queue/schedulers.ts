@@ -1,10 +1,12 @@
 import {
   BeforeApplicationShutdown,
+  Inject,
   Injectable,
   Logger,
   OnApplicationBootstrap,
 } from '@nestjs/common';
 import type { JobSchedulerJson, Queue } from 'bullmq';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import { KeyPrefixClaim } from '../redis/key-prefix-claim';
 import { JobQueues } from './job-queues';
 import { JOB_QUEUE, JobName, JobPayloads, QUEUES } from './queues';
@@ -21,10 +23,14 @@ function every<N extends JobName>(everyMs: number, job: N, data: JobPayloads[N])
   return { job, everyMs, data };
 }
 
-/** Repeatable jobs and how often they run. */
+/**
+ * Repeatable jobs and how often they run — the payment orphan sweep at
+ * PAYMENT_ORPHAN_SWEEP_INTERVAL_MS, this its default (schedulesOf).
+ */
 export const SCHEDULES: readonly JobSchedule[] = [
   every(60_000, JobName.SweepExpiredReservations, {}),
   every(60_000, JobName.ReconcilePayments, {}),
+  every(900_000, JobName.SweepPaymentOrphans, {}),
   every(300_000, JobName.ReconcileEmails, {}),
   every(300_000, JobName.ReconcileImages, {}),
   every(600_000, JobName.RecomputeRecommendations, {}),
@@ -44,7 +50,23 @@ export const SCHEDULES: readonly JobSchedule[] = [
  * lives REVISION_TTL_MS past the last check of a build that has it: after a rollback the older
  * build takes over.
  */
-export const SCHEDULES_REVISION = 1;
+export const SCHEDULES_REVISION = 2;
+
+/**
+ * The schedules a configuration runs: SCHEDULES, the payment orphan sweep every
+ * PAYMENT_ORPHAN_SWEEP_INTERVAL_MS — none at 0 (a scheduler held for it is removed). Give every
+ * worker the same value: two of one build with different ones would each put theirs back every
+ * minute.
+ */
+export function schedulesOf(
+  config: Pick<AppConfig, 'paymentOrphanSweepIntervalMs'>,
+): readonly JobSchedule[] {
+  return SCHEDULES.flatMap((s) => {
+    if (s.job !== JobName.SweepPaymentOrphans) return [s];
+    const everyMs = config.paymentOrphanSweepIntervalMs;
+    return everyMs > 0 ? [{ ...s, everyMs }] : [];
+  });
+}
 
 /** How often every worker checks that each schedule is still in Redis (once it is known complete). */
 const SCHEDULES_CHECK_MS = 60_000;
@@ -86,10 +108,15 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
   private stopped = false;
   private again = false;
 
+  private readonly schedules: readonly JobSchedule[];
+
   constructor(
     private readonly jobs: JobQueues,
     private readonly claim: KeyPrefixClaim,
-  ) {}
+    @Inject(APP_CONFIG) config: AppConfig,
+  ) {
+    this.schedules = schedulesOf(config);
+  }
 
   /**
    * In the background, not awaited: with Redis unreachable at boot the checks wait for it, and
@@ -98,7 +125,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
   onApplicationBootstrap(): void {
     // into this database's queues only: once the process holds REDIS_KEY_PREFIX for it
     void this.claim.held().then(() => {
-      for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
+      for (const name of new Set(this.schedules.map((s) => JOB_QUEUE[s.job]))) {
         void this.jobs.queue(name).client.then(
           (client) => client.on('ready', () => this.checkIn(0)),
           () => undefined, // closed before it connected: shutting down
@@ -200,7 +227,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
       const current = recorded <= SCHEDULES_REVISION;
       // (a scheduler removed by another worker between the list and its read comes back undefined)
       const held = new Map((await queue.getJobSchedulers()).filter(Boolean).map((j) => [j.key, j]));
-      const wanted = SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name);
+      const wanted = this.schedules.filter((s) => JOB_QUEUE[s.job] === name);
       for (const { job, everyMs, data } of wanted) {
         const found = held.get(job);
         // an older build (a newer revision recorded) adds nothing: a pass Redis does not hold was

@@ -89,6 +89,11 @@ export interface FakeStripe {
   reverseRefund(refundId: string): Stripe.Event;
   /** The bank settles a pending refund (succeeded unless told); returns the `charge.refund.updated` event. */
   settleRefund(refundId: string, outcome?: 'succeeded' | 'failed'): Stripe.Event;
+  /**
+   * The intent, refund or dispute `id` was made `seconds` earlier than it was (an intent's charges
+   * too: it was paid that much earlier): what the lists' `created` filters see.
+   */
+  backdate(id: string, seconds: number): void;
   intent(id: string): Stripe.PaymentIntent | undefined;
   /** The refunds of an intent as Stripe holds them, oldest first. */
   refundsOf(intentId: string): Stripe.Refund[];
@@ -445,8 +450,19 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       switch (at) {
         case 'POST /payment_intents':
           return createIntent(body);
-        case 'GET /payment_intents':
-          return listPage([...intents.values()], body, '/v1/payment_intents');
+        case 'GET /payment_intents': {
+          const page = listPage([...intents.values()], body, '/v1/payment_intents');
+          // `expand[]=data.latest_charge`: each intent with its latest charge's object
+          const expand = Object.values((body.expand ?? {}) as Obj);
+          if (!expand.includes('data.latest_charge')) return page;
+          return {
+            ...page,
+            data: (page.data as Obj[]).map((pi) => ({
+              ...pi,
+              latest_charge: pi.latest_charge ? (charges.get(pi.latest_charge) ?? null) : null,
+            })),
+          };
+        }
         case 'GET /payment_intents/:id':
           return get(intents, 'payment_intent', 'intent');
         case 'POST /payment_intents/:id/cancel':
@@ -806,6 +822,14 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         charge.refunded = charge.amount_refunded === charge.amount;
       }
       return event('charge.refund.updated', refund);
+    },
+    backdate(id, seconds) {
+      const made = intents.get(id) ?? refunds.get(id) ?? disputes.get(id);
+      if (!made) throw new Error(`fake-stripe: no intent, refund or dispute ${id}`);
+      made.created -= seconds;
+      if (made.object === 'payment_intent')
+        for (const charge of charges.values())
+          if (charge.payment_intent === id) charge.created -= seconds;
     },
     intent(id) {
       const pi = intents.get(id);
