@@ -89,6 +89,29 @@ describe('payment_provider_calls_total (MeteredGateway)', () => {
     expect(gateway.provider).toBe('stripe');
   });
 
+  it("counts the listings of what the provider made, a page a call — the orphan sweep's, in the worker's registry", async () => {
+    const { gateway, count } = metered({
+      listIntentsMade: async () => ({ items: [], next: 'pi_2' }),
+      listRefundsMade: async () => {
+        throw new GatewayError('unavailable', 'rate_limit', 'Stripe 429');
+      },
+      listDisputesMade: async () => Promise.reject(refused()),
+    });
+    const made = { from: new Date(0) };
+    expect(await count('list_intents_made', 'ok')).toBe(0);
+    await expect(gateway.listIntentsMade(made, { limit: 1 })).resolves.toEqual({
+      items: [],
+      next: 'pi_2',
+    });
+    await expect(gateway.listIntentsMade(made, { after: 'pi_2', limit: 1 })).resolves.toBeDefined();
+    await expect(gateway.listRefundsMade(made, { limit: 100 })).rejects.toThrow('Stripe 429');
+    await expect(gateway.listDisputesMade(made, { limit: 100 })).rejects.toThrow();
+    expect(await count('list_intents_made', 'ok')).toBe(2);
+    expect(await count('list_refunds_made', 'unavailable')).toBe(1);
+    expect(await count('list_disputes_made', 'auth_failed')).toBe(1);
+    expect(String(errors.mock.calls[0]?.[0])).toContain('list_disputes_made');
+  });
+
   it('a refused key: auth_failed, and an error line saying to check STRIPE_SECRET_KEY — no part of the key — once per 10 s, the rest counted', async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {

@@ -28,6 +28,9 @@ const OPERATIONS = [
   'create_refund',
   'list_refunds',
   'retrieve_dispute',
+  'list_intents_made',
+  'list_refunds_made',
+  'list_disputes_made',
 ] as const;
 type Operation = (typeof OPERATIONS)[number];
 
@@ -58,7 +61,7 @@ const AUTH_FAILURE_LOG_WINDOW_MS = 10_000;
  * payments, the worker settles, refunds and reconciles), once however many requests it took —
  * and a refused key logged as an error, at most one line per 10 s. A 401/403 is retried like a
  * 500 (the outcome unknown), so without this a rotated STRIPE_SECRET_KEY looked like Stripe being
- * down. Labels are fixed: 6 operations × 5 outcomes, each series there from the start (at 0), so
+ * down. Labels are fixed: 9 operations × 5 outcomes, each series there from the start (at 0), so
  * the first failure is an increase.
  */
 export class MeteredGateway implements PaymentGateway {
@@ -107,19 +110,20 @@ export class MeteredGateway implements PaymentGateway {
     return this.metered('retrieve_dispute', () => this.inner.retrieveDispute(id));
   }
 
-  // the listings of what the provider made are `npm run payments:orphans`'s, after a restore: a
-  // command's process is never scraped, so they are passed through uncounted
+  // the listings of what the provider made, a page a call: `npm run payments:orphans`'s (a
+  // command's process, never scraped) and the worker's orphan sweep's — a key refused, or a
+  // Stripe that does not answer, under the sweep shows here like any other call's
 
   listIntentsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedIntent>> {
-    return this.inner.listIntentsMade(made, page);
+    return this.metered('list_intents_made', () => this.inner.listIntentsMade(made, page));
   }
 
   listRefundsMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedRefund>> {
-    return this.inner.listRefundsMade(made, page);
+    return this.metered('list_refunds_made', () => this.inner.listRefundsMade(made, page));
   }
 
   listDisputesMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedDispute>> {
-    return this.inner.listDisputesMade(made, page);
+    return this.metered('list_disputes_made', () => this.inner.listDisputesMade(made, page));
   }
 
   private async metered<T>(operation: Operation, call: () => Promise<T>): Promise<T> {
