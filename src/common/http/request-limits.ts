@@ -146,7 +146,13 @@ export function limitBodies(app: NestFastifyApplication): void {
   // the bytes of bodies still arriving, per client and in all (the Stripe webhook counts its own)
   const arriving = new InFlightBodies(API_BODY_BYTES_PER_CLIENT, API_BODY_BYTES_IN_ALL);
   fastify.addHook('preParsing', (request, reply, payload, done) => {
-    if (!bodyAnnounced(request) || request.routeOptions.url === STRIPE_WEBHOOK_ROUTE) {
+    if (
+      !bodyAnnounced(request) ||
+      request.routeOptions.url === STRIPE_WEBHOOK_ROUTE ||
+      // a client gone before its body is parsed (a checkout's, read first by the sold-out fast
+      // path, cut short) has no address left and nothing more arrives: there is nothing to hold
+      (request.ip as string | undefined) === undefined
+    ) {
       return done(null, payload);
     }
     done(null, countedBody(request, reply, payload, arriving));

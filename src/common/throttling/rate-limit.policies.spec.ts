@@ -3,6 +3,7 @@ import {
   RATE_LIMIT_POLICIES,
   SIGN_IN_DELAY_BASE_MS,
   appliesTo,
+  ipTracker,
   phaseOf,
   policyHeaderItem,
   progressiveDelayMs,
@@ -185,6 +186,12 @@ describe('rate-limit policies', () => {
       expect(trackerFor('user', { ip: '1.1.1.1', userId: 'u-1' })).toBe('user:u-1');
       expect(trackerFor('user', { ip: '1.1.1.1' })).toBe('ip:1.1.1.1');
     });
+  });
+
+  it("ipTracker: an address as the 'ip' tracker counts it, and a client that has gone (no address left) one shared tracker, no TypeError", () => {
+    expect(ipTracker('1.2.3.4')).toBe('ip:1.2.3.4');
+    expect(ipTracker('2001:db8:1:2:3:4:5:6')).toBe(trackerFor('ip', { ip: '2001:db8:1:2::9' }));
+    expect(ipTracker(undefined as unknown as string)).toBe('ip:gone');
   });
 
   it('formats IETF RateLimit-Policy and RateLimit items', () => {

@@ -292,6 +292,9 @@ export interface TrackedRequest {
  * with an IPv4 address taken as it is, without parsing it (the cached reads' hot path).
  */
 export function ipTracker(ip: string): string {
+  // undefined once the client has gone (Fastify reads the socket's address): one shared tracker,
+  // not a TypeError logged for every shopper who gave up mid-request
+  if ((ip as string | undefined) === undefined) return 'ip:gone';
   return ip.includes(':') ? (trackerFor('ip', { ip }) ?? `ip:${ip}`) : `ip:${ip}`;
 }
 
