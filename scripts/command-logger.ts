@@ -1,4 +1,5 @@
 import { ConsoleLogger, type LogLevel } from '@nestjs/common';
+import { withoutCredentials } from '../src/database/connection-refusal';
 
 /**
  * Nest's console logger for a command that loads the application, at `logLevels`. The command
@@ -16,8 +17,14 @@ class CommandLogger extends ConsoleLogger {
   override error(message: unknown, ...rest: unknown[]): void {
     const context = rest.at(-1);
     if (context === 'ExceptionHandler') return;
-    // (message, stack, context): its retry lines, the error that ends the boot left to commandFailed
-    if (context === 'TypeOrmModule') return super.error(message, context);
+    // (message, stack, context): its retry lines, each with its cause — the stack's first line,
+    // credentials taken out (the attempts may fail for different reasons) — but not the stack; the
+    // error that ends the boot is left to commandFailed
+    if (context === 'TypeOrmModule') {
+      const cause = typeof rest[0] === 'string' ? rest[0].split('\n')[0] : '';
+      const line = cause ? `${String(message)} (${withoutCredentials(cause)})` : message;
+      return super.error(line, context);
+    }
     super.error(message, ...rest);
   }
 }
