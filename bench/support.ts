@@ -178,22 +178,39 @@ export interface RunProvenance {
 }
 
 /** The directories whose uncommitted changes make a run's figures not the commit's. */
-const MEASURED_DIRS = ['src', 'migrations', 'bench'];
+const MEASURED_DIRS = [
+  'src',
+  'migrations',
+  'bench',
+  // what decides what `npm run build` compiles and which dependencies run
+  'package.json',
+  'package-lock.json',
+  'tsconfig.json',
+  'tsconfig.build.json',
+  'nest-cli.json',
+  'ormconfig.ts',
+];
 
 /** The commit checked out in `root` and whether src/ migrations/ bench/ differ from it, now. */
 export function runProvenance(root = ROOT, at = new Date()): RunProvenance {
   const git = (...args: string[]) =>
     execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const status = git('status', '--porcelain', '--untracked-files=all', '--', ...MEASURED_DIRS);
-  return { commit: git('rev-parse', '--short', 'HEAD').trim(), dirty: status.trim() !== '', at };
+  try {
+    const status = git('status', '--porcelain', '--untracked-files=all', '--', ...MEASURED_DIRS);
+    return { commit: git('rev-parse', '--short', 'HEAD').trim(), dirty: status.trim() !== '', at };
+  } catch {
+    // a source archive, or no git: the run is still measured, its commit not known
+    return { commit: 'unknown', dirty: true, at };
+  }
 }
 
 /** The line every generated block carries: commit, dirty flag, date and time (UTC). */
 function describeProvenance(p: RunProvenance): string {
   const when = `${p.at.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
   const changes = p.dirty
-    ? '**dirty**: uncommitted changes under src/, migrations/ or bench/ were measured, not the commit alone'
-    : 'clean: no uncommitted changes under src/, migrations/ or bench/';
+    ? "**dirty**: uncommitted changes under src/, migrations/, bench/ or the build's files were measured, not the commit alone"
+    : "clean: no uncommitted changes under src/, migrations/, bench/ or the build's files";
+  if (p.commit === 'unknown') return `Run: commit unknown (not a git checkout), ${when}.`;
   return `Run: commit \`${p.commit}\` (${changes}), ${when}.`;
 }
 
@@ -225,7 +242,9 @@ const API_NODE_OPTIONS =
 export function apiNodeOptions(): string {
   return API_NODE_OPTIONS.trim() === ''
     ? "NODE_OPTIONS empty (API_NODE_OPTIONS=): Node's default heap sizing, not the image's"
-    : `NODE_OPTIONS=\`${API_NODE_OPTIONS}\`, as docker/Dockerfile sets them`;
+    : process.env.API_NODE_OPTIONS === undefined
+      ? `NODE_OPTIONS=\`${API_NODE_OPTIONS}\`, as docker/Dockerfile sets them`
+      : `NODE_OPTIONS=\`${API_NODE_OPTIONS}\` (API_NODE_OPTIONS, not the image's)`;
 }
 
 /**

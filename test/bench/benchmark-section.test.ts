@@ -45,9 +45,24 @@ describe('a generated benchmark block names the run', () => {
     ['a changed source', 'src/a.ts'],
     ['a new migration', 'migrations/2-b.ts'],
     ['a new file in a new folder of bench/', 'bench/more/c.ts'],
+    ['a changed lockfile', 'package-lock.json'],
+    ['a changed tsconfig', 'tsconfig.json'],
   ])('is dirty for %s', (_what, path) => {
     write(path, 'changed\n');
     expect(runProvenance(repo).dirty).toBe(true);
+  });
+
+  it('outside a git checkout: the commit unknown, said so, and the run still measured', () => {
+    const bare = mkdtempSync(join(tmpdir(), 'bench-nogit-'));
+    try {
+      const p = runProvenance(bare);
+      expect(p.commit).toBe('unknown');
+      expect(withBenchmarkSection('', 'x', 'Command: y', p)).toContain(
+        'Run: commit unknown (not a git checkout)',
+      );
+    } finally {
+      rmSync(bare, { recursive: true, force: true });
+    }
   });
 
   it('puts commit, dirty flag, date and time under the heading of the block it writes', () => {
@@ -60,7 +75,7 @@ describe('a generated benchmark block names the run', () => {
     );
     expect(text).toBe(
       '# Benchmarks\n\n<!-- x:start -->\n## X\n\n' +
-        'Run: commit `abc1234` (**dirty**: uncommitted changes under src/, migrations/ or bench/ ' +
+        "Run: commit `abc1234` (**dirty**: uncommitted changes under src/, migrations/, bench/ or the build's files " +
         'were measured, not the commit alone), 2026-12-07 14:03 UTC.\n\n' +
         'Command: y\n<!-- x:end -->\n\nprose\n',
     );
@@ -70,7 +85,7 @@ describe('a generated benchmark block names the run', () => {
       at,
     });
     expect(clean).toContain(
-      'Run: commit `abc1234` (clean: no uncommitted changes under src/, migrations/ or bench/), ' +
+      "Run: commit `abc1234` (clean: no uncommitted changes under src/, migrations/, bench/ or the build's files), " +
         '2026-12-07 14:03 UTC.\n\nCommand: y\n<!-- x:end -->',
     );
   });
