@@ -66,12 +66,18 @@ export interface CheckedPage {
  * dispute's intent is looked up among them before the provider is asked), and `settlingSince`:
  * an intent paid at or after it whose order is here is not judged — the webhook telling of its
  * payment may still be on its way (PaymentOrphanSweep; the command, run with every process
- * stopped, judges all).
+ * stopped, judges all) — and `reconcilingSince`: one paid at or after it whose payment here is still
+ * pending is not judged either — the reconciliation settles such a payment from the provider once
+ * it has waited RECONCILE_AFTER_MS (a webhook accepted but not processed, Stripe answering slowly):
+ * raised before that, it was a false alarm that mended itself (diff review).
  */
 export class OrphanCheck {
   readonly intents = new Map<string, GatewayIntent>();
 
-  constructor(readonly settlingSince?: Date) {}
+  constructor(
+    readonly settlingSince?: Date,
+    readonly reconcilingSince?: Date,
+  ) {}
 }
 
 /** Items a page of a list holds at most (Stripe's largest page). */
@@ -231,6 +237,8 @@ export class PaymentOrphans {
       );
     }
     if (payment.status !== 'succeeded') {
+      if (check.reconcilingSince && intent.paidAt && intent.paidAt >= check.reconcilingSince)
+        return null;
       return orphan(
         `${what}: ${intent.providerStatus} at the payment provider, but its payment is ${payment.status} here and the order ${order}`,
       );

@@ -4,6 +4,7 @@ import type Stripe from 'stripe';
 import { MetricsService } from '../../src/metrics/metrics.service';
 import {
   PaymentOrphanSweep,
+  RECONCILING_MS,
   SETTLE_MS,
   SweepOutcome,
 } from '../../src/payments/payment-orphan-sweep';
@@ -24,6 +25,8 @@ import { waitFor } from '../support/wait-for';
  * run before it left SETTLE_MS before its own start.
  */
 const SETTLED_S = SETTLE_MS / 1000 + 30;
+/** Paid this long ago, a payment still pending here is past what the reconciliation mends. */
+const RECONCILED_S = RECONCILING_MS / 1000 + 30;
 
 /** The sweep's state, as its table holds it. */
 const sweepState = async (t: TestApp) =>
@@ -47,6 +50,14 @@ const sweptAnHourAgo = (t: TestApp) =>
 const foundOf = async (worker: INestApplicationContext, kind: string) =>
   Number(
     new RegExp(`^payment_orphans_found_total\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(
+      await worker.get(MetricsService).render(),
+    )?.[1] ?? NaN,
+  );
+
+/** payment_orphan_sweep_lag_seconds as the worker's metrics show it. */
+const lagOf = async (worker: INestApplicationContext) =>
+  Number(
+    /^payment_orphan_sweep_lag_seconds ([\d.e+-]+)$/m.exec(
       await worker.get(MetricsService).render(),
     )?.[1] ?? NaN,
   );
@@ -140,7 +151,12 @@ describe('the payment orphan sweep (Stripe)', () => {
     // paid at Stripe, its webhook never came: its payment is pending here
     const lost = await paying(7300);
     stripe.succeed(lost.intent);
-    stripe.backdate(lost.intent, SETTLED_S);
+    stripe.backdate(lost.intent, RECONCILED_S);
+    // paid past SETTLE_MS, its payment pending here: the reconciliation's to settle (its webhook
+    // accepted and not processed, Stripe slow) — not raised before it has had the time (diff review)
+    const waiting = await paying(5100);
+    stripe.succeed(waiting.intent);
+    stripe.backdate(waiting.intent, SETTLED_S);
     // paid and recorded: nothing to raise
     const kept = await paidOrder(6100);
     stripe.backdate(kept.intent, SETTLED_S);
@@ -175,7 +191,11 @@ describe('the payment orphan sweep (Stripe)', () => {
     ]);
     expect(sweepLines(errors)).toHaveLength(1);
     expect(await foundOf(worker, 'intent')).toBe(before + 1);
-    // the watermark moved to the pass's end: SETTLE_MS before the run
+    // the watermark moved to the pass's end: SETTLE_MS before the run — and the gauge says how far
+    // behind that leaves the sweep (it had been an hour behind: sweptAnHourAgo)
+    const lag = await lagOf(worker);
+    expect(lag).toBeGreaterThanOrEqual(SETTLE_MS / 1000);
+    expect(lag).toBeLessThan(SETTLE_MS / 1000 + 60);
     const moved = await sweepState(t);
     expect(moved).toEqual({
       checked_before: new Date(first.kind === 'checked' ? first.checkedBefore : 0),
@@ -196,7 +216,7 @@ describe('the payment orphan sweep (Stripe)', () => {
     );
 
     // the one paid lately, its webhook still not come once the time has passed: raised then
-    stripe.backdate(lately.intent, SETTLED_S);
+    stripe.backdate(lately.intent, RECONCILED_S);
     expect(await sweepJob()).toMatchObject({ kind: 'checked', found: 1 });
     expect(sweepLines(errors, lately.intent)).toHaveLength(1);
     expect(await foundOf(worker, 'intent')).toBe(before + 2);
@@ -217,6 +237,10 @@ describe('the payment orphan sweep (Stripe)', () => {
     expect(await sweepJob()).toMatchObject({ kind: 'provider-unavailable', found: 0 });
     const stopped = await sweepState(t);
     expect(stopped).toMatchObject({ checked_before: watermark, pass_list: 'dispute' });
+    // a run that stopped still tells how far behind the sweep is: from the watermark it left
+    expect(await lagOf(worker)).toBeGreaterThanOrEqual(
+      (Date.now() - watermark.getTime()) / 1000 - 5,
+    );
     expect(sweepLines(errors, dispute)).toEqual([]);
 
     const asked = stripe.requests.length;
@@ -272,7 +296,7 @@ describe('the payment orphan sweep (Stripe)', () => {
     for (const amount of [5100, 5200, 5300]) {
       const order = await paying(amount);
       stripe.succeed(order.intent);
-      stripe.backdate(order.intent, SETTLED_S);
+      stripe.backdate(order.intent, RECONCILED_S);
       lost.push(order);
     }
     const { checked_before: watermark } = await sweepState(t);
@@ -359,7 +383,7 @@ describe('the payment orphan sweep (the simulated gateway)', () => {
       `UPDATE simulated_payment_intents
           SET created_at = created_at - $2 * interval '1 second', updated_at = updated_at - $2 * interval '1 second'
         WHERE id = ANY($1)`,
-      [lost, SETTLED_S],
+      [lost, RECONCILED_S],
     );
     const sweep = worker.get(PaymentOrphanSweep);
     const runs: SweepOutcome[] = [];
