@@ -38,6 +38,7 @@ async function bootstrap(): Promise<void> {
 bootstrap().catch((err: unknown) => {
   // one JSON line like every other (a configuration's names the variables), then exit
   logBootFailure(err);
-  // (1, or a refusal's own: KeyPrefixClaim's PrefixInUse, EXIT_CONFIG)
+  // (1, or a refusal's own: EXIT_CONFIG for a ConfigError — a variable refused at once or later
+  // in the boot, MAIL_OUTBOX_DIR — or KeyPrefixClaim's PrefixInUse)
   process.exit(exitCodeOf(err));
 });

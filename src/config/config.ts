@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type ConnectionOptions, parse as parsePgUrl } from 'pg-connection-string';
+import { EXIT_CONFIG } from './exit-codes';
 import { JwtKeyPair, JwtVerifyOnlyKey, parseJwtKeyPair, parseJwtVerifyOnlyKey } from './jwt-keys';
 import { guessesLog10 } from './secret-strength';
 import { usableCpus } from './usable-cpus';
@@ -537,7 +538,14 @@ export interface AppConfig {
 /** A Stripe test-mode secret or restricted key (`sk_test_…`, `rk_test_…`): test cards pay with it. */
 export const isTestKey = (key: string): boolean => /^(sk|rk)_test_/.test(key);
 
+/**
+ * A configuration that does not hold, naming every variable at fault. The process it stops exits
+ * EXIT_CONFIG (78, as README and ARCHITECTURE say): an orchestrator tells it from an outage (1)
+ * and the API's cluster primary stops instead of forking a replacement refused the same way.
+ */
 export class ConfigError extends Error {
+  readonly exitCode = EXIT_CONFIG;
+
   constructor(
     readonly problems: string[],
     hint?: string,

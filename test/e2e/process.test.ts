@@ -23,29 +23,40 @@ describe('process lifecycle (real node processes)', () => {
     await db?.drop();
   });
 
-  it('refuses to boot in production without JWT_SECRET, naming the variable', async () => {
+  it('refuses to boot in production without JWT_SECRET, naming the variable (exit code EXIT_CONFIG)', async () => {
     // (a bad variable in development, PORT, is a case of the next test: named at error or fatal)
     const prod = run('src/main.ts', {
       DATABASE_URL: db.url,
       NODE_ENV: 'production',
       JWT_SECRET: '',
     });
-    expect(await prod.exited).toBe(1);
+    expect(await prod.exited).toBe(EXIT_CONFIG);
     expect(prod.output()).toMatch(/JWT_SECRET: required in production/);
   }, 60_000);
 
-  it('a boot that fails (the database down, a folder it cannot write, a bad variable) is logged as JSON lines, as every other line — one at error or fatal saying why — and exits 1', async () => {
-    // nothing listens on port 1: the connection's retries fail, then the module's creation; and
-    // failures past it — a mail folder the worker cannot write, a bad variable — the same
-    const cases: [string, Record<string, string>][] = [
-      ['src/main.ts', { DATABASE_URL: db.url.replace(/:\d+\//, ':1/') }],
-      ['src/worker.ts', { DATABASE_URL: db.url.replace(/:\d+\//, ':1/') }],
-      ['src/worker.ts', { DATABASE_URL: db.url, MAIL_OUTBOX_DIR: '/proc/version/mail' }],
-      ['src/main.ts', { DATABASE_URL: db.url, PORT: 'not-a-port' }],
+  it('a boot that fails (the database down, a folder it cannot write, a bad variable) is logged as JSON lines, as every other line — one at error or fatal saying why — and exits 1, or EXIT_CONFIG when its configuration is refused', async () => {
+    // nothing listens on port 1: the connection's retries fail, then the module's creation (1: an
+    // outage, worth another try); and failures past it — a mail folder the worker cannot write
+    // (found in its boot), a bad variable (the API's cluster primary's too) — the same, with
+    // EXIT_CONFIG: the same configuration is refused again, however often it is restarted
+    const cases: [string, Record<string, string>, number][] = [
+      ['src/main.ts', { DATABASE_URL: db.url.replace(/:\d+\//, ':1/') }, 1],
+      ['src/worker.ts', { DATABASE_URL: db.url.replace(/:\d+\//, ':1/') }, 1],
+      [
+        'src/worker.ts',
+        { DATABASE_URL: db.url, MAIL_OUTBOX_DIR: '/proc/version/mail' },
+        EXIT_CONFIG,
+      ],
+      ['src/main.ts', { DATABASE_URL: db.url, PORT: 'not-a-port' }, EXIT_CONFIG],
+      [
+        'src/main.ts',
+        { DATABASE_URL: db.url, PORT: 'not-a-port', API_PROCESSES: '2' },
+        EXIT_CONFIG,
+      ],
     ];
-    for (const [script, env] of cases) {
+    for (const [script, env, code] of cases) {
       const p = run(script, env);
-      expect(await p.exited).toBe(1);
+      expect([script, env, await p.exited]).toEqual([script, env, code]);
       const lines = p
         .output()
         .split('\n')

@@ -15,6 +15,7 @@ import { createServer } from 'node:net';
 import { Logger } from '@nestjs/common';
 import { AccountService } from '../../src/auth/account.service';
 import { DEMO_ADMIN, DEMO_CUSTOMER } from '../../src/auth/demo-credentials';
+import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { MetricsListener } from '../../src/metrics/metrics-listener';
 import { DemoSeeder } from '../../src/seed/demo.seeder';
 import { createAdmin } from '../support/auth';
@@ -248,7 +249,7 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
     }
   });
 
-  it('a spawned API or worker with no NODE_ENV and no secrets exits 1 naming every missing variable', async () => {
+  it('a spawned API or worker with no NODE_ENV and no secrets exits EXIT_CONFIG naming every missing variable', async () => {
     const db = await createTestDatabase();
     try {
       const run = async (script: string) => {
@@ -287,7 +288,8 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
       };
       const [api, worker] = await Promise.all([run('src/main.ts'), run('src/worker.ts')]);
       for (const r of [api, worker]) {
-        expect(r.first).toBe('exit 1');
+        // (78, as README promises: a supervisor tells a refused configuration from an outage)
+        expect(r.first).toBe(`exit ${EXIT_CONFIG}`);
         for (const name of SECRET_NAMES) {
           expect(r.output).toContain(
             `${name}: required unless NODE_ENV=development (NODE_ENV is not set)`,
