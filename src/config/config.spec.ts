@@ -288,12 +288,29 @@ describe('loadConfig', () => {
       expect(named(problemsOf({ NODE_ENV: 'test' }))).toEqual([...ALL_SECRET_NAMES].sort());
     });
 
-    it('accepts any other NODE_ENV (staging, Development, …) as not development: secrets required, none of its behaviour', () => {
-      for (const nodeEnv of ['staging', 'Development', 'dev']) {
+    it('takes staging and test as not development: secrets required, none of its behaviour', () => {
+      for (const nodeEnv of ['staging', 'test']) {
         expect(named(problemsOf({ NODE_ENV: nodeEnv }))).toEqual([...ALL_SECRET_NAMES].sort());
         const c = loadConfig({ ...SECRETS, NODE_ENV: nodeEnv });
         expect([c.env, c.isDevelopment, c.docsEnabled]).toEqual([nodeEnv, false, true]);
       }
+    });
+
+    it('refuses any other NODE_ENV, naming it: `Production` skipped every production-only check, `Development` was not development', () => {
+      // (a store on loopback: refused with production, booted with `Production`)
+      const local = { STORAGE_ENDPOINT: 'http://127.0.0.1:9000' };
+      expect(named(problemsOf({ ...SECRETS, ...local, NODE_ENV: 'production' }))).toEqual([
+        'STORAGE_ENDPOINT',
+      ]);
+      for (const nodeEnv of ['Production', 'PRODUCTION', 'prod', 'Development', 'dev', 'qa']) {
+        expect(problemsOf({ ...SECRETS, ...local, NODE_ENV: nodeEnv })).toEqual([
+          `NODE_ENV: "${nodeEnv}" is none of development, production, test, staging (written exactly so: lower case, no spaces)`,
+        ]);
+      }
+      // the migration CLI's configuration alike (a deployment's migration step)
+      expect(() =>
+        loadDatabaseConfig({ NODE_ENV: 'Production', DATABASE_URL: SECRETS.DATABASE_URL }),
+      ).toThrow(/^Invalid configuration:\n {2}- NODE_ENV: "Production" is none of/);
     });
 
     it('refuses production without any of the secrets, STRIPE_SECRET_KEY included', () => {
@@ -497,7 +514,7 @@ describe('loadConfig', () => {
     it('refuses a Stripe test key outside development (NODE_ENV unset or mistyped too) unless STRIPE_TEST_MODE says so', () => {
       const { STRIPE_TEST_MODE: _mode, ...live } = SECRETS;
       for (const key of ['sk_test_51abc', 'rk_test_51abc']) {
-        for (const nodeEnv of ['production', 'Production', 'prod', 'test', undefined]) {
+        for (const nodeEnv of ['production', 'staging', 'test', undefined]) {
           const env = nodeEnv === undefined ? { ...live } : { ...live, NODE_ENV: nodeEnv };
           expect(problemsOf({ ...env, STRIPE_SECRET_KEY: key })).toEqual([
             expect.stringMatching(/^STRIPE_SECRET_KEY: a test-mode key outside development/),
@@ -1019,14 +1036,14 @@ describe('loadConfig', () => {
       // NODE_ENV as loadConfig reads it, untrimmed: `development ` boots no API or worker, and
       // migrates no local default database either
       expect(() => loadDatabaseConfig({ NODE_ENV: 'development ' })).toThrow(
-        /DATABASE_URL: required with NODE_ENV="development "/,
+        /NODE_ENV: "development " is none of/,
       );
       expect(() => loadConfig({ NODE_ENV: 'development ' })).toThrow(/DATABASE_URL: required/);
       // unset is not development: a deployment's migration step that forgot DATABASE_URL refuses
       expect(() => loadDatabaseConfig({})).toThrow(
         /DATABASE_URL: required with NODE_ENV=\(not set\)/,
       );
-      expect(() => loadDatabaseConfig({ NODE_ENV: ' ' })).toThrow(/DATABASE_URL: required/);
+      expect(() => loadDatabaseConfig({ NODE_ENV: ' ' })).toThrow(/NODE_ENV: " " is none of/);
     });
   });
 });

@@ -217,8 +217,9 @@ const jwtSecret = z
 
 const envSchema = z.object({
   // No default: only an explicit `development` gets development behaviour (see loadConfig).
-  // any value: only `development` gets development behaviour, `production` its extra checks, and
-  // anything else (staging, test, unset) neither (API.md: "anything else … gets none of them")
+  // One of NODE_ENVS (nodeEnvProblems): only `development` gets development behaviour,
+  // `production` its extra checks, and the others (staging, test, unset) neither (API.md:
+  // "anything else … gets none of them")
   NODE_ENV: z.string().optional(),
   PORT: int(3000, 0, 65535),
   METRICS_PORT: int(9465, 0, 65535),
@@ -667,6 +668,22 @@ function ipv6Words(address: string): number[] {
     : [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back];
 }
 
+/** The NODE_ENV values the processes take, each written exactly so (nodeEnvProblems). */
+const NODE_ENVS = ['development', 'production', 'test', 'staging'] as const;
+
+/**
+ * A NODE_ENV that is none of NODE_ENVS: `Production` or `production ` (a quoted manifest value)
+ * booted as a staging instance — every production-only check skipped (a store on loopback, a
+ * sender in a reserved domain) with nothing said — and `Development` was not development either.
+ * Refused, named; unset (or empty) is not development (secretProblems).
+ */
+function nodeEnvProblems(value: string | undefined): string[] {
+  if (!value || (NODE_ENVS as readonly string[]).includes(value)) return [];
+  return [
+    `NODE_ENV: ${JSON.stringify(value)} is none of ${NODE_ENVS.join(', ')} (written exactly so: lower case, no spaces)`,
+  ];
+}
+
 /** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
 function present(env: Record<string, string | undefined>): Record<string, string> {
   return Object.fromEntries(
@@ -745,6 +762,9 @@ function databaseHostProblems(env: Record<string, string | undefined>): string[]
 export function loadDatabaseConfig(
   env: Record<string, string | undefined> = process.env,
 ): AppConfig['database'] {
+  // (as the API and the worker: a migration step's `Production` is refused there too)
+  const nodeEnv = nodeEnvProblems(env.NODE_ENV);
+  if (nodeEnv.length > 0) throw new ConfigError(nodeEnv);
   const parsed = envSchema
     .pick({
       DATABASE_URL: true,
@@ -769,12 +789,9 @@ export function loadDatabaseConfig(
   // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
   // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it),
   // and `test` (a staging deployment's value: its API and worker refuse to boot without it too)
-  // — and NODE_ENV compared as given, as loadConfig does: `development ` (a quoted manifest
-  // value) is not development there, so the API and worker refuse to boot; it is not here either
-  const nodeEnv = env.NODE_ENV;
-  if (nodeEnv !== 'development' && !env.DATABASE_URL?.trim()) {
+  if (env.NODE_ENV !== 'development' && !env.DATABASE_URL?.trim()) {
     throw new ConfigError([
-      `DATABASE_URL: required with NODE_ENV=${nodeEnv ? JSON.stringify(nodeEnv) : '(not set)'} (the default, a local development database, is for NODE_ENV=development)`,
+      `DATABASE_URL: required with NODE_ENV=${env.NODE_ENV ? JSON.stringify(env.NODE_ENV) : '(not set)'} (the default, a local development database, is for NODE_ENV=development)`,
     ]);
   }
   return databaseOf(parsed.data);
@@ -1407,6 +1424,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const cleaned = present(env);
   const parsed = envSchema.safeParse(cleaned);
   const problems = parsed.success ? [] : describe(parsed.error);
+  problems.push(...nodeEnvProblems(cleaned.NODE_ENV));
   const missing = secretProblems(cleaned);
   const cors = parseCorsOrigins(cleaned.CORS_ORIGINS, cleaned.NODE_ENV === 'development');
   problems.push(...cors.problems);
