@@ -1,5 +1,11 @@
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './config';
+import {
+  CONFIG_VARIABLES,
+  ConfigError,
+  DEV_SECRETS,
+  loadConfig,
+  loadDatabaseConfig,
+} from './config';
 import { guessesLog10 } from './secret-strength';
 
 /** Every secret a non-development process needs, none of them a built-in one. */
@@ -437,7 +443,6 @@ describe('loadConfig', () => {
         '192.168.110',
         '127.0.0.1.1',
         '9465',
-        '0.0.0.0 ',
         'metrics host',
         'metrics_host',
       ]) {
@@ -825,7 +830,7 @@ describe('loadConfig', () => {
 
     it('refuses a Stripe key that is not one, and a plain-http STRIPE_API_URL off this host, outside development', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
-      for (const key of ['sk_live_\u2026', ' ', 'pk_live_abc', 'sk_live_abc def']) {
+      for (const key of ['sk_live_\u2026', 'pk_live_abc', 'sk_live_abc def']) {
         expect(problemsOf({ ...prod, STRIPE_SECRET_KEY: key })).toEqual([
           expect.stringMatching(/^STRIPE_SECRET_KEY: not a Stripe secret or restricted key/),
         ]);
@@ -1036,14 +1041,16 @@ describe('loadConfig', () => {
       // NODE_ENV as loadConfig reads it, untrimmed: `development ` boots no API or worker, and
       // migrates no local default database either
       expect(() => loadDatabaseConfig({ NODE_ENV: 'development ' })).toThrow(
-        /NODE_ENV: "development " is none of/,
+        /NODE_ENV: begins or ends with whitespace/,
       );
-      expect(() => loadConfig({ NODE_ENV: 'development ' })).toThrow(/DATABASE_URL: required/);
+      expect(() => loadConfig({ NODE_ENV: 'development ' })).toThrow(
+        /NODE_ENV: begins or ends with whitespace/,
+      );
       // unset is not development: a deployment's migration step that forgot DATABASE_URL refuses
       expect(() => loadDatabaseConfig({})).toThrow(
         /DATABASE_URL: required with NODE_ENV=\(not set\)/,
       );
-      expect(() => loadDatabaseConfig({ NODE_ENV: ' ' })).toThrow(/NODE_ENV: " " is none of/);
+      expect(() => loadDatabaseConfig({ NODE_ENV: 'Test' })).toThrow(/NODE_ENV: "Test" is none of/);
     });
   });
 });
@@ -1457,7 +1464,7 @@ describe('a development instance on the built-in JWT_SECRET', () => {
     }
     expect(() => loadConfig({ NODE_ENV: 'development', TRUST_PROXY: 'false' })).not.toThrow();
     // no hop is no proxy: `false`, which the local-only gate and the demo passwords read
-    for (const none of ['0', '00', ' 0 '])
+    for (const none of ['0', '00'])
       expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: none }).http.trustProxy).toBe(
         false,
       );
@@ -1593,5 +1600,66 @@ describe('values a deployment templated or copied wrong', () => {
         .refreshIdleSeconds;
     expect(boots('600', '660')).toBe(660);
     expect(boots('900', '604800')).toBe(604800); // the defaults
+  });
+});
+
+describe("a value with whitespace around it (a quoted .env value, a secret file's last newline)", () => {
+  const prod = { ...SECRETS, NODE_ENV: 'production', SERVICES_PRIVATE_NETWORK: 'db.internal' };
+  /** A value each variable takes (SECRETS', else one of its own). */
+  const SAMPLES: Record<string, string> = {
+    ...prod,
+    DATABASE_LOCK_URL: 'postgres://shop:lock-pw-0123@db.internal:5432/shop?sslmode=verify-full',
+    JWT_VERIFY_ONLY_SECRET: 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAeUoQx2Lp',
+    STORAGE_BASE_URL: 'https://cdn.shop.example.com',
+    STRIPE_API_URL: 'https://api.stripe.com',
+    HOST: '10.0.0.5',
+    CORS_ORIGINS: 'https://shop.example.com',
+    TRUST_PROXY: '10.0.0.0/8',
+  };
+
+  it('is refused for every variable but the PEM keys, naming it and never quoting the value — the checks and the clients read it apart', () => {
+    const pem = ['JWT_PRIVATE_KEY', 'JWT_PUBLIC_KEY', 'JWT_VERIFY_ONLY_PUBLIC_KEY'];
+    for (const name of CONFIG_VARIABLES.filter((n) => !pem.includes(n))) {
+      const value = SAMPLES[name] ?? 'x1';
+      for (const spaced of [` ${value}`, `${value}\n`, `\t${value} `]) {
+        const problems = problemsOf({ ...prod, [name]: spaced });
+        expect([
+          name,
+          problems.filter((p) => p.startsWith(`${name}: begins or ends with whitespace`)),
+        ]).toEqual([name, [expect.stringMatching(/remove it$/)]]);
+        // (the value is never quoted: a URL's password, a secret)
+        if (value.length > 4)
+          expect([name, problems.filter((p) => p.includes(value))]).toEqual([name, []]);
+      }
+    }
+  });
+
+  it('DATABASE_URL, DATABASE_LOCK_URL, REDIS_URL: refused, their passwords never said (node-postgres read ` postgres://…` as the host `base`, ioredis quoted the password)', () => {
+    for (const [name, value] of [
+      ['DATABASE_URL', 'postgres://shop:Db-Pw-0123@db.internal:5432/shop?sslmode=verify-full'],
+      ['DATABASE_LOCK_URL', 'postgres://shop:Db-Pw-0123@db.internal:5432/shop?sslmode=verify-full'],
+      ['REDIS_URL', 'rediss://:Redis-Pw-0123@cache.internal:6379'],
+    ]) {
+      const problems = problemsOf({ ...prod, [name]: ` ${value}` });
+      expect(problems).toEqual([
+        `${name}: begins or ends with whitespace (a space, a tab or a line break: a quoted .env value, a secret file's last newline); remove it`,
+      ]);
+    }
+    // the migration CLI's configuration alike
+    expect(() =>
+      loadDatabaseConfig({ ...prod, DATABASE_LOCK_URL: ` ${SECRETS.DATABASE_URL}` }),
+    ).toThrow(
+      /^Invalid configuration:\n {2}- DATABASE_LOCK_URL: begins or ends with whitespace[^\n]*$/,
+    );
+    // a PEM key's last line break is its format's
+    const k = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const { JWT_SECRET: _secret, ...noSecret } = prod;
+    expect(
+      loadConfig({
+        ...noSecret,
+        JWT_PRIVATE_KEY: `${k.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string}\n`,
+        JWT_PUBLIC_KEY: k.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+      }).jwt.keyPair?.algorithm,
+    ).toBe('ES256');
   });
 });

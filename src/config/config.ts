@@ -684,6 +684,40 @@ function nodeEnvProblems(value: string | undefined): string[] {
   ];
 }
 
+/**
+ * The variables that may begin or end with whitespace: PEM keys, whose last line break is part of
+ * the format (jwt-keys.ts reads them trimmed).
+ */
+const PEM_VARIABLES = new Set(['JWT_PRIVATE_KEY', 'JWT_PUBLIC_KEY', 'JWT_VERIFY_ONLY_PUBLIC_KEY']);
+
+/**
+ * Every other variable among `names` that begins or ends with whitespace (a space, a tab, a line
+ * break: a quoted .env value, a secret file's last newline) is refused, named, its value never
+ * quoted — and `trimmed` is `env` with those values trimmed (an empty one taken out: unset), for
+ * the other checks to judge what was meant. The checks and the clients read a value apart: `new
+ * URL()` drops the space, node-postgres read ` postgres://…` as the host `base` (a DATABASE_LOCK_URL
+ * booted, readiness 200, and every payment answered 503), ioredis refused ` redis://…` as an
+ * `Invalid URL` quoting the password twice and naming no variable; a JWT_SECRET with a newline signed
+ * tokens no other service with the same key would accept. Refused, the value checked is the value used.
+ */
+function surroundingWhitespace(
+  env: Record<string, string>,
+  names: readonly string[],
+): { trimmed: Record<string, string>; problems: string[] } {
+  const trimmed = { ...env };
+  const problems: string[] = [];
+  for (const name of names) {
+    const value = env[name];
+    if (value === undefined || PEM_VARIABLES.has(name) || value === value.trim()) continue;
+    problems.push(
+      `${name}: begins or ends with whitespace (a space, a tab or a line break: a quoted .env value, a secret file's last newline); remove it`,
+    );
+    if (value.trim() === '') delete trimmed[name];
+    else trimmed[name] = value.trim();
+  }
+  return { trimmed, problems };
+}
+
 /** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
 function present(env: Record<string, string | undefined>): Record<string, string> {
   return Object.fromEntries(
@@ -754,6 +788,17 @@ function databaseHostProblems(env: Record<string, string | undefined>): string[]
   });
 }
 
+/** The variables loadDatabaseConfig reads (but NODE_ENV). */
+const DATABASE_VARIABLES = [
+  'DATABASE_URL',
+  'DATABASE_LOCK_URL',
+  'DATABASE_POOL_SIZE',
+  'DATABASE_POOL_WAIT_MS',
+  'DATABASE_QUERY_TIMEOUT_MS',
+  'DB_BREAKER_FAILURES',
+  'DB_BREAKER_HALF_OPEN_MS',
+] as const;
+
 /**
  * Just the database settings, for tools that only migrate or create databases (the TypeORM
  * CLI, benchmarks): they need no application secrets — but DATABASE_URL itself once NODE_ENV
@@ -762,7 +807,10 @@ function databaseHostProblems(env: Record<string, string | undefined>): string[]
 export function loadDatabaseConfig(
   env: Record<string, string | undefined> = process.env,
 ): AppConfig['database'] {
-  // (as the API and the worker: a migration step's `Production` is refused there too)
+  // (as the API and the worker: a migration step's `Production`, or a DATABASE_URL with a space
+  // before it, is refused there too)
+  const spaced = surroundingWhitespace(present(env), ['NODE_ENV', ...DATABASE_VARIABLES]).problems;
+  if (spaced.length > 0) throw new ConfigError(spaced);
   const nodeEnv = nodeEnvProblems(env.NODE_ENV);
   if (nodeEnv.length > 0) throw new ConfigError(nodeEnv);
   const parsed = envSchema
@@ -774,7 +822,7 @@ export function loadDatabaseConfig(
       DATABASE_QUERY_TIMEOUT_MS: true,
       DB_BREAKER_FAILURES: true,
       DB_BREAKER_HALF_OPEN_MS: true,
-    })
+    } satisfies Record<(typeof DATABASE_VARIABLES)[number], true>)
     .safeParse(present(env));
   if (!parsed.success) throw new ConfigError(describe(parsed.error));
   const hostless = databaseHostProblems(env);
@@ -1421,9 +1469,11 @@ function mayShareAddress(a: string, b: string): boolean {
  * missing variable.
  */
 export function loadConfig(env: Record<string, string | undefined> = process.env): AppConfig {
-  const cleaned = present(env);
+  // (each value with whitespace around it is refused, and judged trimmed by the other checks)
+  const spaced = surroundingWhitespace(present(env), CONFIG_VARIABLES);
+  const cleaned = spaced.trimmed;
   const parsed = envSchema.safeParse(cleaned);
-  const problems = parsed.success ? [] : describe(parsed.error);
+  const problems = [...spaced.problems, ...(parsed.success ? [] : describe(parsed.error))];
   problems.push(...nodeEnvProblems(cleaned.NODE_ENV));
   const missing = secretProblems(cleaned);
   const cors = parseCorsOrigins(cleaned.CORS_ORIGINS, cleaned.NODE_ENV === 'development');

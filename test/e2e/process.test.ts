@@ -78,6 +78,50 @@ describe('process lifecycle (real node processes)', () => {
     }
   }, 60_000);
 
+  it('a URL with whitespace around it (DATABASE_URL, DATABASE_LOCK_URL, REDIS_URL) refuses the boot of the API and the worker (exit code EXIT_CONFIG), naming it, never its password', async () => {
+    // the checks read ` postgres://…` as new URL() does (the space dropped), node-postgres as the
+    // host `base`: a DATABASE_LOCK_URL booted, readiness 200, every payment 503; ioredis refused
+    // ` redis://…` as an Invalid URL quoting the password twice and naming no variable
+    const password = 'spaced-out-7f3c';
+    const signed = (url: string) => {
+      const u = new URL(url);
+      u.password = password;
+      return u.toString();
+    };
+    const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+    const cases: [string, Record<string, string>][] = [
+      ['DATABASE_URL', { DATABASE_URL: ` ${signed(db.url)}` }],
+      ['DATABASE_LOCK_URL', { DATABASE_URL: db.url, DATABASE_LOCK_URL: ` ${signed(db.url)}` }],
+      ['REDIS_URL', { DATABASE_URL: db.url, REDIS_URL: `${signed(redisUrl)}\n` }],
+    ];
+    const runs = cases.flatMap(([name, env]) =>
+      ['src/main.ts', 'src/worker.ts'].map((script) => ({ name, script, p: run(script, env) })),
+    );
+    try {
+      const outcomes = await Promise.all(
+        runs.map(async ({ name, script, p }) => {
+          // (one that boots is the bug: stopped below, never waited out)
+          const still = new Promise<string>((resolve) =>
+            setTimeout(() => resolve('still running'), 40_000).unref(),
+          );
+          const code = await Promise.race([p.exited, still]);
+          return { name, script, code, output: p.output() };
+        }),
+      );
+      for (const { name, script, code, output } of outcomes) {
+        expect({ name, script, code }).toEqual({ name, script, code: EXIT_CONFIG });
+        expect([name, script, output]).toEqual([
+          name,
+          script,
+          expect.stringContaining(`${name}: begins or ends with whitespace`),
+        ]);
+        expect([name, script, output.includes(password)]).toEqual([name, script, false]);
+      }
+    } finally {
+      for (const { p } of runs) if (p.proc.exitCode === null) p.proc.kill('SIGKILL');
+    }
+  }, 90_000);
+
   it('serves, then on SIGTERM leaves the load balancer time to take it out (readiness 503 while it still serves), then exits 0 with its pools closed', async () => {
     const port = await freePort();
     const p = run('src/main.ts', {
