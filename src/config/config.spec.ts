@@ -12,7 +12,7 @@ import { guessesLog10 } from './secret-strength';
 const SECRETS = {
   DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop?sslmode=verify-full',
   REDIS_URL: 'rediss://cache.internal:6379',
-  JWT_SECRET: 'spec-secret-0123456789-abcdefghij-KLMNOP',
+  JWT_SECRET: 'eOLHybF6Y/pvY/1Wdqk7yA5u/GSsHTYSBFbE74d4n7A=',
   STORAGE_ENDPOINT: 'https://storage.shop.example.test',
   STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
   STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
@@ -560,10 +560,12 @@ describe('loadConfig', () => {
         loadConfig({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: real }).stripe
           .webhookSecret,
       ).toBe(real);
-      // the shortest random token passes: 16 hex characters (openssl rand -hex 8), each of 50
-      // (estimated at once: one child process; 12.1 at the least of 20,000 draws)
+      // the shortest random token passes: 16 hex characters (openssl rand -hex 8), each of 50,
+      // told the deployment's words (estimated at once: one child process; 0.74 per character at
+      // the least of 50,000 draws)
       const tokens = Array.from({ length: 50 }, () => randomBytes(8).toString('hex'));
-      expect(Math.min(...guessesLog10(tokens))).toBeGreaterThanOrEqual(10);
+      const words = ['shop-orders', 'shop', 'orders', 'storage', 'webhook', 'token', '2026'];
+      expect(Math.min(...guessesLog10(tokens, words)) / 16).toBeGreaterThanOrEqual(0.7);
       expect(
         loadConfig({
           ...SECRETS,
@@ -587,6 +589,10 @@ describe('loadConfig', () => {
         ['STORAGE_WEBHOOK_TOKEN', 'abcabcabcabcabc1'],
         // another secret of the deployment: whoever reads the store's key forges its events
         ['STORAGE_WEBHOOK_TOKEN', 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAe'],
+        // this deployment's words and a year
+        ['STORAGE_WEBHOOK_TOKEN', 'shop-orders-storage-webhook-2026'],
+        ['STORAGE_WEBHOOK_TOKEN', 'ShopOrdersWebhookToken2026'],
+        ['STRIPE_WEBHOOK_SECRET', 'whsec_ShopOrders-Stripe-Webhook-Production-2026'],
       ];
       for (const [name, value] of refused) {
         const problems = problemsOf({
@@ -602,7 +608,10 @@ describe('loadConfig', () => {
       }
       // Stripe's own (base64 from the dashboard, hex from its CLI) and openssl rand output boot
       for (const [name, value] of [
-        ['STRIPE_WEBHOOK_SECRET', 'whsec_' + '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'.repeat(2)],
+        [
+          'STRIPE_WEBHOOK_SECRET',
+          'whsec_225bd8ae681b83e7e78ae29d5758e869a37b42516c72e67de7a99450404fe3f4',
+        ],
         ['STRIPE_WEBHOOK_SECRET', 'whsec_Zk9+Qm2/xT7pLw4RvN8sHc1J'],
         ['STORAGE_WEBHOOK_TOKEN', '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'],
         ['STORAGE_WEBHOOK_TOKEN', 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe'],
@@ -628,11 +637,37 @@ describe('loadConfig', () => {
         // enough different characters and kinds, but a sequence: whoever tries patterns first
         // signs admin tokens with it
         'abcdefghijklmnopqrstuvwxyz012345',
+        // this deployment's words, a year: ~10^25-29 guesses as zxcvbn estimated them alone, and
+        // a cracker trying 17 words from one access token's own iss and aud found the
+        // first in 3 s — told those words, about half what a random key of the length scores
+        'shop-orders-jwt-secret-production-2026',
+        'ProductionSecretKeyForShopOrders1',
+        'Shop-Orders-JWT-Secret-2026-Production',
+        // … however many of them: each word added adds far more to the estimate than to the work
+        'production.orders.production.Signing.orders.Orders.Auth.access!',
+        'Shop_2026_production_token_Token_Access_Production_auth_Token_live6!',
+        // a deployment's own issuer and audience, whatever they are
+        'Acme-Books-Api-Signing-Key-2026-acmebooks',
       ]) {
-        expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: weak })).toEqual([
-          expect.stringMatching(/^JWT_SECRET: too predictable/),
-        ]);
+        expect([
+          weak,
+          problemsOf({
+            ...SECRETS,
+            NODE_ENV: 'production',
+            JWT_ISSUER: 'acme-books',
+            JWT_AUDIENCE: 'acmebooks-api',
+            JWT_SECRET: weak,
+          }),
+        ]).toEqual([weak, [expect.stringMatching(/^JWT_SECRET: too predictable/)]]);
       }
+      // named, never quoted; the way out said
+      const [refusal] = problemsOf({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        JWT_SECRET: 'shop-orders-jwt-secret-production-2026',
+      });
+      expect(refusal).toMatch(/^JWT_SECRET: too predictable .* openssl rand -base64 48$/);
+      expect(refusal).not.toMatch(/shop-orders-jwt|2026/);
       // … and more sequences, keyboard rows, a common password repeated (estimated at once)
       const patterned = [
         'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef',
@@ -646,13 +681,19 @@ describe('loadConfig', () => {
       guessesLog10(Array.from({ length: 1_030 }, (_, i) => `filler-${i}`));
       const [again] = guessesLog10([weak, 'one-more-0f3a9c']);
       expect(again).toBeLessThan(20);
-      // what the usual generators give passes: openssl rand -hex 16 / -hex 32 / -base64 48, each
-      // of 20 draws (estimated at once: one child process; -hex 16, the weakest, scored 26.8 at
-      // the least of 20,000 draws)
+      // what the usual generators give passes: openssl rand -hex 16 / -hex 32 / -base64 32 /
+      // -base64 48, each of 15 draws, told the deployment's words (estimated at once: one child
+      // process; -hex 16, the weakest, scored 0.83 per character at the least of 20,000 draws)
       const draws = Array.from({ length: 60 }, (_, i) =>
-        randomBytes([16, 32, 36][i % 3]).toString(i % 3 === 2 ? 'base64' : 'hex'),
+        randomBytes([16, 32, 32, 48][i % 4]).toString(i % 4 < 2 ? 'hex' : 'base64'),
       );
-      expect(Math.min(...guessesLog10(draws))).toBeGreaterThanOrEqual(20);
+      const words = ['shop-orders', 'shop-orders-api', 'shop', 'orders', 'jwt', 'secret', '2026'];
+      const scores = guessesLog10(draws, words);
+      expect(Math.min(...scores.map((g, i) => g / draws[i].length))).toBeGreaterThanOrEqual(0.8);
+      for (const random of draws.slice(0, 4))
+        expect(
+          loadConfig({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: random }).jwt.secret,
+        ).toBe(random);
       expect(
         loadConfig({
           ...SECRETS,
@@ -1190,7 +1231,9 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
       expect.stringMatching(/^JWT_VERIFY_ONLY_SECRET: too predictable: fewer than 12 different/),
     ]);
     for (const [weak, problem] of [
-      ['abcdefghijklmnopqrstuvwxyz012345', /^JWT_VERIFY_ONLY_SECRET: too predictable — sequences/],
+      ['abcdefghijklmnopqrstuvwxyz012345', /^JWT_VERIFY_ONLY_SECRET: too predictable — /],
+      // words of this deployment (a token's own issuer and audience among them)
+      ['Shop-Orders-JWT-Secret-2026-Production', /^JWT_VERIFY_ONLY_SECRET: too predictable — /],
       ['replace-with-a-long-random-secret', /^JWT_VERIFY_ONLY_SECRET: looks like a placeholder/],
       [`${DEV_SECRETS.JWT_SECRET}-2`, /^JWT_VERIFY_ONLY_SECRET: contains the public development/],
     ] as const) {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { type ConnectionOptions, parse as parsePgUrl } from 'pg-connection-string';
 import { EXIT_CONFIG } from './exit-codes';
 import { JwtKeyPair, JwtVerifyOnlyKey, parseJwtKeyPair, parseJwtVerifyOnlyKey } from './jwt-keys';
-import { guessesLog10 } from './secret-strength';
+import { ESTIMATED_LENGTH, guessesLog10 } from './secret-strength';
 import { usableCpus } from './usable-cpus';
 
 /** Injection token for the parsed, immutable configuration. */
@@ -195,17 +195,79 @@ const JWT_SECRET_MIN_DISTINCT = 12;
  */
 const WEBHOOK_SECRET_MIN_DISTINCT = 5;
 /**
- * Outside development, a JWT_SECRET an attacker trying patterns first would find in fewer than
- * 10^this guesses (guessesLog10) is refused: `abcdefghijklmnopqrstuvwxyz012345` (4.3) passes every
- * count of characters and kinds, and whoever guesses it signs admin tokens. 10^20 HS256 guesses are
- * millennia of a GPU's time; 32 random hex characters score 27 at the least of 20,000 draws.
+ * Outside development, a JWT_SECRET an attacker trying patterns first — sequences, keyboard rows,
+ * repeats, common words, and this deployment's own (deploymentWords) — would find in fewer than
+ * 10^(this × its length) guesses (guessesLog10) is refused: whoever guesses it signs admin tokens.
+ * Random output scores about one per character (32 random hex characters, `openssl rand -hex 16`,
+ * the shortest random key taken: 0.83 at the least of 20,000 draws; `openssl rand -hex 32` 0.92
+ * and `-base64 32` 0.97 at the least of 2,000), a key made of words far less: `shop-orders-jwt-secret-production-2026` 0.53
+ * (20 in all — it booted under a bar of 10^20, and a list of 17 words from one access token's own
+ * iss and aud found it in 3 s), ten such words and a digit 0.71 at the most of 500 made up, a
+ * label before 32 random hex characters (`shop-orders-jwt-…`) 0.81. By length, not a bar of its
+ * own: a key of words is long, and each word added adds to zxcvbn's estimate (a sequence's
+ * count of orders) far more than to an attacker's work.
  */
-const JWT_SECRET_MIN_GUESSES_LOG10 = 20;
+const JWT_SECRET_MIN_GUESSES_LOG10_PER_CHARACTER = 0.8;
 /**
- * … and a webhook secret (after `whsec_`) below 10^this: each guess is a request to us, not an
- * offline hash; 16 random hex characters score 12 at the least of 20,000 draws.
+ * … and a webhook secret (after `whsec_`) below 10^(this × its length): each guess is a request to
+ * us, not an offline hash, so less; 16 random hex characters (`openssl rand -hex 8`, the shortest
+ * taken) score 0.74 per character at the least of 50,000 draws, `shop-orders-storage-webhook-2026`
+ * 0.54, `storage-webhook-token-prod-1` 0.67.
  */
-const WEBHOOK_SECRET_MIN_GUESSES_LOG10 = 10;
+const WEBHOOK_SECRET_MIN_GUESSES_LOG10_PER_CHARACTER = 0.7;
+
+/** The guesses (log10) a secret needs: `perCharacter` for each character the estimator reads. */
+const guessesNeeded = (secret: string, perCharacter: number): number =>
+  perCharacter * Math.min(secret.length, ESTIMATED_LENGTH);
+
+/** The name of the application (the default JWT_ISSUER; the database sessions' application_name). */
+const APP_NAME = 'shop-orders';
+
+/** The words a deployment's secrets are made of when they are made of words (deploymentWords). */
+const SECRET_WORDS = [
+  'jwt',
+  'secret',
+  'key',
+  'token',
+  'signing',
+  'access',
+  'auth',
+  'webhook',
+  'storage',
+  'stripe',
+  'whsec',
+  'production',
+  'prod',
+  'staging',
+  'test',
+  'live',
+  'shop',
+  'orders',
+  'api',
+];
+
+/**
+ * What an attacker knows, or tries first, of this deployment: the names every access token
+ * carries (JWT_ISSUER, JWT_AUDIENCE), the key prefix and the bucket, the application's name —
+ * each whole and in its parts — the words secrets are made of, and the years around this one.
+ * zxcvbn matches them as the likeliest words there are (its `userInputs`).
+ */
+function deploymentWords(env: Record<string, string>): string[] {
+  const names = [
+    env.JWT_ISSUER ?? DEFAULT_JWT_ISSUER,
+    env.JWT_AUDIENCE ?? DEFAULT_JWT_AUDIENCE,
+    env.REDIS_KEY_PREFIX ?? 'shop',
+    env.STORAGE_BUCKET ?? 'shop-images',
+    APP_NAME,
+  ];
+  const year = new Date().getUTCFullYear();
+  const years = Array.from({ length: 7 }, (_, i) => String(year - 3 + i));
+  const words = [...names, ...names.flatMap((n) => n.split(/[^a-z0-9]+/i)), ...SECRET_WORDS];
+  return [...new Set([...words.map((w) => w.toLowerCase()), ...years])].filter((w) => w.length > 1);
+}
+
+const DEFAULT_JWT_ISSUER = 'shop-orders';
+const DEFAULT_JWT_AUDIENCE = 'shop-orders-api';
 
 /** An HS256 key (JWT_SECRET, JWT_VERIFY_ONLY_SECRET): whoever has it signs admin tokens. */
 const jwtSecret = z
@@ -270,8 +332,8 @@ const envSchema = z.object({
   // key, then the previous one (jwt-keys.ts parseJwtVerifyOnlyKey)
   JWT_VERIFY_ONLY_SECRET: jwtSecret.optional(),
   JWT_VERIFY_ONLY_PUBLIC_KEY: z.string().optional(),
-  JWT_ISSUER: z.string().default('shop-orders'),
-  JWT_AUDIENCE: z.string().default('shop-orders-api'),
+  JWT_ISSUER: z.string().default(DEFAULT_JWT_ISSUER),
+  JWT_AUDIENCE: z.string().default(DEFAULT_JWT_AUDIENCE),
   JWT_ACCESS_TTL_SECONDS: int(900, 30, 86_400),
   REFRESH_TOKEN_TTL_SECONDS: int(30 * 86_400, 3600, 365 * 86_400),
   REFRESH_TOKEN_IDLE_SECONDS: int(7 * 86_400, 600, 365 * 86_400),
@@ -944,7 +1006,7 @@ function secretProblems(env: Record<string, string>): string[] {
   const judged = [...wanted];
   let estimates: number[] | null = [];
   try {
-    if (judged.length > 0) estimates = guessesLog10(judged);
+    if (judged.length > 0) estimates = guessesLog10(judged, deploymentWords(env));
   } catch (err) {
     estimates = null; // (said once, here: not again as "too predictable" per secret)
     problems.push(
@@ -1075,9 +1137,11 @@ function jwtSecretProblems(
   // (refused already: not worth the estimate's child process)
   if (problems.length > 0) return problems;
   const guesses = strength(secret);
-  if (guesses < JWT_SECRET_MIN_GUESSES_LOG10) {
+  const needed = guessesNeeded(secret, JWT_SECRET_MIN_GUESSES_LOG10_PER_CHARACTER);
+  if (guesses < needed) {
     problems.push(
-      `${name}: too predictable — sequences, keyboard rows, repeats or common words (about 10^${Math.floor(guesses)} guesses; use e.g. openssl rand -base64 48)`,
+      `${name}: too predictable — this deployment's names, words such as jwt, secret or production, years, sequences, keyboard rows or repeats make up much of it ` +
+        `(about 10^${Math.floor(guesses)} guesses for its ${secret.length} characters, 10^${Math.ceil(needed)} needed: a random key's); use e.g. openssl rand -base64 48`,
     );
   }
   return problems;
@@ -1135,12 +1199,13 @@ function webhookSecretProblems(
         problems.push(`${name}: the same value as ${other}`);
     }
     // a pattern (`0123456789abcdef`), if nothing above refused it (the estimate's child process)
+    const secret = value.replace(/^whsec_/, '');
     if (
       problems.length === refusedBefore &&
-      strength(value.replace(/^whsec_/, '')) < WEBHOOK_SECRET_MIN_GUESSES_LOG10
+      strength(secret) < guessesNeeded(secret, WEBHOOK_SECRET_MIN_GUESSES_LOG10_PER_CHARACTER)
     ) {
       problems.push(
-        `${name}: too predictable — sequences, keyboard rows, repeats or common words (use the provider's, or e.g. openssl rand -hex 32)`,
+        `${name}: too predictable — this deployment's names, words such as webhook, storage or production, years, sequences, keyboard rows or repeats make up much of it (use the provider's, or e.g. openssl rand -base64 48)`,
       );
     }
   }

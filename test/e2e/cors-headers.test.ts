@@ -289,7 +289,7 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 
 describe('CORS_ORIGINS defaults and validation', () => {
   const secrets = {
-    JWT_SECRET: 'cors-secret-0123456789-abcdefghij-KLMNOP',
+    JWT_SECRET: 'kg/gZguEarn5kkz6PARVmRmO53qFHydM66J5ee2yAe8=',
     STORAGE_ENDPOINT: 'https://storage.shop.example.test',
     STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
     STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
