@@ -1489,6 +1489,63 @@ describe("the object store's addresses outside development", () => {
   });
 });
 
+describe("the object store's URLs as they are used", () => {
+  it('refuses a STORAGE_BASE_URL with a user, a password, a query or a fragment (each public image URL begins with it), and a STORAGE_ENDPOINT with a user or password (ignored) — never quoting them', () => {
+    for (const nodeEnv of ['production', 'development']) {
+      const env =
+        nodeEnv === 'production' ? { ...SECRETS, NODE_ENV: nodeEnv } : { NODE_ENV: nodeEnv };
+      for (const [name, value, problem] of [
+        [
+          'STORAGE_BASE_URL',
+          'https://cdn-user:Cdn-Pw-0123@cdn.shop.example.com',
+          /takes no user or password: it begins every public image URL/,
+        ],
+        [
+          'STORAGE_BASE_URL',
+          'https://cdn-user@cdn.shop.example.com/img',
+          /takes no user or password/,
+        ],
+        [
+          'STORAGE_BASE_URL',
+          'https://cdn.shop.example.com/img?v=1',
+          /takes no query string or fragment/,
+        ],
+        [
+          'STORAGE_BASE_URL',
+          'https://cdn.shop.example.com/img?',
+          /takes no query string or fragment/,
+        ],
+        [
+          'STORAGE_BASE_URL',
+          'https://cdn.shop.example.com/img#top',
+          /takes no query string or fragment/,
+        ],
+        [
+          'STORAGE_ENDPOINT',
+          'https://writer:Store-Pw-0123@storage.shop.example.com',
+          /takes no user or password \(they would be ignored/,
+        ],
+      ] as const) {
+        const problems = problemsOf({ ...env, [name]: value });
+        expect([nodeEnv, value, problems]).toEqual([
+          nodeEnv,
+          value,
+          [expect.stringMatching(new RegExp(`^${name}: ${problem.source}`))],
+        ]);
+        expect(problems.join('\n')).not.toMatch(/Pw-0123|cdn-user|writer/);
+      }
+    }
+    // a path is a prefix as any other: kept
+    expect(
+      loadConfig({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        STORAGE_BASE_URL: 'https://cdn.shop.example.com/img/',
+      }).storage.baseUrl,
+    ).toBe('https://cdn.shop.example.com/img');
+  });
+});
+
 describe('a development instance on the built-in JWT_SECRET', () => {
   it('refuses a proxy in front (TRUST_PROXY), as it refuses a HOST beyond loopback: anyone reaching it could sign an admin token', () => {
     for (const proxy of ['127.0.0.1', '1', 'loopback', 'true']) {

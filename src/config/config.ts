@@ -175,6 +175,40 @@ const redisUrl = url(['redis:', 'rediss:']).superRefine((v, ctx) => {
   }
 });
 
+/**
+ * The object store's URLs, as they are used. STORAGE_BASE_URL is the start of every public image
+ * URL (`<base>/<key>`): a user or password in it was handed to every client in every product's
+ * images (a CDN's credentials), and a query string or fragment broke every one of them
+ * (`…?v=1/products/…`). STORAGE_ENDPOINT's user and password were dropped without a word (its
+ * keys are STORAGE_ACCESS_KEY_ID and STORAGE_SECRET_ACCESS_KEY).
+ */
+const storageUrlProblems =
+  (name: 'STORAGE_ENDPOINT' | 'STORAGE_BASE_URL') =>
+  (v: string, ctx: z.RefinementCtx): void => {
+    let parsed: URL;
+    try {
+      parsed = new URL(v);
+    } catch {
+      return; // (url() has said so)
+    }
+    if (parsed.username !== '' || parsed.password !== '') {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message:
+          name === 'STORAGE_BASE_URL'
+            ? 'takes no user or password: it begins every public image URL, handed to every client'
+            : 'takes no user or password (they would be ignored: the keys are STORAGE_ACCESS_KEY_ID and STORAGE_SECRET_ACCESS_KEY)',
+      });
+    }
+    if (name === 'STORAGE_BASE_URL' && /[?#]/.test(v)) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message:
+          "takes no query string or fragment: each image's key is added after it (…?v=1/products/…)",
+      });
+    }
+  };
+
 /** An access key or secret: printable, no spaces (a secret file's trailing newline, a quoted blank). */
 const credential = (min: number, max: number) =>
   z
@@ -430,7 +464,9 @@ const envSchema = z.object({
   // Unset: 120 s, or HTTP_REQUEST_TIMEOUT_MS, or DATABASE_QUERY_TIMEOUT_MS + 60 s, the longest
   HTTP_SOCKET_TIMEOUT_MS: optionalInt(1_000, 3_600_000).optional(),
   // S3-compatible object storage (MinIO, R2, S3) for product images
-  STORAGE_ENDPOINT: url(['http:', 'https:']).default('http://localhost:9000'),
+  STORAGE_ENDPOINT: url(['http:', 'https:'])
+    .superRefine(storageUrlProblems('STORAGE_ENDPOINT'))
+    .default('http://localhost:9000'),
   STORAGE_BUCKET: z
     .string()
     .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name')
@@ -448,7 +484,9 @@ const envSchema = z.object({
     .max(512)
     .regex(WEBHOOK_SECRET_FORMAT.STORAGE_WEBHOOK_TOKEN, 'must be printable ASCII without spaces')
     .optional(),
-  STORAGE_BASE_URL: url(['http:', 'https:']).optional(),
+  STORAGE_BASE_URL: url(['http:', 'https:'])
+    .superRefine(storageUrlProblems('STORAGE_BASE_URL'))
+    .optional(),
   CORS_ORIGINS: z.string().optional(),
   DOCS_ENABLED: z
     .enum(['true', 'false', '1', '0'])
