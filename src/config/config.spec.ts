@@ -1650,6 +1650,22 @@ describe('values a deployment templated or copied wrong', () => {
     ).toBe('postgres:///shop');
   });
 
+  it('refuses PORT=0 (a random port, said nowhere) unless NODE_ENV is development or test', () => {
+    for (const nodeEnv of ['production', 'staging', undefined]) {
+      const env = nodeEnv ? { ...prod, NODE_ENV: nodeEnv } : { ...SECRETS };
+      expect([nodeEnv, problemsOf({ ...env, PORT: '0' })]).toEqual([
+        nodeEnv,
+        [
+          'PORT: 0 (a random port, said nowhere) only with NODE_ENV=development or test; give the port to listen on',
+        ],
+      ]);
+      expect(loadConfig({ ...env, PORT: '1' }).http.port).toBe(1);
+    }
+    // the tests' and a development instance's own
+    expect(loadConfig({ ...prod, NODE_ENV: 'test', PORT: '0' }).http.port).toBe(0);
+    expect(loadConfig({ NODE_ENV: 'development', PORT: '0' }).http.port).toBe(0);
+  });
+
   it("refuses storage credentials with spaces or line breaks (a secret file's trailing newline)", () => {
     expect(
       named(problemsOf({ ...prod, STORAGE_SECRET_ACCESS_KEY: `${'y'.repeat(40)}\n` })),
@@ -1674,7 +1690,9 @@ describe('values a deployment templated or copied wrong', () => {
     expect(
       problemsOf({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: 'api.internal' }),
     ).toEqual(refused);
-    expect(loadConfig({ ...prod, PORT: '0', METRICS_PORT: '0' }).http.port).toBe(0);
+    expect(loadConfig({ ...prod, NODE_ENV: 'test', PORT: '0', METRICS_PORT: '0' }).http.port).toBe(
+      0,
+    );
     // two distinct addresses can share a port (a pod's IP for the API, loopback for metrics)
     expect(
       loadConfig({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '10.0.0.5' }).http.port,

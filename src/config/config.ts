@@ -1648,6 +1648,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         `at least ${RESERVATION_TTL_MINIMUM} unless NODE_ENV=development — the value is in seconds, not minutes (${ttl} minutes is ${ttl * 60})`,
     );
   }
+  if (
+    parsed.success &&
+    parsed.data.PORT === 0 &&
+    !['development', 'test'].includes(cleaned.NODE_ENV ?? '')
+  ) {
+    // the API listened on a port the system picked, said nowhere: no load balancer, health check
+    // or client could find it (tests and a development instance may ask for one)
+    problems.push(
+      'PORT: 0 (a random port, said nowhere) only with NODE_ENV=development or test; give the port to listen on',
+    );
+  }
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
     problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
