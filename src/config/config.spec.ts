@@ -445,11 +445,25 @@ describe('loadConfig', () => {
         '9465',
         'metrics host',
         'metrics_host',
+        // a flag or a number (a template's value, or another variable's): `yes` failed to resolve
+        // and the process ran without metrics, a warning its only trace; hex is an IPv4 address
+        // to the resolver (0x10: 0.0.0.16)
+        'yes',
+        'TRUE',
+        'off',
+        'NaN',
+        'Infinity',
+        'undefined',
+        '1e3',
+        '0x10',
+        '0x7f.1',
       ]) {
-        expect([host, problemsOf({ ...SECRETS, METRICS_HOST: host })]).toEqual([
-          host,
-          [expect.stringMatching(/^METRICS_HOST: must be an IP address/)],
-        ]);
+        for (const name of ['METRICS_HOST', 'HOST']) {
+          expect([host, problemsOf({ ...SECRETS, [name]: host })]).toEqual([
+            host,
+            [expect.stringMatching(new RegExp(`^${name}: must be an IP address`))],
+          ]);
+        }
       }
       expect(loadConfig({ ...SECRETS, METRICS_HOST: '' }).metricsHost).toBe('127.0.0.1'); // empty: unset
       for (const host of [
@@ -460,8 +474,14 @@ describe('loadConfig', () => {
         'ip6-localhost',
         'metrics.internal',
         'fe80::1%eth0',
+        // names that only begin like a flag or a number
+        'on-prem-metrics',
+        'yes.internal',
+        '0xdeadbeef-metrics',
+        'e10',
       ]) {
         expect(loadConfig({ ...SECRETS, METRICS_HOST: host }).metricsHost).toBe(host);
+        expect(loadConfig({ ...SECRETS, HOST: host }).http.host).toBe(host);
       }
     });
 

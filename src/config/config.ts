@@ -101,15 +101,35 @@ const ORPHAN_SWEEP_INTERVAL_MAX_MS = 86_400_000;
  */
 const RESERVATION_TTL_MINIMUM = 300;
 
+/** Values of a flag or a number, never a host's name (a template's, or the wrong variable's). */
+const NOT_HOST_NAMES = new Set([
+  'true',
+  'false',
+  'yes',
+  'no',
+  'on',
+  'off',
+  'nan',
+  'infinity',
+  'null',
+  'undefined',
+  'none',
+]);
+
 /**
  * An IP address, or a host name that is not a mistyped IPv4 address: all labels numeric
- * (`192.168.110`, `127.0.0.1.1`), or three of four (`127.0.0.l`).
+ * (`192.168.110`, `127.0.0.1.1`), or three of four (`127.0.0.l`); nor a flag or a number
+ * (`yes`, `TRUE`, `NaN`, `1e3`: a template's value, or one meant for another variable — METRICS_HOST
+ * `yes` failed to resolve and the process ran without metrics, a warning its only trace), nor a
+ * label in hex (`0x10`, `0x7f.1`: the resolver reads it as an IPv4 address, 0.0.0.16).
  */
 function isBindHost(host: string): boolean {
   if (isIP(host) !== 0) return true;
   const labels = host.split('.');
   const numeric = labels.filter((l) => /^\d+$/.test(l)).length;
   if (numeric === labels.length || (labels.length === 4 && numeric >= 3)) return false;
+  if (NOT_HOST_NAMES.has(host.toLowerCase()) || !Number.isNaN(Number(host))) return false;
+  if (labels.some((l) => /^0x[\da-f]*$/i.test(l))) return false;
   return labels.every((l) => /^[a-z\d]([a-z\d-]{0,61}[a-z\d])?$/i.test(l));
 }
 
@@ -324,14 +344,20 @@ const envSchema = z.object({
   // never reachable from the network by default), every interface otherwise
   HOST: z
     .string()
-    .refine(isBindHost, 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name')
+    .refine(
+      isBindHost,
+      'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name (not a flag or a number: yes, true, 0x10)',
+    )
     .optional(),
   // the operational listeners: loopback unless a deployment says where its Prometheus reaches them.
   // An IP address or a host name (RFC 1123) — not an IPv4 address mistyped (`127.0.0.l`), which
   // failed to listen and left the process running without metrics, a warning its only trace
   METRICS_HOST: z
     .string()
-    .refine(isBindHost, 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name')
+    .refine(
+      isBindHost,
+      'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name (not a flag or a number: yes, true, 0x10)',
+    )
     .default('127.0.0.1'),
   // API processes serving PORT together (node:cluster); 0 = one per CPU the process can use
   API_PROCESSES: int(1, 0, MAX_API_PROCESSES),
