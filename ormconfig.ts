@@ -17,7 +17,19 @@ import { MigratingDataSource } from './src/database/migrating-data-source';
  * `lock_timeout` (a startup option) was refused or dropped.
  */
 loadEnvFile(); // .env in the working directory, if any; the real environment wins
-const database = loadDatabaseConfig(process.env);
+/**
+ * A configuration that does not hold (a plain-text URL to another machine, whitespace around a
+ * value) ends the command as the API's boot ends: its message alone, exit 78 — the CLI had printed
+ * it as a load error of this file, with its stack, and exited 1 (configuration review).
+ */
+function databaseConfig(): ReturnType<typeof loadDatabaseConfig> {
+  try {
+    return loadDatabaseConfig(process.env);
+  } catch (err) {
+    return commandFailed(err);
+  }
+}
+const database = databaseConfig();
 
 /**
  * The CLI ends a command that failed with exit code 1 and the error printed whole (its stack and

@@ -193,4 +193,13 @@ describe('the operator commands on a DATABASE_URL whose server refuses the sign-
       expect([command, out]).not.toEqual([command, expect.stringContaining(PASSWORD)]);
     }
   }, 120_000);
+  it('a configuration that does not hold (whitespace around DATABASE_URL): the migration CLI exits EXIT_CONFIG with the message alone, as the API does — it printed a load error with its stack and exited 1', async () => {
+    const { code, out } = await run('migration:run', ` ${as('postgres')}`);
+    expect({ code, stack: /\n\s+at /.test(out), password: out.includes(PASSWORD) }).toEqual({
+      code: EXIT_CONFIG,
+      stack: false,
+      password: false,
+    });
+    expect(out).toContain('DATABASE_URL: begins or ends with whitespace');
+  }, 120_000);
 });
