@@ -870,6 +870,14 @@ function parseCorsOrigins(
   if (items.length === 1 && items[0] === '*') return { origins: '*', problems: [] };
   const problems: string[] = [];
   const origins = items.map((item) => {
+    // `https://*.shop.com` parsed as an origin whose host is `*.shop.com`, which no browser sends:
+    // taken, and it matched nothing (`*` means any origin only alone)
+    if (item.includes('*')) {
+      problems.push(
+        `CORS_ORIGINS: "${item}" — a wildcard matches no origin here (each is compared exactly): list every origin, or use * alone for any`,
+      );
+      return item;
+    }
     let origin: string | null = null;
     try {
       const u = new URL(item);

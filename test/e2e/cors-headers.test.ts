@@ -339,6 +339,25 @@ describe('CORS_ORIGINS defaults and validation', () => {
     }
   });
 
+  it('refuses a wildcard anywhere but alone (`https://*.shop.example` was taken as an origin no browser sends, and matched nothing)', () => {
+    for (const nodeEnv of ['production', 'development']) {
+      const env = nodeEnv === 'production' ? { ...secrets, ...services } : {};
+      for (const bad of [
+        'https://*.shop.example',
+        '*.shop.example',
+        'http://localhost:*',
+        `${WEB},https://*.web.shop.example`,
+        '**',
+      ]) {
+        expect(() => loadConfig({ ...env, NODE_ENV: nodeEnv, CORS_ORIGINS: bad })).toThrow(
+          /CORS_ORIGINS: "[^"]*\*[^"]*" — a wildcard matches no origin here/,
+        );
+      }
+      // alone, any origin (as before)
+      expect(loadConfig({ ...env, NODE_ENV: nodeEnv, CORS_ORIGINS: '*' }).corsOrigins).toBe('*');
+    }
+  });
+
   it('production default: a cross-origin preflight gets no CORS grant, and the logs say so (at boot, and each refused origin once a minute)', async () => {
     const warned: string[] = [];
     const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation(function (
