@@ -254,7 +254,7 @@ export function apiNodeOptions(): string {
 const API_NODE_ARGS = (process.env.API_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 /** This run's secrets: random, as a deployment's must be (a production boot refuses weak ones). */
-const BENCH_SECRETS = {
+export const BENCH_SECRETS = {
   JWT_SECRET: randomBytes(48).toString('base64'),
   STORAGE_SECRET_ACCESS_KEY: randomBytes(20).toString('hex'),
   STORAGE_WEBHOOK_TOKEN: randomBytes(16).toString('hex'),

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkoutRequests, registerBuyers } from '../../bench/checkout-load';
+import { BENCH_SECRETS } from '../../bench/support';
 import { Cluster } from './cluster';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -77,16 +78,13 @@ async function main(): Promise<void> {
       DATABASE_POOL_SIZE: '20',
       REDIS_URL: cluster.redisUrl,
       REDIS_KEY_PREFIX: 'bench',
-      JWT_SECRET: 'bench-only-jwt-secret-0123456789abcdef0123456789',
+      ...BENCH_SECRETS, // random: a production boot refuses secrets made of words
       JWT_PRIVATE_KEY: '',
       JWT_PUBLIC_KEY: '',
       STORAGE_ENDPOINT: 'https://storage.scale-bench.invalid',
       STORAGE_ACCESS_KEY_ID: 'bench-access-key',
-      STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
-      STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token-2026',
       STRIPE_SECRET_KEY: 'sk_test_bench_unused',
       STRIPE_TEST_MODE: 'true',
-      STRIPE_WEBHOOK_SECRET: 'whsec_bench_unused_bench_unused_2026',
       RATE_LIMIT_ENABLED: 'false',
       PURCHASE_LIMIT_OPEN_ORDERS: '0',
       PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
