@@ -369,7 +369,8 @@ describe('loadConfig', () => {
       expect(sweepEvery('60000')).toBe(60_000);
       expect(sweepEvery('86400000')).toBe(86_400_000);
       // minutes or seconds meant (15, 900): a sweep paging through Stripe's lists without pause
-      for (const value of ['15', '900', '59999', '86400001', '15m', '-1', '1.5', ' ', '1e6']) {
+      // (a lone space is refused as whitespace around a value, as for every variable)
+      for (const value of ['15', '900', '59999', '86400001', '15m', '-1', '1.5', '1e6']) {
         expect({
           value,
           problems: problemsOf({
