@@ -16,14 +16,15 @@ import { MigratingDataSource } from './src/database/migrating-data-source';
  * connection and the next deploy's migration waited for it with no timeout, and the migrations'
  * `lock_timeout` (a startup option) was refused or dropped.
  */
-loadEnvFile(); // .env in the working directory, if any; the real environment wins
 /**
  * A configuration that does not hold (a plain-text URL to another machine, whitespace around a
- * value) ends the command as the API's boot ends: its message alone, exit 78 — the CLI had printed
- * it as a load error of this file, with its stack, and exited 1 (configuration review).
+ * value, an ENV_FILE that names no file) ends the command as the API's boot ends: its message
+ * alone, exit 78 — the CLI had printed it as a load error of this file, with its stack, and exited
+ * 1 (configuration review).
  */
 function databaseConfig(): ReturnType<typeof loadDatabaseConfig> {
   try {
+    loadEnvFile(); // .env in the working directory, if any; the real environment wins
     return loadDatabaseConfig(process.env);
   } catch (err) {
     return commandFailed(err);

@@ -10,7 +10,7 @@ const { parseEnv } = require('node:util');
 const chosen = process.env.ENV_FILE;
 if (chosen && !existsSync(chosen)) {
   console.error(`ENV_FILE: no such file "${chosen}"`);
-  process.exit(1);
+  process.exit(78); // a refused configuration, as the processes' own (src/config/exit-codes.ts)
 }
 const path = chosen === undefined ? '.env' : chosen;
 if (path && existsSync(path)) {

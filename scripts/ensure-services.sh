@@ -33,9 +33,9 @@ can_apt() { is_root && have apt-get; }
 with_timeout() { if have timeout; then timeout "$@"; else shift; "$@"; fi; }
 
 # --- .env (values already in the environment win; Node's parser, never `source`d) ------------------
-while IFS= read -r -d '' key && IFS= read -r -d '' val; do
-  export "$key=$val"
-done < <(node scripts/dotenv.js)
+# shellcheck source=scripts/dotenv.sh
+source scripts/dotenv.sh
+export_dotenv # an ENV_FILE that names no file: exit 78 here, nothing set up with the defaults
 
 export DATABASE_URL="${DATABASE_URL:-postgres://shop:shop@127.0.0.1:5432/shop}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"

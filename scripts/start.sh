@@ -20,9 +20,10 @@ trap 'stopped_early 143' TERM
 trap 'stopped_early 130' INT
 # .env (if any) through Node's parser, never `source`d: the real environment wins. The API, the
 # worker, migrations and the seed read .env themselves too; this is for NODE_ENV and the ports.
-while IFS= read -r -d '' key && IFS= read -r -d '' val; do
-  export "$key=$val"
-done < <(node scripts/dotenv.js)
+# An ENV_FILE that names no file ends the start here (exit 78), before anything is set up.
+# shellcheck source=scripts/dotenv.sh
+source scripts/dotenv.sh
+export_dotenv
 # A local run is a development instance (demo data, simulated payments, built-in secrets; on
 # loopback only) unless the operator chose otherwise: the processes themselves never assume
 # development. Only an unset NODE_ENV becomes development — a set but empty one stays what the

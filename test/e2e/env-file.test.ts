@@ -38,6 +38,79 @@ async function shellEnvFile(
   return JSON.parse(stdout);
 }
 
+/**
+ * The environment the entry points run with: this one without the harness's ENV_FILE= (.env read
+ * as in production) nor the variables the tests' .env sets, and services that answer nothing
+ * (should one boot, it reaches nothing shared).
+ */
+function entryPointEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  delete env.SHOP_CURRENCY;
+  delete env.DATABASE_POOL_SIZE;
+  delete env.ENV_FILE; // the harness switches .env off (test/support/env.ts): .env as in production
+  return Object.assign(env, {
+    PORT: '0',
+    METRICS_PORT: '0',
+    WORKER_METRICS_PORT: '0',
+    LOG_LEVEL: 'silent',
+    DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none',
+    REDIS_URL: 'redis://127.0.0.1:1',
+    REDIS_KEY_PREFIX: 'envfiletest',
+  });
+}
+
+/**
+ * Every entry point that reads .env — the API, the worker, the migration CLI, seed and
+ * admin:create — run from sources in `cwd` with `env`, each to its exit (killed after 60 s: one
+ * that boots is a failure either way).
+ */
+function runEntryPoints(
+  cwd: string,
+  env: Record<string, string>,
+): Promise<{ name: string; code: number | null; output: string }[]> {
+  const register = join(ROOT, 'scripts', 'ts-register.js');
+  const entryPoints: Record<string, string[]> = {
+    api: [join(ROOT, 'src', 'main.ts')],
+    worker: [join(ROOT, 'src', 'worker.ts')],
+    migrations: [
+      join(ROOT, 'node_modules', 'typeorm', 'cli.js'),
+      '-d',
+      join(ROOT, 'ormconfig.ts'),
+      'migration:show',
+    ],
+    seed: [join(ROOT, 'scripts', 'seed.ts')],
+    'admin:create': [
+      join(ROOT, 'scripts', 'admin-create.ts'),
+      '--email',
+      'a@shop.example',
+      '--password',
+      'long-enough-pw',
+    ],
+  };
+  return Promise.all(
+    Object.entries(entryPoints).map(
+      ([name, args]) =>
+        new Promise<{ name: string; code: number | null; output: string }>((resolve) => {
+          const proc = spawn(process.execPath, ['-r', register, ...args], {
+            cwd,
+            env,
+            stdio: ['ignore', 'pipe', 'pipe'],
+          });
+          let output = '';
+          proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
+          proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
+          // a process that ignored .env would boot: stop it, it is a failure either way
+          const timer = setTimeout(() => proc.kill('SIGKILL'), 60_000);
+          proc.on('exit', (code) => {
+            clearTimeout(timer);
+            resolve({ name, code, output });
+          });
+        }),
+    ),
+  );
+}
+
 describe('.env: read by a real parser, by every process, the real environment winning', () => {
   let dir: string;
   beforeEach(() => {
@@ -131,61 +204,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
   it('the API, the worker, the migration CLI, seed and admin:create all read .env from their working directory', async () => {
     // Values only .env sets, each invalid: a process that reads .env refuses to start naming them.
     writeFileSync(join(dir, '.env'), 'SHOP_CURRENCY=from-dotenv\nDATABASE_POOL_SIZE=from-dotenv\n');
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
-    delete env.SHOP_CURRENCY;
-    delete env.DATABASE_POOL_SIZE;
-    delete env.ENV_FILE; // the harness switches .env off (test/support/env.ts): .env as in production
-    Object.assign(env, {
-      PORT: '0',
-      METRICS_PORT: '0',
-      WORKER_METRICS_PORT: '0',
-      LOG_LEVEL: 'silent',
-      // should one ignore .env and boot, it reaches nothing shared
-      DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none',
-      REDIS_URL: 'redis://127.0.0.1:1',
-      REDIS_KEY_PREFIX: 'envfiletest',
-    });
-    const register = join(ROOT, 'scripts', 'ts-register.js');
-    const entryPoints: Record<string, string[]> = {
-      api: [join(ROOT, 'src', 'main.ts')],
-      worker: [join(ROOT, 'src', 'worker.ts')],
-      migrations: [
-        join(ROOT, 'node_modules', 'typeorm', 'cli.js'),
-        '-d',
-        join(ROOT, 'ormconfig.ts'),
-        'migration:show',
-      ],
-      seed: [join(ROOT, 'scripts', 'seed.ts')],
-      'admin:create': [
-        join(ROOT, 'scripts', 'admin-create.ts'),
-        '--email',
-        'a@shop.example',
-        '--password',
-        'long-enough-pw',
-      ],
-    };
-    const results = await Promise.all(
-      Object.entries(entryPoints).map(
-        ([name, args]) =>
-          new Promise<{ name: string; code: number | null; output: string }>((resolve) => {
-            const proc = spawn(process.execPath, ['-r', register, ...args], {
-              cwd: dir,
-              env,
-              stdio: ['ignore', 'pipe', 'pipe'],
-            });
-            let output = '';
-            proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
-            proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-            // a process that ignored .env would boot: stop it, it is a failure either way
-            const timer = setTimeout(() => proc.kill('SIGKILL'), 60_000);
-            proc.on('exit', (code) => {
-              clearTimeout(timer);
-              resolve({ name, code, output });
-            });
-          }),
-      ),
-    );
+    const results = await runEntryPoints(dir, entryPointEnv());
     for (const r of results) {
       // a refused configuration: EXIT_CONFIG, the migration CLI's too (ormconfig.ts ends it so)
       expect({ name: r.name, code: r.code }).toEqual({ name: r.name, code: EXIT_CONFIG });
@@ -194,6 +213,34 @@ describe('.env: read by a real parser, by every process, the real environment wi
       if (r.name !== 'migrations')
         expect([r.name, r.output]).toEqual([r.name, expect.stringContaining('SHOP_CURRENCY')]);
     }
+  }, 90_000);
+
+  it('an ENV_FILE that names no file: every entry point and `npm start` refuse to start, exit 78, naming ENV_FILE', async () => {
+    // `npm start` read scripts/dotenv.js through a process substitution, whose exit code `set -e`
+    // never sees: it went on, in development (the default) setting up local services; the
+    // migration CLI read the file outside its refusal's catch and exited 1 with a stack
+    const env = { ...entryPointEnv(), ENV_FILE: join(dir, 'missing.env') };
+    const results = await runEntryPoints(dir, env);
+    // NODE_ENV=production: should the start go on, it sets up nothing here (its migrations refuse
+    // the unreachable DATABASE_URL, exit 1)
+    const start = await run('bash', [join(ROOT, 'scripts', 'start.sh')], {
+      env: { ...env, NODE_ENV: 'production' },
+    }).then(
+      ({ stdout, stderr }) => ({ code: 0, output: stdout + stderr }),
+      (err: { code: number; stdout: string; stderr: string }) => ({
+        code: err.code,
+        output: err.stdout + err.stderr,
+      }),
+    );
+    for (const r of [...results, { name: 'npm start', ...start }]) {
+      expect({ name: r.name, code: r.code }).toEqual({ name: r.name, code: EXIT_CONFIG });
+      expect([r.name, r.output]).toEqual([
+        r.name,
+        expect.stringContaining('ENV_FILE: no such file'),
+      ]);
+    }
+    // the start ended before any step: not even the line naming the services it would use
+    expect(start.output).not.toContain('[start]');
   }, 90_000);
 
   it('the build has the first-admin script the Docker image runs (node dist/scripts/admin-create.js), and node dist/main.js and dist/worker.js start and stop cleanly', async () => {
