@@ -29,6 +29,14 @@ export type CancellationReason = (typeof CANCELLATION_REASONS)[number];
  */
 export const PRODUCT_WITHDRAWN_ACTOR = 'system:product-withdrawn';
 
+/**
+ * Who cancelled an order whose total the payment provider refused to charge as such (below its
+ * smallest charge, above its largest: PaymentsService#start) — never payable, cancelled at its
+ * first payment start. The reason is PAYMENT_FAILED; the order is marked as a payment start that
+ * failed on the shop's side, so the purchase caps never count it abandoned.
+ */
+export const UNCHARGEABLE_TOTAL_ACTOR = 'system:unchargeable-total';
+
 /** Every allowed move. Nothing else exists. */
 export const ORDER_TRANSITIONS: Readonly<Record<OrderStatus, readonly OrderStatus[]>> = {
   CREATED: ['INVENTORY_RESERVED', 'CANCELLED'],

@@ -8,7 +8,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { ProductRepository } from '../catalog/product.repository';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
-import { PRODUCT_WITHDRAWN_ACTOR } from '../orders/order-state-machine';
+import { PRODUCT_WITHDRAWN_ACTOR, UNCHARGEABLE_TOTAL_ACTOR } from '../orders/order-state-machine';
 import {
   CallBudget,
   GatewayError,
@@ -177,16 +177,29 @@ export class PaymentsService {
         budget,
       )
       .catch(async (err: unknown) => {
-        // below the provider's minimum charge (₹0.50, $0.50…) or above its maximum: the same
-        // answer every time for this order, so the order's problem, not the provider's
+        // below the provider's minimum charge (₹0.50, $0.50, HK$4…) or above its maximum: the
+        // same answer every time for this order, so the order's problem, not the provider's.
+        // Never payable: cancelled at once, its units back on sale — left to run out, it held them
+        // for the rest of its window (a 409 on every try) and then counted against the customer
+        // as abandoned. The shop's doing (its ORDER_MINIMUM_AMOUNT below the provider's minimum
+        // for its currency, say): marked as a payment start failed on the shop's side, which the
+        // purchase caps never count, and cancelled by the shop's actor. One transaction of its
+        // own, standing although this request answers 409; the guarded cancel releases the stock
+        // once, whatever concurrent starts and retries do.
         if (
           err instanceof GatewayError &&
           err.kind === 'rejected' &&
           AMOUNT_REFUSALS.has(err.code ?? '')
         ) {
+          const { changed } = await this.tx.runOwn(async () => {
+            await this.orders.notePaymentStartFailed(orderId, this.clock.now());
+            return this.transitions.cancel(orderId, 'PAYMENT_FAILED', UNCHARGEABLE_TOTAL_ACTOR, {
+              onlyIfNoOpenPayment: true,
+            });
+          });
           throw new DomainError(
             'ORDER_NOT_PAYABLE',
-            `The payment provider cannot charge this total (${err.code}).`,
+            `The payment provider cannot charge this total (${err.code}): the order can no longer be paid${changed ? ', and is cancelled' : ''}.`,
           );
         }
         // the shop's failure, not the customer's: an order that then expires unpaid is not held

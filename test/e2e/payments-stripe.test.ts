@@ -14,7 +14,7 @@ import { DisputeRepository } from '../../src/payments/dispute.repository';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { settleRefundJobId } from '../../src/payments/refund-settle.job';
 import { QueueName } from '../../src/queue/queues';
-import { Session, createAdmin } from '../support/auth';
+import { Session, createAdmin, signInLimitsAnswering } from '../support/auth';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { insertRefund } from '../support/refunds';
@@ -343,42 +343,111 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     );
   }, 60_000);
 
-  it('an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE on every try, not a 502', async () => {
+  it("an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE, not a 502 — one under Stripe's minimum is cancelled at its first payment start (its stock released once, under concurrent starts and retries too), never held against the customer", async () => {
     // nothing to pay: refused at checkout, before anything is held (ORDER_MINIMUM_AMOUNT)
     const free = await insertProduct(t.db.pool, { stock: 5, priceAmount: 0 });
     const refused = await placeOrder(t.http, alice, [{ productId: free, quantity: 1 }]);
     expect([refused.status, refused.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
-    // under Stripe's minimum, where ORDER_MINIMUM_AMOUNT is set lower than it: the payment says so
-    for (const priceAmount of [25]) {
-      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
-      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-      expect(order.status).toBe(201);
-      for (let i = 0; i < 2; i++) {
-        const pay = await t.http.post(
-          `/v1/orders/${order.body.id}/payment`,
+    // under Stripe's minimum, where ORDER_MINIMUM_AMOUNT is set lower than it (1 here; the default
+    // 50 in a currency whose minimum is higher): checkout takes it, Stripe refuses every intent.
+    // A customer allowed one abandoned order a day (the caps on, on the same database)
+    const capped = await bootTestApp({
+      db: t.db,
+      env: {
+        ...stripeEnv(stripe),
+        PURCHASE_LIMIT_ABANDONED_PER_DAY: '1',
+        RATE_LIMIT_ENABLED: 'true',
+      },
+    });
+    try {
+      await signInLimitsAnswering(capped.http);
+      const [hal] = await buyers(capped.http, 1);
+      const pay = (orderId: string, key = newKey()) =>
+        capped.http.post(
+          `/v1/orders/${orderId}/payment`,
           {},
-          { token: alice.token, idempotencyKey: newKey() },
+          { token: hal.token, idempotencyKey: key },
         );
-        expect([pay.status, pay.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
-      }
-      const creates = stripe.requests.filter(
-        (r) =>
-          r.path === '/v1/payment_intents' &&
-          r.idempotencyKey === `order:${order.body.id}:payment-intent`,
-      );
-      expect(creates.length).toBe(2);
-      expect((await orderOf(order.body.id)).status).toBe('INVENTORY_RESERVED'); // left to expire, or be cancelled
-      expect(
+      const createsOf = (orderId: string) =>
+        stripe.requests.filter(
+          (r) =>
+            r.path === '/v1/payment_intents' &&
+            r.idempotencyKey === `order:${orderId}:payment-intent`,
+        ).length;
+      const cancelledOf = async (orderId: string) =>
         (
-          await t.http.post(
-            `/v1/orders/${order.body.id}/cancel`,
-            {},
-            { token: alice.token, idempotencyKey: newKey() },
+          await t.db.pool.query(
+            `SELECT o.status, o.cancellation_reason AS reason, h.actor,
+                    o.payment_start_failed_at IS NOT NULL AS "startFailed",
+                    (SELECT count(*)::int FROM payments p WHERE p.order_id = o.id) AS payments
+               FROM orders o
+               LEFT JOIN order_status_history h ON h.order_id = o.id AND h.to_status = 'CANCELLED'
+              WHERE o.id = $1`,
+            [orderId],
           )
-        ).status,
-      ).toBe(200);
+        ).rows;
+      const cancelledRow = {
+        status: 'CANCELLED',
+        reason: 'PAYMENT_FAILED',
+        actor: 'system:unchargeable-total',
+        startFailed: true,
+        payments: 0,
+      };
+
+      // one start: 3 × 10 (the product's whole stock) — refused by Stripe, the order cancelled
+      // there and then, its units back on sale at once (they were held to the deadline)
+      const lone = await insertProduct(t.db.pool, { stock: 3, priceAmount: 10 });
+      const first = await placeOrder(capped.http, hal, [{ productId: lone, quantity: 3 }]);
+      expect(first.status).toBe(201);
+      expect(await stockOf(t.db.pool, lone)).toEqual({ onHand: 3, reserved: 3 });
+      const key = newKey();
+      const answer = await pay(first.body.id, key);
+      expectProblem(answer, 409, 'ORDER_NOT_PAYABLE');
+      expect(await cancelledOf(first.body.id)).toEqual([cancelledRow]);
+      expect(answer.body.detail).toMatch(/amount_too_small.*and is cancelled/);
+      expect(await stockOf(t.db.pool, lone)).toEqual({ onHand: 3, reserved: 0 });
+      expect(createsOf(first.body.id)).toBe(1);
+      // retried — the same key (a 409 is not stored: it runs again), a new one: still 409, the
+      // order cancelled, Stripe not asked again, nothing released twice
+      for (const again of [key, newKey()]) {
+        expectProblem(await pay(first.body.id, again), 409, 'ORDER_NOT_PAYABLE');
+      }
+      expect(createsOf(first.body.id)).toBe(1);
+      expect(await cancelledOf(first.body.id)).toEqual([cancelledRow]);
+
+      // concurrent starts (a double click, a client's retries): one cancel, one release
+      const raced = await insertProduct(t.db.pool, { stock: 4, priceAmount: 10 });
+      const second = await placeOrder(capped.http, hal, [{ productId: raced, quantity: 4 }]);
+      expect(second.status).toBe(201);
+      const answers = await Promise.all(Array.from({ length: 4 }, () => pay(second.body.id)));
+      for (const a of answers) expectProblem(a, 409, 'ORDER_NOT_PAYABLE');
+      expect(await cancelledOf(second.body.id)).toEqual([cancelledRow]);
+      expect(await stockOf(t.db.pool, raced)).toEqual({ onHand: 4, reserved: 0 });
+      const releases = await t.db.pool.query(
+        `SELECT count(*)::int AS n FROM stock_movements WHERE product_id = $1 AND reserved_delta < 0`,
+        [raced],
+      );
+      expect(releases.rows[0].n).toBe(1);
+      await drain(worker, t.db.pool);
+      await assertStockInvariants(t.db.pool, [lone, raced]);
+
+      // two such orders, an allowance of one abandoned a day: neither counted, the customer
+      // orders again — and one the customer abandons counts, as ever
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const next = await placeOrder(capped.http, hal, [{ productId: p, quantity: 1 }]);
+      expect(next.status).toBe(201);
+      const cancel = await capped.http.post(
+        `/v1/orders/${next.body.id}/cancel`,
+        {},
+        { token: hal.token, idempotencyKey: newKey() },
+      );
+      expect(cancel.status).toBe(200);
+      const capReached = await placeOrder(capped.http, hal, [{ productId: p, quantity: 1 }]);
+      expect([capReached.status, capReached.body.code]).toEqual([429, 'RATE_LIMITED']);
+    } finally {
+      await capped.close();
     }
-  }, 30_000);
+  }, 60_000);
 
   it('a signed event carrying a NUL or a lone surrogate in a customer-typed field (a billing name) is recorded and processed, not refused forever', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 5_000 });
