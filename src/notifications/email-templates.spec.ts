@@ -125,5 +125,14 @@ describe('renderEmail', () => {
     expect(text('RESERVATION_EXPIRED')).toContain('because the payment was not completed in time');
     expect(text('RESERVATION_EXPIRED')).not.toContain('RESERVATION_EXPIRED');
     expect(cancellationSentence('X', null)).toBe('Your order X has been cancelled.');
+    // a total the payment provider refused as such (under its smallest charge): nothing was tried
+    expect(
+      renderEmail({
+        kind: 'cancellation',
+        order: { ...order, cancellationReason: 'PAYMENT_FAILED', unchargeableTotal: true },
+      }).text,
+    ).toContain(
+      'because its total is an amount our payment provider cannot charge. Nothing has been charged for it.',
+    );
   });
 });

@@ -14,6 +14,8 @@ export type EmailOrder = Pick<
 > & {
   /** Cancelled because a product of it was taken off sale before its payment began. */
   withdrawnFromSale?: boolean;
+  /** Cancelled because the payment provider refused its total as such (too small, too large). */
+  unchargeableTotal?: boolean;
 };
 
 /**
@@ -87,8 +89,16 @@ export function cancellationSentence(
   reference: string,
   reason: CancellationReason | null,
   withdrawnFromSale = false,
+  unchargeableTotal = false,
 ): string {
   if (reason === null) return `Your order ${reference} has been cancelled.`;
+  if (unchargeableTotal)
+    // (its reason is PAYMENT_FAILED, the contract's nearest: the provider refused the amount
+    // before any payment was tried, none taken)
+    return (
+      `Your order ${reference} has been cancelled because its total is an amount our payment ` +
+      'provider cannot charge. Nothing has been charged for it.'
+    );
   if (withdrawnFromSale)
     // (its reason is PAYMENT_FAILED, the contract's nearest: no payment was tried, none taken)
     return (
@@ -130,7 +140,12 @@ function subjectAndIntro(ctx: EmailContext): { subject: string; intro: string } 
     case 'cancellation':
       return {
         subject: `Order ${ref} cancelled`,
-        intro: cancellationSentence(ref, ctx.order.cancellationReason, ctx.order.withdrawnFromSale),
+        intro: cancellationSentence(
+          ref,
+          ctx.order.cancellationReason,
+          ctx.order.withdrawnFromSale,
+          ctx.order.unchargeableTotal,
+        ),
       };
     case 'refund': {
       const amount = formatMoney(ctx.refund.amount, ctx.refund.currency);

@@ -15,7 +15,7 @@ import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS, EmailJob, emailKey, emailRef }
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailContent, EmailContext, renderEmail } from './email-templates';
 import { MailTransport, OutgoingEmail } from './mail-transport';
-import { PRODUCT_WITHDRAWN_ACTOR } from '../orders/order-state-machine';
+import { PRODUCT_WITHDRAWN_ACTOR, UNCHARGEABLE_TOTAL_ACTOR } from '../orders/order-state-machine';
 
 /**
  * How long the 'sent' record is retried after the server accepted the message (a database blip
@@ -325,12 +325,14 @@ export class EmailService {
       this.logger.warn(`email ${key} skipped: customer not found`);
       return null;
     }
+    const cancelledBy = (actor: string) =>
+      order.cancellationReason === 'PAYMENT_FAILED' &&
+      order.history.some((h) => h.to === 'CANCELLED' && h.actor === actor);
     const base = {
       order: {
         ...order,
-        withdrawnFromSale:
-          order.cancellationReason === 'PAYMENT_FAILED' &&
-          order.history.some((h) => h.to === 'CANCELLED' && h.actor === PRODUCT_WITHDRAWN_ACTOR),
+        withdrawnFromSale: cancelledBy(PRODUCT_WITHDRAWN_ACTOR),
+        unchargeableTotal: cancelledBy(UNCHARGEABLE_TOTAL_ACTOR),
       },
     };
     if (job.kind !== 'refund') {
