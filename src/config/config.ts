@@ -78,7 +78,7 @@ const optionalInt = (min: number, max: number) =>
     .regex(/^\d{1,12}$/, 'must be a whole number (digits only)')
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
-/** Stripe's smallest charge in INR, USD, EUR and most currencies (minor units). */
+/** Stripe's smallest charge in INR, USD and EUR (minor units); higher in many other currencies. */
 const STRIPE_MINIMUM_CHARGE = 50;
 /** The smallest order total taken: ORDER_MINIMUM_AMOUNT, or the payment provider's smallest charge. */
 const minimumOrderOf = (e: { ORDER_MINIMUM_AMOUNT?: number; STRIPE_SECRET_KEY?: string }): number =>
@@ -459,8 +459,10 @@ const envSchema = z.object({
     )
     .default('INR'),
   // the smallest order total (minor units of SHOP_CURRENCY) the payment provider can charge;
-  // unset: 50 with Stripe (its minimum in INR, USD, EUR and most currencies; GBP 30), 1 with the
-  // development gateway (which charges any amount; a total of nothing is never charged)
+  // unset: 50 with Stripe (its minimum in INR, USD and EUR; GBP 30 — higher in many other
+  // currencies, HKD, MXN, THB, CZK…, and tied to the account's settlement currency, so not checked
+  // here: an order under it is cancelled at its first payment start, PaymentsService#start), 1
+  // with the development gateway (which charges any amount; a total of nothing is never charged)
   ORDER_MINIMUM_AMOUNT: optionalInt(1, 1_000_000_000).optional(),
   // the largest order total (minor units) the payment provider can charge: Stripe takes at most
   // eight digits (99,999,999: ₹999,999.99, $999,999.99); the development gateway is held to the
