@@ -5,7 +5,7 @@ import type { MetricsService } from '../metrics/metrics.service';
 import {
   BUDGET_SPENT,
   CallBudget,
-  GatewayDispute,
+  DisputeOfIntent,
   GatewayError,
   GatewayIntent,
   GatewayRefund,
@@ -106,7 +106,7 @@ export class MeteredGateway implements PaymentGateway {
     return this.metered('list_refunds', () => this.inner.listRefunds(intentId, budget));
   }
 
-  retrieveDispute(id: string): Promise<GatewayDispute> {
+  retrieveDispute(id: string): Promise<DisputeOfIntent> {
     return this.metered('retrieve_dispute', () => this.inner.retrieveDispute(id));
   }
 

@@ -202,6 +202,11 @@ async function setup(opts: { counter?: () => { inc: jest.Mock } } = {}) {
     refunds: mockRefunds(),
     gateway: mockGateway(),
     tx: mockTx(),
+    disputes: {
+      record: jest.fn(),
+      findToRecheck: jest.fn().mockResolvedValue([]),
+      claimDeadlinesNear: jest.fn().mockResolvedValue([]),
+    },
   };
   const clock: Pick<Clock, 'now'> = { now: () => NOW };
   const ids: Pick<IdGenerator, 'uuid'> = { uuid: () => 'new-payment-id' };
@@ -213,14 +218,7 @@ async function setup(opts: { counter?: () => { inc: jest.Mock } } = {}) {
       { provide: OrderRepository, useValue: m.orders },
       { provide: OrderTransitionsService, useValue: m.transitions },
       { provide: RefundsService, useValue: m.refunds },
-      {
-        provide: DisputeRepository,
-        useValue: {
-          record: jest.fn(),
-          findToRecheck: jest.fn().mockResolvedValue([]),
-          claimDeadlinesNear: jest.fn().mockResolvedValue([]),
-        },
-      },
+      { provide: DisputeRepository, useValue: m.disputes },
       { provide: PAYMENT_GATEWAY, useValue: m.gateway },
       { provide: TransactionHost, useValue: m.tx },
       { provide: Clock, useValue: clock },
@@ -543,6 +541,53 @@ describe('PaymentFinalizer', () => {
           s.refunds.syncFromGateway.mock.invocationCallOrder[0],
         );
       }
+    });
+
+    it("dispute: the dispute the event names is read from the gateway and recorded as it says, for the payment of the intent it says disputed (not the event's); the gateway unavailable, the job fails with nothing recorded", async () => {
+      const s = await setup();
+      s.events.find.mockResolvedValue(
+        event({ type: 'charge.dispute.closed', intentId: 'pi_other' }),
+      );
+      s.events.objectOf.mockResolvedValue({
+        object: 'dispute',
+        id: 'dp_1',
+        status: 'won',
+        amount: 24_900,
+        currency: 'inr',
+        payment_intent: 'pi_other',
+      });
+      s.gateway.retrieveDispute.mockResolvedValue({
+        id: 'dp_1',
+        status: 'needs_response',
+        amount: 24_900,
+        currency: 'INR',
+        reason: 'fraudulent',
+        evidenceDueBy: NOW,
+        intentId: 'pi_1',
+      });
+      s.disputes.record.mockResolvedValue({ first: true, status: 'needs_response' });
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({
+        kind: 'dispute',
+        orderId: ORDER,
+        status: 'needs_response',
+        changed: true,
+      });
+      expect(s.gateway.retrieveDispute).toHaveBeenCalledWith('dp_1');
+      expect(s.payments.findByIntent.mock.calls).toEqual([['pi_1']]);
+      expect(s.disputes.record).toHaveBeenCalledWith(
+        expect.objectContaining({ id: 'dp_1', paymentId: 'pay-1', status: 'needs_response' }),
+        NOW,
+      );
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'dispute');
+
+      s.disputes.record.mockClear();
+      s.events.markProcessed.mockClear();
+      s.gateway.retrieveDispute.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await expect(s.finalizer.processEvent(EVENT)).rejects.toMatchObject({ kind: 'unavailable' });
+      expect(s.disputes.record).not.toHaveBeenCalled();
+      expect(s.events.markProcessed).not.toHaveBeenCalled();
     });
 
     it('confirmed: a succeeded intent makes the order PAID then CONFIRMED in one transaction, with the event marked', async () => {
@@ -873,6 +918,43 @@ describe('PaymentFinalizer', () => {
       expect(await s.finalizer.reconcile()).toBe(1);
       expect(s.events.noteSweepFailed).toHaveBeenCalledWith('evt_stuck', NOW);
       expect(s.events.markProcessed).toHaveBeenCalledWith('evt_behind', NOW, 'confirmed');
+    });
+
+    it('a dispute event whose dispute the gateway does not know (a key changed to another account) is kept like one about an unknown intent: asked again every 6 hours past its first day, given up after 30 days', async () => {
+      const s = await setup();
+      const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+      const day = 24 * 60 * 60 * 1000;
+      const received = { evt_young: 2 * day, evt_old: 31 * day };
+      s.events.findUnprocessed.mockResolvedValue(Object.keys(received));
+      s.events.find.mockImplementation(async (id) => ({
+        id,
+        type: 'charge.dispute.updated',
+        intentId: 'pi_1',
+        processedAt: null,
+        receivedAt: new Date(NOW.getTime() - received[id as keyof typeof received]),
+      }));
+      s.events.objectOf.mockResolvedValue({
+        object: 'dispute',
+        id: 'dp_1',
+        status: 'needs_response',
+        amount: 24_900,
+        currency: 'inr',
+      });
+      s.events.markProcessed.mockResolvedValue(true);
+      s.gateway.retrieveDispute.mockRejectedValue(
+        new GatewayError('rejected', 'resource_missing', 'no such dispute'),
+      );
+      await s.finalizer.reconcile();
+      expect(s.events.noteSweepFailed).toHaveBeenCalledWith(
+        'evt_young',
+        new Date(NOW.getTime() + 6 * 60 * 60 * 1000),
+      );
+      expect(s.events.markProcessed.mock.calls).toEqual([['evt_old', NOW, 'unknown-intent']]);
+      expect(s.disputes.record).not.toHaveBeenCalled();
+      expect(errors).toHaveBeenCalledWith(
+        expect.stringContaining('given up: its dispute of intent pi_1 has been unknown'),
+      );
+      errors.mockRestore();
     });
   });
 });

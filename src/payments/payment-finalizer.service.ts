@@ -12,6 +12,7 @@ import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
 import {
   dateOfUnixSeconds,
+  DisputeOfIntent,
   GatewayDispute,
   GatewayError,
   GatewayIntent,
@@ -24,7 +25,7 @@ import { DISPUTE_RELEASED } from './entities/payment-dispute.entity';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
 import { ShopIdentity } from './shop-identity';
-import { WebhookEventRepository } from './webhook-event.repository';
+import { WebhookEvent, WebhookEventRepository } from './webhook-event.repository';
 
 const ACTOR = 'system:payments';
 
@@ -123,6 +124,7 @@ type OrphanNews = 'payment' | 'refund' | 'dispute';
  * line a minute past them, counting the rest (`npm run payments:orphans` lists every one).
  */
 const orphanLines = new RateLimitedLog(60_000, 100);
+const isDisputeEvent = (type: string): boolean => type.startsWith('charge.dispute.');
 const isRefundEvent = (type: string): boolean =>
   type === 'charge.refunded' || type.startsWith('charge.refund.') || type.startsWith('refund.');
 /** Events the sweep takes on per run (the next run takes the rest). */
@@ -163,7 +165,8 @@ const UNKNOWN_EVENT_GIVE_UP_MS = 30 * 24 * 60 * 60 * 1000;
 
 /**
  * The dispute a `charge.dispute.*` event carries (Stripe's Dispute object), or null for anything
- * else: its id, status, amount (minor units) and currency are required.
+ * else: its id, status, amount (minor units) and currency are required. Only its id is acted on
+ * (the rest is read from the provider: disputeOfEvent); an orphan's error line falls back on it.
  */
 function readDispute(object: unknown): GatewayDispute | null {
   const d = (typeof object === 'object' && object !== null ? object : {}) as Record<
@@ -203,7 +206,7 @@ function readDispute(object: unknown): GatewayDispute | null {
  * moved (its success, should it come, is news of its own).
  */
 function orphanNewsOf(type: string, intent: GatewayIntent): OrphanNews | null {
-  if (type.startsWith('charge.dispute.')) return 'dispute';
+  if (isDisputeEvent(type)) return 'dispute';
   if (isRefundEvent(type)) return 'refund';
   return intent.status === 'succeeded' || intent.capturable ? 'payment' : null;
 }
@@ -272,15 +275,18 @@ export class PaymentFinalizer {
       );
       return { kind: 'unhandled', eventId, left: false };
     }
-    const found = event.intentId
-      ? ((await this.payments.findByIntent(event.intentId)) ??
-        ((await this.namesNoOrderOfOurs(eventId, event.type))
-          ? null
-          : await this.adopt(event.intentId)))
+    // a dispute's event is not believed: the dispute it names is read from the provider, and the
+    // intent that says it disputes is the payment it is recorded for (undefined: not a dispute's
+    // event; null: its object names no dispute)
+    const disputed = isDisputeEvent(event.type) ? await this.disputeOfEvent(event) : undefined;
+    const intentId = disputed ? disputed.intentId : event.intentId;
+    const found = intentId
+      ? ((await this.payments.findByIntent(intentId)) ??
+        ((await this.namesNoOrderOfOurs(eventId, event.type)) ? null : await this.adopt(intentId)))
       : null;
     if (found && 'orphan' in found) {
       const news = orphanNewsOf(event.type, found.orphan);
-      if (news) return this.recordOrphan(eventId, event.type, found.orphan, news);
+      if (news) return this.recordOrphan(eventId, event.type, found.orphan, news, disputed);
     }
     const payment = found && !('orphan' in found) ? found : null;
     if (!payment) {
@@ -299,8 +305,28 @@ export class PaymentFinalizer {
       await this.events.markProcessed(eventId, this.clock.now(), 'refunds-synced');
       return { kind: 'refunds-synced', orderId: payment.orderId };
     }
-    if (event.type.startsWith('charge.dispute.')) return this.recordDispute(payment, eventId);
+    if (disputed !== undefined) return this.recordDispute(payment, eventId, disputed);
     return this.converge(payment, eventId);
+  }
+
+  /**
+   * The dispute a `charge.dispute.*` event names, as the provider holds it now (with the intent it
+   * disputes), or null when the event's object is not a dispute. Never the event's own copy: a
+   * late or retried event (Stripe retries for 3 days) carried an old status back over a newer one,
+   * and an event the provider contradicts (a `won` while the dispute is open) was kept for good —
+   * the goods shipped during a chargeback. A provider that does not answer fails the job, which is
+   * retried (and the sweep after it), as for an intent's event.
+   */
+  private async disputeOfEvent(event: WebhookEvent): Promise<DisputeOfIntent | null> {
+    const named = readDispute(await this.events.objectOf(event.id));
+    if (!named) return null;
+    const remote = await this.gateway.retrieveDispute(named.id);
+    if (remote.intentId !== event.intentId)
+      this.logger.warn(
+        `event ${event.id} (${event.type}) names intent ${event.intentId ?? 'none'} for dispute ${named.id}; ` +
+          `the payment provider says it disputes ${remote.intentId ?? 'no intent'}: taken as the provider says`,
+      );
+    return { ...remote, id: named.id };
   }
 
   /**
@@ -318,6 +344,7 @@ export class PaymentFinalizer {
     type: string,
     intent: GatewayIntent,
     news: OrphanNews,
+    dispute?: GatewayDispute | null,
   ): Promise<EventOutcome> {
     const outcome = {
       kind: 'orphan',
@@ -329,7 +356,7 @@ export class PaymentFinalizer {
     this.orphaned.inc({ event: news });
     let what: string;
     if (news === 'dispute') {
-      const d = readDispute(await this.events.objectOf(eventId));
+      const d = dispute ?? readDispute(await this.events.objectOf(eventId));
       what = d
         ? `disputed: dispute ${d.id} (${d.status}, ${d.amount} ${d.currency}) — answer it at the payment provider by ${d.evidenceDueBy?.toISOString() ?? 'its deadline'}`
         : 'disputed — answer the dispute at the payment provider';
@@ -352,14 +379,18 @@ export class PaymentFinalizer {
 
   /**
    * A `charge.dispute.*` event: the customer's bank disputes the payment (an inquiry, or a
-   * chargeback that takes the money back at once). Its status is recorded on the payment
-   * (DisputeRepository: a late event never undoes a final status), and while one is open or lost
+   * chargeback that takes the money back at once). The dispute as the provider holds it now
+   * (disputeOfEvent) is recorded on the payment of the intent it disputes (DisputeRepository: a
+   * final status is never undone), and while one is open or lost
    * the order is not fulfilled (OrderRepository#transition) — the goods would leave with the money
    * gone. Raised for a person: the first report (`payments_disputed_total`, an error log: the
    * dispute must be answered with evidence by its deadline, at the provider) and a loss.
    */
-  private async recordDispute(payment: Payment, eventId: string): Promise<EventOutcome> {
-    const dispute = readDispute(await this.events.objectOf(eventId));
+  private async recordDispute(
+    payment: Payment,
+    eventId: string,
+    dispute: GatewayDispute | null,
+  ): Promise<EventOutcome> {
     if (!dispute) {
       this.logger.warn(`event ${eventId}: its object is not a dispute of ${payment.intentId}`);
       await this.events.markProcessed(eventId, this.clock.now(), 'dispute');
@@ -552,8 +583,9 @@ export class PaymentFinalizer {
   }
 
   /**
-   * An event about one of our payments whose intent the provider has not known for a day since
-   * the event came (a key changed to another account: unknownLongEnough's case). It was asked of
+   * An event about one of our payments whose intent (a dispute's event: the dispute it names) the
+   * provider has not known for a day since the event came (a key changed to another account:
+   * unknownLongEnough's case). It was asked of
    * the provider again every 5 minutes for good, and, never processed, never purged: its payload
    * (the customer's name, email, card brand and last four) kept for ever. Now it is asked every
    * UNKNOWN_EVENT_RETRY_MS, and given up — marked processed, raised as an error naming the intent
@@ -575,8 +607,9 @@ export class PaymentFinalizer {
       return true;
     }
     await this.events.markProcessed(eventId, now, 'unknown-intent');
+    const unknown = `${isDisputeEvent(event.type) ? 'dispute of intent' : 'intent'} ${event.intentId}`;
     this.logger.error(
-      `webhook event ${eventId} (${event.type}) given up: its intent ${event.intentId} has been unknown to the ` +
+      `webhook event ${eventId} (${event.type}) given up: its ${unknown} has been unknown to the ` +
         'payment provider (resource_missing) for 30 days — if the provider key was changed, look for it in the ' +
         'account the intent was made in',
     );

@@ -96,9 +96,16 @@ export interface ListedRefund extends GatewayRefund {
   createdAt: Date | null;
 }
 
-/** A dispute as listed: the intent it disputes (null if none) and when it was opened. */
-export interface ListedDispute extends GatewayDispute {
+/**
+ * A dispute as the provider holds it, with the intent it disputes (null: a charge made without one,
+ * which is none of ours).
+ */
+export interface DisputeOfIntent extends GatewayDispute {
   intentId: string | null;
+}
+
+/** A dispute as listed: when it was opened, too. */
+export interface ListedDispute extends DisputeOfIntent {
   createdAt: Date | null;
 }
 
@@ -224,8 +231,11 @@ export interface PaymentGateway {
   createRefund(input: NewRefund, budget?: CallBudget): Promise<GatewayRefund>;
   /** Every refund of the intent, wherever it was made (us or the provider's dashboard). */
   listRefunds(intentId: string, budget?: CallBudget): Promise<GatewayRefund[]>;
-  /** A dispute of one of our payments (named by a `charge.dispute.*` event), as it is now. */
-  retrieveDispute(id: string): Promise<GatewayDispute>;
+  /**
+   * A dispute (named by a `charge.dispute.*` event, or recorded here), as it is now, with the
+   * intent it disputes.
+   */
+  retrieveDispute(id: string): Promise<DisputeOfIntent>;
   /**
    * A page of the account's intents, refunds and disputes made within `made` (the provider's
    * creation time, in whole seconds), newest first — whoever made them: what a restore from a

@@ -7,7 +7,7 @@ import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-inten
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
 import { ShopIdentity } from './shop-identity';
 import {
-  GatewayDispute,
+  DisputeOfIntent,
   GatewayError,
   GatewayIntent,
   GatewayRefund,
@@ -133,7 +133,7 @@ export class SimulatedGateway implements PaymentGateway {
   }
 
   /** The simulated provider has no disputes (no card network to raise one). */
-  retrieveDispute(id: string): Promise<GatewayDispute> {
+  retrieveDispute(id: string): Promise<DisputeOfIntent> {
     return Promise.reject(
       new GatewayError('rejected', 'resource_missing', `no such simulated dispute ${id}`),
     );

@@ -3,7 +3,7 @@ import {
   BUDGET_SPENT,
   CallBudget,
   dateOfUnixSeconds,
-  GatewayDispute,
+  DisputeOfIntent,
   GatewayError,
   REPLAYED_FAILURE,
   GatewayIntent,
@@ -41,6 +41,20 @@ function refundStatusOf(status: string | null): RefundStatus {
   if (status === 'succeeded') return 'succeeded';
   if (status === 'failed' || status === 'canceled') return 'failed';
   return 'pending'; // pending | requires_action
+}
+
+/** A Stripe dispute as the gateway reports it (retrieved, or listed), with the intent it disputes. */
+function mapDispute(d: Stripe.Dispute): DisputeOfIntent {
+  return {
+    id: d.id,
+    status: d.status,
+    amount: d.amount,
+    currency: d.currency.toUpperCase(),
+    reason: d.reason ?? null,
+    evidenceDueBy: dateOfUnixSeconds(d.evidence_details?.due_by),
+    intentId:
+      typeof d.payment_intent === 'string' ? d.payment_intent : (d.payment_intent?.id ?? null),
+  };
 }
 
 /** Answers that are final: the provider looked at the request and said no. */
@@ -361,18 +375,8 @@ export class StripeGateway implements PaymentGateway {
     return refunds;
   }
 
-  retrieveDispute(id: string): Promise<GatewayDispute> {
-    return this.call(async () => {
-      const d = await this.stripe.disputes.retrieve(id);
-      return {
-        id: d.id,
-        status: d.status,
-        amount: d.amount,
-        currency: d.currency.toUpperCase(),
-        reason: d.reason ?? null,
-        evidenceDueBy: dateOfUnixSeconds(d.evidence_details?.due_by),
-      };
-    });
+  retrieveDispute(id: string): Promise<DisputeOfIntent> {
+    return this.call(async () => mapDispute(await this.stripe.disputes.retrieve(id)));
   }
 
   /** With each intent's latest charge (`expand`): when its money was taken (paidAt). */
@@ -409,14 +413,7 @@ export class StripeGateway implements PaymentGateway {
   listDisputesMade(made: MadeBetween, page: PageRequest): Promise<Page<ListedDispute>> {
     return this.call(() =>
       pageOf(this.stripe.disputes.list(listParams(made, page)), (d) => ({
-        id: d.id,
-        status: d.status,
-        amount: d.amount,
-        currency: d.currency.toUpperCase(),
-        reason: d.reason ?? null,
-        evidenceDueBy: dateOfUnixSeconds(d.evidence_details?.due_by),
-        intentId:
-          typeof d.payment_intent === 'string' ? d.payment_intent : (d.payment_intent?.id ?? null),
+        ...mapDispute(d),
         createdAt: dateOfUnixSeconds(d.created),
       })),
     );

@@ -739,6 +739,123 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await remindedCount()) - before).toBe(4);
   }, 40_000);
 
+  describe('a dispute event is not believed: the dispute is read from Stripe', () => {
+    const fulfil = (orderId: string) =>
+      t.http.post(`/v1/admin/orders/${orderId}/fulfil`, {}, { token: admin.accessToken });
+    const send = async (event: Stripe.Event) => {
+      expect((await deliver(event)).status).toBe(200);
+      await processed(event.id);
+    };
+    const disputeOf = async (intent: string) =>
+      (
+        await t.db.pool.query(
+          `SELECT d.status FROM payment_disputes d
+             JOIN payments p ON p.id = d.payment_id WHERE p.intent_id = $1`,
+          [intent],
+        )
+      ).rows;
+    /** An event signed with our secret that Stripe never sent: `real`'s dispute, in another status. */
+    const forged = (real: Stripe.Event, type: string, status: string): Stripe.Event =>
+      ({
+        ...structuredClone(real),
+        id: `${real.id}_forged`,
+        type: type as Stripe.Event['type'],
+        data: { object: { ...(structuredClone(real.data.object) as Stripe.Dispute), status } },
+      }) as Stripe.Event;
+    const inDays = (days: number) => Math.floor(Date.now() / 1000 + days * 24 * 3600);
+
+    it('a signed charge.dispute.closed that Stripe contradicts (won, lost) records what Stripe says: the goods do not ship during an open chargeback, and a wrong loss does not hold the order for ever', async () => {
+      const open = await paidOrder(10_000, 1);
+      const opened = stripe.dispute(open.intent, 'needs_response', 'created');
+      await send(opened);
+      await send(forged(opened, 'charge.dispute.closed', 'won')); // Stripe: still needs_response
+      expect(await disputeOf(open.intent)).toEqual([{ status: 'needs_response' }]);
+      expectProblem(await fulfil(open.orderId), 409, 'ORDER_NOT_FULFILLABLE');
+
+      const answered = await paidOrder(10_000, 1);
+      const opening = stripe.dispute(answered.intent, 'needs_response', 'created');
+      await send(opening);
+      stripe.dispute(answered.intent, 'under_review'); // its event not delivered yet
+      await send(forged(opening, 'charge.dispute.closed', 'lost')); // Stripe: under_review
+      expect(await disputeOf(answered.intent)).toEqual([{ status: 'under_review' }]);
+      await send(stripe.dispute(answered.intent, 'won', 'closed'));
+      expect(await disputeOf(answered.intent)).toEqual([{ status: 'won' }]);
+      expect((await fulfil(answered.orderId)).status).toBe(200);
+    }, 30_000);
+
+    it('a late or retried event does not move a dispute back: no false "evidence due" alarm, and a dispute still waiting for evidence is reminded of', async () => {
+      const reminded = () => workerCounter('payments_dispute_deadlines_near_total');
+      const finalizer = worker.get(PaymentFinalizer);
+      await finalizer.reconcile(); // (anything due from earlier tests raised now)
+      const before = await reminded();
+
+      // answered (under_review), then the retried `created` of the day before arrives
+      const answered = await paidOrder(10_000, 1);
+      const created = stripe.dispute(answered.intent, 'needs_response', 'created', inDays(1));
+      const updated = stripe.dispute(answered.intent, 'under_review', 'updated', inDays(1));
+      await send(updated);
+      await send(created);
+      expect(await disputeOf(answered.intent)).toEqual([{ status: 'under_review' }]);
+      await finalizer.reconcile();
+      expect((await reminded()) - before).toBe(0);
+
+      // waiting for evidence, then a late warning_under_review (from its inquiry) arrives
+      const waiting = await paidOrder(10_000, 1);
+      const inquiry = stripe.dispute(waiting.intent, 'warning_under_review', 'updated', inDays(1));
+      await send(stripe.dispute(waiting.intent, 'needs_response', 'updated', inDays(1)));
+      await send(inquiry);
+      expect(await disputeOf(waiting.intent)).toEqual([{ status: 'needs_response' }]);
+      await finalizer.reconcile();
+      expect((await reminded()) - before).toBe(1);
+    }, 30_000);
+
+    it('a first event naming another payment_intent records the dispute for the payment Stripe says it disputes, and later events keep to it', async () => {
+      const [bystander, disputed] = [await paidOrder(10_000, 1), await paidOrder(10_000, 1)];
+      const misnamed = stripe.dispute(disputed.intent, 'needs_response', 'created');
+      (misnamed.data.object as Stripe.Dispute).payment_intent = bystander.intent;
+      await send(misnamed);
+      expect(await disputeOf(bystander.intent)).toEqual([]);
+      expect(await disputeOf(disputed.intent)).toEqual([{ status: 'needs_response' }]);
+      await send(stripe.dispute(disputed.intent, 'under_review'));
+      expect(await disputeOf(disputed.intent)).toEqual([{ status: 'under_review' }]);
+      expect((await fulfil(bystander.orderId)).status).toBe(200);
+      expectProblem(await fulfil(disputed.orderId), 409, 'ORDER_NOT_FULFILLABLE');
+    }, 30_000);
+
+    it('Stripe unavailable when a dispute event is processed: the job fails (nothing recorded from the payload) and its retry records what Stripe says then', async () => {
+      const unavailable = async () =>
+        Number(
+          /^payment_provider_calls_total\{operation="retrieve_dispute",outcome="unavailable"\} (\d+)$/m.exec(
+            await worker.get(MetricsService).render(),
+          )?.[1] ?? 0,
+        );
+      const order = await paidOrder(10_000, 1);
+      const before = await unavailable();
+      stripe.failNext('/v1/disputes/', 503, 1_000);
+      const opened = stripe.dispute(order.intent, 'needs_response', 'created');
+      try {
+        expect((await deliver(opened)).status).toBe(200);
+        await waitFor('the event job to fail on Stripe', unavailable, {
+          until: (n) => n > before,
+        });
+        await expect(worker.get(PaymentFinalizer).processEvent(opened.id)).rejects.toMatchObject({
+          kind: 'unavailable',
+        });
+        const row = await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [
+          opened.id,
+        ]);
+        expect(row.rows[0].processed_at).toBeNull();
+        expect(await disputeOf(order.intent)).toEqual([]);
+        stripe.dispute(order.intent, 'under_review'); // answered meanwhile (its event not delivered)
+      } finally {
+        stripe.failNext('/v1/disputes/', 503, 0);
+      }
+      await processed(opened.id); // the job's retry
+      expect(await disputeOf(order.intent)).toEqual([{ status: 'under_review' }]);
+      expectProblem(await fulfil(order.orderId), 409, 'ORDER_NOT_FULFILLABLE');
+    }, 40_000);
+  });
+
   it('a stale payment_failed after success changes nothing', async () => {
     const { orderId, intent } = await paidOrder();
     const stale = stripe.eventFor('payment_intent.payment_failed', intent);

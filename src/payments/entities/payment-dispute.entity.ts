@@ -24,7 +24,8 @@ export const DISPUTE_AWAITING_SQL = sqlList(['needs_response', 'warning_needs_re
 
 /**
  * The `payment_disputes` table (migrations …-PaymentDisputes.ts): the provider's disputes of a
- * payment (`dp_…`), with their last status as its events reported it (DisputeRepository).
+ * payment (`dp_…`), with their last status as the provider reported it — read on each of their
+ * events, and by the reconciliation's recheck (DisputeRepository).
  */
 @Entity('payment_disputes')
 @Index('payment_disputes_by_payment', ['paymentId'])
