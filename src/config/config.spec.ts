@@ -5,6 +5,7 @@ import {
   DEV_SECRETS,
   loadConfig,
   loadDatabaseConfig,
+  secretsToEstimate,
 } from './config';
 import { guessesLog10 } from './secret-strength';
 
@@ -39,6 +40,26 @@ function problemsOf(env: Record<string, string>): string[] {
     throw err;
   }
   throw new Error('expected loadConfig to refuse this environment');
+}
+
+/**
+ * Estimates at once — one child process per set of deployment words — the secrets loadConfig
+ * leaves to the estimator in each of `envs` (secret-strength.ts keeps the estimates): a loop of
+ * loadConfig calls then judges them with the very estimates one child per call made (the
+ * estimator reads each secret alone), without a child per call (~0.4 CPU-s each: most of this
+ * file's CPU). The child itself is what the tests calling guessesLog10 directly exercise.
+ */
+function estimateAtOnce(envs: Record<string, string>[]): void {
+  const told = new Map<string, { words: string[]; secrets: Set<string> }>();
+  for (const env of envs) {
+    const { secrets, words } = secretsToEstimate(env);
+    const key = JSON.stringify(words);
+    const group = told.get(key) ?? { words, secrets: new Set<string>() };
+    told.set(key, group);
+    for (const secret of secrets) group.secrets.add(secret);
+  }
+  for (const { words, secrets } of told.values())
+    if (secrets.size > 0) guessesLog10([...secrets], words);
 }
 
 const named = (problems: string[]) => problems.map((p) => p.split(':')[0]).sort();
@@ -181,6 +202,49 @@ describe('loadConfig', () => {
     expect(
       loadConfig({ NODE_ENV: 'development', RESERVATION_TTL_SECONDS: '10' }).reservationTtlSeconds,
     ).toBe(10);
+  });
+
+  it("tells the secrets loadConfig leaves to the estimator and the deployment's words it tells it (what estimateAtOnce estimates at once)", () => {
+    const env = {
+      ...SECRETS,
+      NODE_ENV: 'production',
+      // a placeholder: refused by the cheap rules, never estimated
+      JWT_SECRET: 'replace-with-a-long-random-secret',
+      // judged trimmed, as loadConfig judges it
+      STORAGE_WEBHOOK_TOKEN: ` ${SECRETS.STORAGE_WEBHOOK_TOKEN}\n`,
+      JWT_ISSUER: 'acme-books',
+    };
+    const { secrets, words } = secretsToEstimate(env);
+    // (the Stripe secret without its whsec_ prefix, as it is judged)
+    expect([...secrets].sort()).toEqual(
+      ['Rk7Tq2Wv9Xz4Mn8Pb3Ls6Jd1Hf5Gc0Ya', SECRETS.STORAGE_WEBHOOK_TOKEN].sort(),
+    );
+    expect(words).toEqual(expect.arrayContaining(['acme-books', 'acme', 'books', 'jwt', 'secret']));
+    // what it names is what loadConfig asks: estimated at once beforehand, loading the
+    // environment needs no child process (here none could start), as one not estimated does
+    const fresh = () => ({
+      ...SECRETS,
+      NODE_ENV: 'production',
+      JWT_ISSUER: 'acme-books',
+      JWT_SECRET: randomBytes(32).toString('base64'),
+    });
+    const estimated = fresh();
+    estimateAtOnce([estimated]);
+    const execPath = process.execPath;
+    process.execPath = '/nonexistent/node';
+    try {
+      expect(loadConfig(estimated).jwt.secret).toBe(estimated.JWT_SECRET);
+      expect(problemsOf(fresh())).toEqual([
+        expect.stringMatching(/: the secrets' strength could not be estimated/),
+      ]);
+    } finally {
+      process.execPath = execPath;
+    }
+    // nothing in development, where no secret is judged
+    expect(secretsToEstimate({ ...env, NODE_ENV: 'development' })).toEqual({
+      secrets: [],
+      words: [],
+    });
   });
 
   it('treats empty strings as unset', () => {
@@ -561,7 +625,12 @@ describe('loadConfig', () => {
     });
 
     it('refuses a webhook secret anyone could guess: a stub or the placeholder', () => {
-      for (const stub of [
+      const stubEnv = (stub: string) => ({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        STRIPE_WEBHOOK_SECRET: stub,
+      });
+      const stubs = [
         'whsec_',
         'whsec_x',
         'whsec_…',
@@ -571,29 +640,27 @@ describe('loadConfig', () => {
         // sequences: enough different characters, no randomness
         'whsec_0123456789abcdef',
         'whsec_abcdefghijklmnopqrstuvwxyz012345',
-      ]) {
-        expect(
-          problemsOf({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: stub }),
-        ).toEqual([expect.stringMatching(/^STRIPE_WEBHOOK_SECRET: /)]);
-      }
+      ];
       const real = 'whsec_' + 'A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6';
-      expect(
-        loadConfig({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: real }).stripe
-          .webhookSecret,
-      ).toBe(real);
+      const hexToken = {
+        ...SECRETS,
+        NODE_ENV: 'production',
+        STORAGE_WEBHOOK_TOKEN: 'b3c1f08e9a7d2564',
+      };
+      estimateAtOnce([...[...stubs, real].map(stubEnv), hexToken]);
+      for (const stub of stubs) {
+        expect(problemsOf(stubEnv(stub))).toEqual([
+          expect.stringMatching(/^STRIPE_WEBHOOK_SECRET: /),
+        ]);
+      }
+      expect(loadConfig(stubEnv(real)).stripe.webhookSecret).toBe(real);
       // the shortest random token passes: 16 hex characters (openssl rand -hex 8), each of 50,
       // told the deployment's words (estimated at once: one child process; 0.74 per character at
       // the least of 50,000 draws)
       const tokens = Array.from({ length: 50 }, () => randomBytes(8).toString('hex'));
       const words = ['shop-orders', 'shop', 'orders', 'storage', 'webhook', 'token', '2026'];
       expect(Math.min(...guessesLog10(tokens, words)) / 16).toBeGreaterThanOrEqual(0.7);
-      expect(
-        loadConfig({
-          ...SECRETS,
-          NODE_ENV: 'production',
-          STORAGE_WEBHOOK_TOKEN: 'b3c1f08e9a7d2564',
-        }).storage.webhookToken,
-      ).toBe('b3c1f08e9a7d2564');
+      expect(loadConfig(hexToken).storage.webhookToken).toBe('b3c1f08e9a7d2564');
     });
 
     it("refuses the webhooks' secrets that are placeholders, words or the development value with something added", () => {
@@ -615,20 +682,13 @@ describe('loadConfig', () => {
         ['STORAGE_WEBHOOK_TOKEN', 'ShopOrdersWebhookToken2026'],
         ['STRIPE_WEBHOOK_SECRET', 'whsec_ShopOrders-Stripe-Webhook-Production-2026'],
       ];
-      for (const [name, value] of refused) {
-        const problems = problemsOf({
-          ...SECRETS,
-          NODE_ENV: 'production',
-          STORAGE_SECRET_ACCESS_KEY: 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAe',
-          [name]: value,
-        });
-        expect([
-          value,
-          problems.length > 0 && problems.every((p) => p.startsWith(`${name}: `)),
-        ]).toEqual([value, true]);
-      }
-      // Stripe's own (base64 from the dashboard, hex from its CLI) and openssl rand output boot
-      for (const [name, value] of [
+      const refusedEnv = (name: string, value: string) => ({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        STORAGE_SECRET_ACCESS_KEY: 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAe',
+        [name]: value,
+      });
+      const accepted: [string, string][] = [
         [
           'STRIPE_WEBHOOK_SECRET',
           'whsec_225bd8ae681b83e7e78ae29d5758e869a37b42516c72e67de7a99450404fe3f4',
@@ -638,10 +698,26 @@ describe('loadConfig', () => {
         ['STORAGE_WEBHOOK_TOKEN', 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe'],
         // `openssl rand -hex 8` that drew digits only (once in ~1,850): no words
         ['STORAGE_WEBHOOK_TOKEN', '4083917265510398'],
-      ]) {
-        expect(() =>
-          loadConfig({ ...SECRETS, NODE_ENV: 'production', [name]: value }),
-        ).not.toThrow();
+      ];
+      const acceptedEnv = (name: string, value: string) => ({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        [name]: value,
+      });
+      estimateAtOnce([
+        ...refused.map(([name, value]) => refusedEnv(name, value)),
+        ...accepted.map(([name, value]) => acceptedEnv(name, value)),
+      ]);
+      for (const [name, value] of refused) {
+        const problems = problemsOf(refusedEnv(name, value));
+        expect([
+          value,
+          problems.length > 0 && problems.every((p) => p.startsWith(`${name}: `)),
+        ]).toEqual([value, true]);
+      }
+      // Stripe's own (base64 from the dashboard, hex from its CLI) and openssl rand output boot
+      for (const [name, value] of accepted) {
+        expect(() => loadConfig(acceptedEnv(name, value))).not.toThrow();
       }
       // development takes anything the schema does
       expect(
@@ -651,7 +727,14 @@ describe('loadConfig', () => {
     });
 
     it('refuses a guessable JWT_SECRET: long enough is not enough', () => {
-      for (const weak of [
+      const weakEnv = (weak: string) => ({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        JWT_ISSUER: 'acme-books',
+        JWT_AUDIENCE: 'acmebooks-api',
+        JWT_SECRET: weak,
+      });
+      const weaks = [
         'a'.repeat(64),
         'changeme-changeme-changeme-changeme',
         '0101010101010101010101010101010101',
@@ -669,24 +752,21 @@ describe('loadConfig', () => {
         'Shop_2026_production_token_Token_Access_Production_auth_Token_live6!',
         // a deployment's own issuer and audience, whatever they are
         'Acme-Books-Api-Signing-Key-2026-acmebooks',
-      ]) {
-        expect([
-          weak,
-          problemsOf({
-            ...SECRETS,
-            NODE_ENV: 'production',
-            JWT_ISSUER: 'acme-books',
-            JWT_AUDIENCE: 'acmebooks-api',
-            JWT_SECRET: weak,
-          }),
-        ]).toEqual([weak, [expect.stringMatching(/^JWT_SECRET: too predictable/)]]);
-      }
-      // named, never quoted; the way out said
-      const [refusal] = problemsOf({
+      ];
+      const quoted = {
         ...SECRETS,
         NODE_ENV: 'production',
         JWT_SECRET: 'shop-orders-jwt-secret-production-2026',
-      });
+      };
+      estimateAtOnce([...weaks.map(weakEnv), quoted]);
+      for (const weak of weaks) {
+        expect([weak, problemsOf(weakEnv(weak))]).toEqual([
+          weak,
+          [expect.stringMatching(/^JWT_SECRET: too predictable/)],
+        ]);
+      }
+      // named, never quoted; the way out said
+      const [refusal] = problemsOf(quoted);
       expect(refusal).toMatch(/^JWT_SECRET: too predictable .* openssl rand -base64 48$/);
       expect(refusal).not.toMatch(/shop-orders-jwt|2026/);
       // … and more sequences, keyboard rows, a common password repeated (estimated at once)
@@ -711,17 +791,16 @@ describe('loadConfig', () => {
       const words = ['shop-orders', 'shop-orders-api', 'shop', 'orders', 'jwt', 'secret', '2026'];
       const scores = guessesLog10(draws, words);
       expect(Math.min(...scores.map((g, i) => g / draws[i].length))).toBeGreaterThanOrEqual(0.8);
+      const randomEnv = (random: string) => ({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        JWT_SECRET: random,
+      });
+      const hex64 = '3f9a0c1be27d4856a9c0f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70';
+      estimateAtOnce([...draws.slice(0, 4), hex64].map(randomEnv));
       for (const random of draws.slice(0, 4))
-        expect(
-          loadConfig({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: random }).jwt.secret,
-        ).toBe(random);
-      expect(
-        loadConfig({
-          ...SECRETS,
-          NODE_ENV: 'production',
-          JWT_SECRET: '3f9a0c1be27d4856a9c0f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70',
-        }).jwt.secret,
-      ).toHaveLength(64);
+        expect(loadConfig(randomEnv(random)).jwt.secret).toBe(random);
+      expect(loadConfig(randomEnv(hex64)).jwt.secret).toHaveLength(64);
     });
 
     it('refuses a JWT_SECRET that is a placeholder, words, the development secret dressed up, or another secret', () => {
@@ -743,11 +822,13 @@ describe('loadConfig', () => {
         problemsOf({ ...prod, JWT_SECRET: reused, STORAGE_SECRET_ACCESS_KEY: reused }),
       ).toEqual(['JWT_SECRET: the same value as STORAGE_SECRET_ACCESS_KEY']);
       // base64 and hex keys pass, and a password manager's with a lone < or >; in development anything long enough goes
-      expect(loadConfig({ ...prod, JWT_SECRET: reused }).jwt.secret).toBe(reused);
-      for (const random of [
+      const randoms = [
         'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe',
         'Kq3v<N8xT2mW9pL5rZ7y>B4cF6hJ1dG0sAe',
-      ]) {
+      ];
+      estimateAtOnce([reused, ...randoms].map((secret) => ({ ...prod, JWT_SECRET: secret })));
+      expect(loadConfig({ ...prod, JWT_SECRET: reused }).jwt.secret).toBe(reused);
+      for (const random of randoms) {
         expect(() => loadConfig({ ...prod, JWT_SECRET: random })).not.toThrow();
       }
       expect(problemsOf({ ...prod, JWT_SECRET: 'Kq3vN8xT2mW9pL5r<JWT_SECRET>Zy7B4cF6' })).toEqual([
@@ -1223,10 +1304,21 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
         .toString('base64'),
       current.JWT_PRIVATE_KEY.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, ''),
     ];
-    for (const env of [
+    const envs = [
       { ...prodWithoutSecret, ...current },
       { NODE_ENV: 'development', ...current },
-    ]) {
+    ];
+    // a random secret in base64 or hex is no key
+    const randoms = [randomBytes(48).toString('base64'), randomBytes(32).toString('hex')];
+    estimateAtOnce([
+      ...envs.flatMap((env) => forms.map((form) => ({ ...env, JWT_VERIFY_ONLY_SECRET: form }))),
+      ...randoms.map((random) => ({
+        ...prodWithoutSecret,
+        ...current,
+        JWT_VERIFY_ONLY_SECRET: random,
+      })),
+    ]);
+    for (const env of envs) {
       for (const form of forms) {
         const problems = problemsOf({ ...env, JWT_VERIFY_ONLY_SECRET: form });
         expect(problems).toContain(
@@ -1235,8 +1327,7 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
         expect(problems.join()).not.toMatch(/MII/);
       }
     }
-    // a random secret in base64 or hex is no key
-    for (const random of [randomBytes(48).toString('base64'), randomBytes(32).toString('hex')]) {
+    for (const random of randoms) {
       expect(
         loadConfig({ ...prodWithoutSecret, ...current, JWT_VERIFY_ONLY_SECRET: random }).jwt
           .verifyOnly,
@@ -1251,18 +1342,23 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
     expect(problemsOf({ ...prod, JWT_VERIFY_ONLY_SECRET: 'a'.repeat(40) })).toEqual([
       expect.stringMatching(/^JWT_VERIFY_ONLY_SECRET: too predictable: fewer than 12 different/),
     ]);
-    for (const [weak, problem] of [
+    const weaks = [
       ['abcdefghijklmnopqrstuvwxyz012345', /^JWT_VERIFY_ONLY_SECRET: too predictable — /],
       // words of this deployment (a token's own issuer and audience among them)
       ['Shop-Orders-JWT-Secret-2026-Production', /^JWT_VERIFY_ONLY_SECRET: too predictable — /],
       ['replace-with-a-long-random-secret', /^JWT_VERIFY_ONLY_SECRET: looks like a placeholder/],
       [`${DEV_SECRETS.JWT_SECRET}-2`, /^JWT_VERIFY_ONLY_SECRET: contains the public development/],
-    ] as const) {
+    ] as const;
+    const reused = 'Zq8rT3vW9xK2mP5nLs6Jd1HfAb4Cd7Ef0Gh';
+    estimateAtOnce([
+      ...weaks.map(([weak]) => ({ ...prod, JWT_VERIFY_ONLY_SECRET: weak })),
+      { ...prod, STORAGE_WEBHOOK_TOKEN: reused, JWT_VERIFY_ONLY_SECRET: reused },
+    ]);
+    for (const [weak, problem] of weaks) {
       expect(problemsOf({ ...prod, JWT_VERIFY_ONLY_SECRET: weak })).toEqual([
         expect.stringMatching(problem),
       ]);
     }
-    const reused = 'Zq8rT3vW9xK2mP5nLs6Jd1HfAb4Cd7Ef0Gh';
     expect(
       problemsOf({ ...prod, STORAGE_WEBHOOK_TOKEN: reused, JWT_VERIFY_ONLY_SECRET: reused }),
     ).toEqual(['JWT_VERIFY_ONLY_SECRET: the same value as STORAGE_WEBHOOK_TOKEN']);

@@ -1073,11 +1073,7 @@ function secretProblems(env: Record<string, string>): string[] {
   // the secrets' strength: the checks run once to learn which secrets their cheap rules leave to
   // judge, those are estimated at once (one child process: secret-strength.ts), and the checks
   // run again with the estimates
-  const wanted = new Set<string>();
-  const want = (secret: string) => (wanted.add(secret), Infinity);
-  for (const name of JWT_SECRETS) jwtSecretProblems(env, want, name);
-  webhookSecretProblems(env, want);
-  const judged = [...wanted];
+  const judged = secretsLeftToEstimate(env);
   let estimates: number[] | null = [];
   try {
     if (judged.length > 0) estimates = guessesLog10(judged, deploymentWords(env));
@@ -1096,6 +1092,29 @@ function secretProblems(env: Record<string, string>): string[] {
   problems.push(...storageProblems(env));
   if (nodeEnv === 'production') problems.push(...productionProblems(env));
   return problems;
+}
+
+/** The secrets of `env` its cheap rules leave to the estimator (their checks run with no estimate). */
+function secretsLeftToEstimate(env: Record<string, string>): string[] {
+  const wanted = new Set<string>();
+  const want = (secret: string) => (wanted.add(secret), Infinity);
+  for (const name of JWT_SECRETS) jwtSecretProblems(env, want, name);
+  webhookSecretProblems(env, want);
+  return [...wanted];
+}
+
+/**
+ * The secrets loadConfig(env) leaves to the estimator and the words it tells it (the deployment's):
+ * what guessesLog10 is asked when `env` is loaded. Nothing in development, where none is judged.
+ * (The tests estimate many environments' secrets in one child process with it.)
+ */
+export function secretsToEstimate(env: Record<string, string | undefined>): {
+  secrets: string[];
+  words: string[];
+} {
+  const cleaned = surroundingWhitespace(present(env), CONFIG_VARIABLES).trimmed;
+  if (cleaned.NODE_ENV === 'development') return { secrets: [], words: [] };
+  return { secrets: secretsLeftToEstimate(cleaned), words: deploymentWords(cleaned) };
 }
 
 /**
