@@ -17,12 +17,14 @@
 // 2.3 CPU-s, against 1.7 here.)
 'use strict';
 const { addHook } = require('pirates');
-const { transformSync, version } = require('@swc/core');
 const { createHash, randomBytes } = require('node:crypto');
 const { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const sourceMapSupport = require('source-map-support');
 const options = require('./swc-options');
+// swc (~0.05 CPU-s to load with its native binding) only on a cache miss: a start whose files
+// are all transpiled already never needs it; its version, for the cache key, from package.json
+const { version } = JSON.parse(readFileSync(require.resolve('@swc/core/package.json'), 'utf8'));
 
 const cacheDir = join(__dirname, '..', 'node_modules', '.cache', 'ts-register');
 const transformOptions = { ...options, sourceMaps: 'inline' };
@@ -47,7 +49,7 @@ function cachedTranspile(code, filename) {
   } catch {
     // not transpiled yet (or changed since)
   }
-  const out = transformSync(code, { ...transformOptions, filename }).code;
+  const out = require('@swc/core').transformSync(code, { ...transformOptions, filename }).code;
   const partial = `${cached}.${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     mkdirSync(cacheDir, { recursive: true });
