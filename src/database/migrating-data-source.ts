@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { DataSource, MigrationExecutor, QueryFailedError } from 'typeorm';
 import type { Migration, MigrationInterface, QueryRunner } from 'typeorm';
 import { databaseErrorSummary } from '../common/errors/database-errors';
@@ -142,6 +143,17 @@ async function whoHoldsTheLock(session: QueryRunner): Promise<string> {
   return `The migration lock is held by pid ${holder.pid} (application_name "${holder.application_name ?? ''}", ${transaction}): ${waiting}`;
 }
 
+/** How often a run waiting for the migration lock asks for it again. */
+const MIGRATION_TURN_POLL_MS = 250;
+
+/** Takes the migration lock if it is free (a session lock: held until released or the session ends). */
+async function takeTurn(lock: QueryRunner): Promise<boolean> {
+  const [turn] = (await lock.query('SELECT pg_try_advisory_lock($1) AS taken', [
+    MIGRATION_LOCK,
+  ])) as { taken: boolean }[];
+  return turn.taken;
+}
+
 /**
  * The DataSource the migration commands use (ormconfig.ts): runs (and reverts) migrations one after
  * the other under a session advisory lock, so two runs at once (two hosts' `npm start`, an overlapping
@@ -196,10 +208,7 @@ export class MigratingDataSource extends DataSource {
       // waits its turn however long the other run takes (the migrations' own lock_timeout is for
       // the tables' locks, not this one)
       await lock.query('SET lock_timeout = 0');
-      const [turn] = (await lock.query('SELECT pg_try_advisory_lock($1) AS taken', [
-        MIGRATION_LOCK,
-      ])) as { taken: boolean }[];
-      if (!turn.taken) {
+      if (!(await takeTurn(lock))) {
         // said once, then waited for as before: a silent wait looked like a hung deploy
         this.logger.log(
           'warn',
@@ -207,7 +216,11 @@ export class MigratingDataSource extends DataSource {
             () => 'The migration lock is held by another session: waiting for it',
           ),
         );
-        await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+        // asked again and again, not waited for in one blocking pg_advisory_lock: a statement
+        // waiting holds a snapshot, and a migration building an index CONCURRENTLY waits for
+        // every older snapshot to end — the two runs deadlocked, and the waiting one failed
+        // (40P01: two hosts' `npm start` at once, migration IdempotencyAbandonedIndex)
+        while (!(await takeTurn(lock))) await delay(MIGRATION_TURN_POLL_MS);
       }
       await lock.query(`SET lock_timeout = ${MIGRATION_LOCK_TIMEOUT_MS}`);
       return await work(lock);
