@@ -14,6 +14,8 @@ export type IdempotencyState = (typeof IDEMPOTENCY_STATES)[number];
   `state IN (${IDEMPOTENCY_STATES.map((s) => `'${s}'`).join(', ')})`,
 )
 @Index('idempotency_keys_expiry_idx', ['expiresAt'])
+// the purge of abandoned claims (migration IdempotencyAbandonedIndex)
+@Index('idempotency_keys_in_progress_idx', ['createdAt'], { where: "state = 'in_progress'" })
 export class IdempotencyKeyEntity {
   @PrimaryColumn('text', { primaryKeyConstraintName: 'idempotency_keys_pkey' })
   principal!: string;
