@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { IdempotencyBodyEntity } from './entities/idempotency-body.entity';
 import { IdempotencyKeyEntity } from './entities/idempotency-key.entity';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
 import { IdempotencyKeyLocks } from './idempotency-key-locks';
@@ -10,7 +11,7 @@ import { IdempotencyStoredAnswers } from './stored-answers';
 import { STORED_ANSWERS } from '../common/throttling/rate-limit.guard';
 
 @Module({
-  imports: [TypeOrmModule.forFeature([IdempotencyKeyEntity])],
+  imports: [TypeOrmModule.forFeature([IdempotencyKeyEntity, IdempotencyBodyEntity])],
   providers: [
     IdempotencyRepository,
     IdempotencyService,

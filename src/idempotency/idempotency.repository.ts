@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
-import { Raw } from 'typeorm';
 import { deleteSelected } from '../database/batched-delete';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
+import { IdempotencyBodyEntity } from './entities/idempotency-body.entity';
 import { IdempotencyKeyEntity } from './entities/idempotency-key.entity';
 
 export interface IdempotencyScope {
@@ -31,15 +31,22 @@ const keyLockId = (principal: string, key: string) =>
   `hashtextextended(${principal} || E'\\n' || ${key}, 7)`;
 export const KEY_LOCK_ID = keyLockId('$1::text', '$2::text');
 
-const toStored = (k: IdempotencyKeyEntity): StoredResponse => ({
-  method: k.method,
-  route: k.route,
-  fingerprint: k.fingerprint,
-  status: k.responseStatus ?? 0,
-  body: k.responseBody,
-});
+/**
+ * The response body ($body, text or NULL) stored once by its SHA-256 (migration IdempotencyBodies),
+ * as a CTE `body` returning its hash (no row for NULL), for a key expiring at `expiresAt` (SQL):
+ * a body already there is kept, its expiry raised to the latest of its keys' — the upsert locks its
+ * row until the store commits, so the purge's DELETE, which judges the expiry again on the row it
+ * reaches, waits and leaves it (purgeBodies). `from`: where `expiresAt` is read, if anywhere.
+ */
+const storeBody = (body: string, expiresAt: string, from = '') => `
+  body AS (
+    INSERT INTO idempotency_bodies AS b (hash, body, expires_at)
+    SELECT sha256(convert_to(${body}::text, 'UTF8')), ${body}::text, ${expiresAt} ${from}
+       ${from ? 'AND' : 'WHERE'} ${body}::text IS NOT NULL
+    ON CONFLICT (hash) DO UPDATE SET expires_at = GREATEST(b.expires_at, EXCLUDED.expires_at)
+    RETURNING hash)`;
 
-/** Idempotency records (IdempotencyKeyEntity): the only code that reads or writes them. */
+/** Idempotency records (IdempotencyKeyEntity) and their bodies (IdempotencyBodyEntity): the only code that reads or writes them. */
 @Injectable()
 export class IdempotencyRepository {
   constructor(private readonly tx: TransactionHost) {}
@@ -87,6 +94,19 @@ export class IdempotencyRepository {
   }
 
   /**
+   * The completed record, its body stored once by hash (storeBody) in the same statement:
+   * $1 principal, $2 key, $3 method, $4 route, $5 fingerprint, $6 status, $7 body (text or NULL),
+   * $8 now, $9 expiry.
+   */
+  static readonly COMPLETE_SQL = `
+    WITH ${storeBody('$7', '$9::timestamptz')}
+    INSERT INTO idempotency_keys
+      (principal, key, method, route, fingerprint, state, response_status, response_body_hash,
+       created_at, expires_at)
+    VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, 'completed', $6::int,
+            (SELECT hash FROM body), $8::timestamptz, $9::timestamptz)`;
+
+  /**
    * Records the response in the same transaction as the effect it describes — sent in the
    * COMMIT's message (nothing reads it back before then). Should a record for the key exist after
    * all, the transaction rolls back and `onDuplicate()` is what the caller sees.
@@ -101,11 +121,7 @@ export class IdempotencyRepository {
     // raw SQL: hot path of bench:flash-sale (the idempotency record, sent in COMMIT's message, see
     // docs/BENCHMARKS.md)
     this.tx.sendWithCommit(
-      `INSERT INTO idempotency_keys
-         (principal, key, method, route, fingerprint, state, response_status, response_body,
-          created_at, expires_at)
-       VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, 'completed', $6::int, $7::text,
-               $8::timestamptz, $9::timestamptz)`,
+      IdempotencyRepository.COMPLETE_SQL,
       [
         scope.principal,
         scope.key,
@@ -146,6 +162,7 @@ export class IdempotencyRepository {
        ON CONFLICT (principal, key) DO UPDATE
          SET method = EXCLUDED.method, route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
              state = 'in_progress', response_status = NULL, response_body = NULL,
+             response_body_hash = NULL,
              created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
        WHERE idempotency_keys.expires_at <= statement_timestamp() OR idempotency_keys.state = 'in_progress'
        RETURNING created_at`,
@@ -160,14 +177,18 @@ export class IdempotencyRepository {
   async find(
     scope: IdempotencyScope,
   ): Promise<{ state: 'completed' | 'in_progress'; stored: StoredResponse } | null> {
-    const record = await this.tx.withManager((m) =>
-      m.getRepository(IdempotencyKeyEntity).findOneBy({
-        principal: scope.principal,
-        key: scope.key,
-        expiresAt: Raw((column) => `${column} > statement_timestamp()`),
-      }),
+    // raw SQL: the body joined by its hash, or a record's own (written before idempotency_bodies)
+    const [record] = await this.tx.query<{ state: 'completed' | 'in_progress' } & StoredResponse>(
+      `SELECT k.state, k.method, k.route, k.fingerprint, coalesce(k.response_status, 0) AS status,
+              CASE WHEN k.response_body_hash IS NULL THEN k.response_body ELSE b.body END AS body
+         FROM idempotency_keys k
+         LEFT JOIN idempotency_bodies b ON b.hash = k.response_body_hash
+        WHERE k.principal = $1::text AND k.key = $2::text AND k.expires_at > statement_timestamp()`,
+      [scope.principal, scope.key],
     );
-    return record ? { state: record.state, stored: toStored(record) } : null;
+    if (!record) return null;
+    const { state, ...stored } = record;
+    return { state, stored };
   }
 
   /**
@@ -193,20 +214,38 @@ export class IdempotencyRepository {
     return new Set(rows.map((r) => `${r.principal}\n${r.key}`));
   }
 
+  /**
+   * Completes a claim made by `begin` ($1 principal, $2 key, $3 its token) with $4 status and $5
+   * body, stored by hash (storeBody) with the record's own expiry — both only while the claim is
+   * still that one.
+   */
+  static readonly FINISH_SQL = `
+    WITH ${storeBody(
+      '$5',
+      'k.expires_at',
+      `FROM idempotency_keys k
+        WHERE k.principal = $1::text AND k.key = $2::text AND k.state = 'in_progress'
+          AND k.created_at = $3::timestamptz`,
+    )}
+    UPDATE idempotency_keys
+       SET state = 'completed', response_status = $4::int, response_body_hash = (SELECT hash FROM body)
+     WHERE principal = $1::text AND key = $2::text AND state = 'in_progress'
+       AND created_at = $3::timestamptz`;
+
   /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
   async finish(
     scope: IdempotencyScope,
     token: Date,
     response: { status: number; body: string | null },
   ): Promise<void> {
-    await this.tx.withManager((m) =>
-      m
-        .getRepository(IdempotencyKeyEntity)
-        .update(
-          { principal: scope.principal, key: scope.key, state: 'in_progress', createdAt: token },
-          { state: 'completed', responseStatus: response.status, responseBody: response.body },
-        ),
-    );
+    // raw SQL: a data-modifying CTE (the body's upsert) and a fenced UPDATE in one statement
+    await this.tx.query(IdempotencyRepository.FINISH_SQL, [
+      scope.principal,
+      scope.key,
+      token,
+      response.status,
+      response.body,
+    ]);
   }
 
   /** Drops a claim made by `begin` (the handler failed: a retry runs afresh). */
@@ -240,6 +279,29 @@ export class IdempotencyRepository {
           .limit(batch),
         'ctid',
         // a record a request took over meanwhile (begin(): in progress again, a fresh expiry) stays
+        'expires_at <= :now',
+      ),
+    );
+  }
+
+  /**
+   * Deletes response bodies past their expiry, one batch; returns how many. A body's expiry is the
+   * latest of the keys that referenced it, so no live key needs one that goes; and the expiry is
+   * judged again on the row the DELETE reaches: a store that re-references the body meanwhile
+   * (storeBody: its upsert locks the row and raises the expiry) is waited for, and its body stays.
+   */
+  async purgeBodies(now: Date, batch = 5000): Promise<number> {
+    return this.tx.withManager((m) =>
+      deleteSelected(
+        m,
+        IdempotencyBodyEntity,
+        m
+          .getRepository(IdempotencyBodyEntity)
+          .createQueryBuilder('expired')
+          .select('expired.ctid')
+          .where('expired.expiresAt <= :now', { now })
+          .limit(batch),
+        'ctid',
         'expires_at <= :now',
       ),
     );

@@ -76,12 +76,15 @@ describe('IdempotencyService#purgeExpired (the hourly purge)', () => {
         purgedUpTo += due;
         return due;
       },
+      purgeBodies: async () => ((wall += 5), 0),
       purgeAbandoned: async () => ((wall += 5), 0),
     });
     const removed = await new IdempotencyService(records).purgeExpired();
     expect(removed).toBe(1_000);
     const cutoffs = new Set(records.purgeExpired.mock.calls.map(([now]) => now.getTime()));
     expect(cutoffs.size).toBe(1);
+    // the bodies after the records, by the same cutoff (a body lives as long as its latest key)
+    expect(records.purgeBodies.mock.calls.map(([now]) => now.getTime())).toEqual([...cutoffs]);
     expect(records.purgeAbandoned).toHaveBeenCalledTimes(1);
   });
 });

@@ -107,6 +107,8 @@ export class IdempotencyService {
     // deleted records still live, and a retry then ran its request twice)
     const now = await this.records.databaseNow();
     const expired = await drainBatches(() => this.records.purgeExpired(now));
+    // then the bodies no key can still need: each lives as long as its latest key
+    await drainBatches(() => this.records.purgeBodies(now));
     const abandonedBefore = new Date(now.getTime() - ABANDONED_AFTER_MS);
     return expired + (await drainBatches(() => this.records.purgeAbandoned(abandonedBefore)));
   }

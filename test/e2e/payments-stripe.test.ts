@@ -1770,7 +1770,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       // the first attempt reserved the refund and reached Stripe, and is still running
       const first = await refund(orderId, body, key);
       await t.db.pool.query(
-        `UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, response_body = NULL WHERE key = $1`,
+        `UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, response_body = NULL, response_body_hash = NULL WHERE key = $1`,
         [key],
       );
       const running = await holdKey(key);

@@ -217,8 +217,9 @@ describe('security: credential routes ignore Idempotency-Key (issue 10, finding 
     ).toBe(204);
 
     expect(await storedCredentialRecords()).toBe('0');
+    // every body stored: a record's own (written before idempotency_bodies) and the shared ones
     const all = await t.db.pool.query<{ response_body: string | null }>(
-      `SELECT response_body FROM idempotency_keys`,
+      `SELECT response_body FROM idempotency_keys UNION ALL SELECT body FROM idempotency_bodies`,
     );
     for (const row of all.rows) {
       for (const l of logins) expect(row.response_body ?? '').not.toContain(l.refreshToken);

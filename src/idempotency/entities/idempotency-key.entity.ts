@@ -6,7 +6,7 @@ export type IdempotencyState = (typeof IDEMPOTENCY_STATES)[number];
 /**
  * The `idempotency_keys` table (migrations/1763800002000-Orders.ts): a request's Idempotency-Key
  * per principal, with the request it was used for (method, route, body fingerprint) and, once
- * `completed`, the response to replay until `expiresAt`.
+ * `completed`, the response to replay until `expiresAt` (its body in `idempotency_bodies`).
  */
 @Entity('idempotency_keys')
 @Check(
@@ -38,8 +38,13 @@ export class IdempotencyKeyEntity {
   @Column('integer', { name: 'response_status', nullable: true })
   responseStatus!: number | null;
 
+  /** A record's own body: only those written before idempotency_bodies (their hash is NULL). */
   @Column('text', { name: 'response_body', nullable: true })
   responseBody!: string | null;
+
+  /** The response body's SHA-256 (IdempotencyBodyEntity), NULL without one and in older records. */
+  @Column('bytea', { name: 'response_body_hash', nullable: true })
+  responseBodyHash!: Buffer | null;
 
   @Column('timestamptz', { name: 'created_at' })
   createdAt!: Date;
