@@ -46,6 +46,19 @@ const storeBody = (body: string, expiresAt: string, from = '') => `
     ON CONFLICT (hash) DO UPDATE SET expires_at = GREATEST(b.expires_at, EXCLUDED.expires_at)
     RETURNING hash)`;
 
+/**
+ * Bodies up to this many bytes stay in their record's own row (`response_body`); larger ones are
+ * stored once by hash (storeBody). A checkout's answer (a few lines: ~0.5 KB) is unique — no other
+ * key shares it — and storing it by hash cost the checkout a tenth more CPU, PostgreSQL's a fifth
+ * (bench:checkout-cpu, alternating builds), on the path issue 14 measures; what made the store grow
+ * was the same large answer kept again per key (a no-op cancel of a 100-line order: 10-28 KB a
+ * record). 2 KB is where PostgreSQL starts compressing a value (TOAST): an answer under it, kept
+ * per key for a day within the rate limits, is at most a tenth of the measured growth.
+ */
+export const INLINE_BODY_MAX_BYTES = 2048;
+const storedInline = (body: string | null): boolean =>
+  body === null || Buffer.byteLength(body, 'utf8') <= INLINE_BODY_MAX_BYTES;
+
 /** Idempotency records (IdempotencyKeyEntity) and their bodies (IdempotencyBodyEntity): the only code that reads or writes them. */
 @Injectable()
 export class IdempotencyRepository {
@@ -98,13 +111,21 @@ export class IdempotencyRepository {
    * $1 principal, $2 key, $3 method, $4 route, $5 fingerprint, $6 status, $7 body (text or NULL),
    * $8 now, $9 expiry.
    */
-  static readonly COMPLETE_SQL = `
+  static readonly COMPLETE_BY_HASH_SQL = `
     WITH ${storeBody('$7', '$9::timestamptz')}
     INSERT INTO idempotency_keys
       (principal, key, method, route, fingerprint, state, response_status, response_body_hash,
        created_at, expires_at)
     VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, 'completed', $6::int,
             (SELECT hash FROM body), $8::timestamptz, $9::timestamptz)`;
+
+  /** The completed record with its (small: storedInline) body in its own row; COMPLETE_BY_HASH_SQL's parameters. */
+  static readonly COMPLETE_INLINE_SQL = `
+    INSERT INTO idempotency_keys
+      (principal, key, method, route, fingerprint, state, response_status, response_body,
+       created_at, expires_at)
+    VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, 'completed', $6::int, $7::text,
+            $8::timestamptz, $9::timestamptz)`;
 
   /**
    * Records the response in the same transaction as the effect it describes — sent in the
@@ -121,7 +142,9 @@ export class IdempotencyRepository {
     // raw SQL: hot path of bench:flash-sale (the idempotency record, sent in COMMIT's message, see
     // docs/BENCHMARKS.md)
     this.tx.sendWithCommit(
-      IdempotencyRepository.COMPLETE_SQL,
+      storedInline(response.body)
+        ? IdempotencyRepository.COMPLETE_INLINE_SQL
+        : IdempotencyRepository.COMPLETE_BY_HASH_SQL,
       [
         scope.principal,
         scope.key,
@@ -219,7 +242,7 @@ export class IdempotencyRepository {
    * body, stored by hash (storeBody) with the record's own expiry — both only while the claim is
    * still that one.
    */
-  static readonly FINISH_SQL = `
+  static readonly FINISH_BY_HASH_SQL = `
     WITH ${storeBody(
       '$5',
       'k.expires_at',
@@ -232,6 +255,13 @@ export class IdempotencyRepository {
      WHERE principal = $1::text AND key = $2::text AND state = 'in_progress'
        AND created_at = $3::timestamptz`;
 
+  /** FINISH_BY_HASH_SQL with its (small: storedInline) body in the record's own row. */
+  static readonly FINISH_INLINE_SQL = `
+    UPDATE idempotency_keys
+       SET state = 'completed', response_status = $4::int, response_body = $5::text
+     WHERE principal = $1::text AND key = $2::text AND state = 'in_progress'
+       AND created_at = $3::timestamptz`;
+
   /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
   async finish(
     scope: IdempotencyScope,
@@ -239,13 +269,10 @@ export class IdempotencyRepository {
     response: { status: number; body: string | null },
   ): Promise<void> {
     // raw SQL: a data-modifying CTE (the body's upsert) and a fenced UPDATE in one statement
-    await this.tx.query(IdempotencyRepository.FINISH_SQL, [
-      scope.principal,
-      scope.key,
-      token,
-      response.status,
-      response.body,
-    ]);
+    const sql = storedInline(response.body)
+      ? IdempotencyRepository.FINISH_INLINE_SQL
+      : IdempotencyRepository.FINISH_BY_HASH_SQL;
+    await this.tx.query(sql, [scope.principal, scope.key, token, response.status, response.body]);
   }
 
   /** Drops a claim made by `begin` (the handler failed: a retry runs afresh). */

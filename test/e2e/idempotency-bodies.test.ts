@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { IdempotencyRepository } from '../../src/idempotency/idempotency.repository';
+import {
+  INLINE_BODY_MAX_BYTES,
+  IdempotencyRepository,
+} from '../../src/idempotency/idempotency.repository';
 import { IdempotencyService } from '../../src/idempotency/idempotency.service';
 import { insertProduct, newKey } from '../support/fixtures';
 import { untilWaitingOnLocks } from '../support/lock-waiters';
@@ -27,7 +30,7 @@ describe('idempotency records share their response bodies', () => {
     return Number(rows[0].n);
   };
 
-  /** The repository's own statement storing a completed record (COMPLETE_SQL), sent outside the app. */
+  /** The repository's own statement storing a completed record by hash (COMPLETE_BY_HASH_SQL), sent outside the app. */
   const complete = (
     run: (sql: string, params: unknown[]) => Promise<unknown>,
     principal: string,
@@ -35,7 +38,7 @@ describe('idempotency records share their response bodies', () => {
     body: string,
     expiresIn: string,
   ) =>
-    run(IdempotencyRepository.COMPLETE_SQL, [
+    run(IdempotencyRepository.COMPLETE_BY_HASH_SQL, [
       principal,
       key,
       'POST',
@@ -147,10 +150,12 @@ describe('idempotency records share their response bodies', () => {
     expect(replay.text).toBe(first.text);
   });
 
-  it('a route outside one transaction (a payment) stores its body by hash too, and replays it byte for byte', async () => {
+  it('small answers stay in their own record (a checkout, a payment: unique, and the hot path), large ones are stored by hash — on both ways a response is saved', async () => {
     const productId = await insertProduct(t.db.pool, { stock: 5, priceAmount: 1000 });
-    const placed = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
+    const orderKey = newKey();
+    const placed = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }], orderKey);
     expect(placed.status).toBe(201);
+    expect(Buffer.byteLength(placed.text)).toBeLessThanOrEqual(INLINE_BODY_MAX_BYTES);
     const key = newKey();
     const pay = () =>
       t.http.post(
@@ -160,16 +165,41 @@ describe('idempotency records share their response bodies', () => {
       );
     const first = await pay();
     expect(first.status).toBe(201);
-    const { rows } = await t.db.pool.query(
-      `SELECT k.response_body, b.body FROM idempotency_keys k
-         JOIN idempotency_bodies b ON b.hash = k.response_body_hash WHERE k.key = $1`,
-      [key],
+    const held = await t.db.pool.query(
+      `SELECT response_body, response_body_hash FROM idempotency_keys WHERE key = ANY($1::text[])
+        ORDER BY created_at`,
+      [[orderKey, key]],
     );
-    expect(rows).toEqual([{ response_body: null, body: first.text }]);
+    expect(held.rows).toEqual([
+      { response_body: placed.text, response_body_hash: null },
+      { response_body: first.text, response_body_hash: null },
+    ]);
     const replay = await pay();
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
     expect(replay.status).toBe(201);
     expect(replay.text).toBe(first.text);
+
+    // a claim completed (a route outside one transaction) with an answer over the bound: by hash
+    const large = JSON.stringify({ large: 'x'.repeat(INLINE_BODY_MAX_BYTES), id: randomUUID() });
+    const repo = t.app.get(IdempotencyRepository);
+    const scope = {
+      principal: 'user:large',
+      key: newKey(),
+      method: 'POST',
+      route: '/v1/x',
+      fingerprint: 'f',
+      sameBody: ['f'],
+    };
+    const claim = await repo.begin(scope, new Date(), new Date(Date.now() + 86_400_000));
+    if (!claim.token) throw new Error('the claim was not taken');
+    await repo.finish(scope, claim.token, { status: 201, body: large });
+    const byHash = await t.db.pool.query(
+      `SELECT k.response_body, b.body FROM idempotency_keys k
+         JOIN idempotency_bodies b ON b.hash = k.response_body_hash WHERE k.key = $1`,
+      [scope.key],
+    );
+    expect(byHash.rows).toEqual([{ response_body: null, body: large }]);
+    expect((await repo.find(scope))?.stored.body).toBe(large);
   });
 
   it('the purge drops bodies only expired keys referenced, and keeps one a live key of another principal shares', async () => {
