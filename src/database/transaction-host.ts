@@ -1,11 +1,13 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ClientBase, QueryResult } from 'pg';
 import { DataSource, EntityManager, QueryFailedError, QueryRunner } from 'typeorm';
 import { IdleCounter } from '../common/idle-counter';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import { DbCircuitBreaker, isConnectionDeath, isConnectionFailure } from './db-circuit-breaker';
 import type { OpeningRead } from './opening-reads';
 import { inlineParams } from './sql-literal';
+import { SideConnection } from './side-connection';
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
 const MAX_ATTEMPTS = 3;
@@ -56,6 +58,12 @@ const OUTCOME_POLL_MS = 50;
  * refresh that did commit finds its token spent and ends the session as a theft.
  */
 const OUTCOME_UNREACHABLE_MS = 5_000;
+/**
+ * How long one asking of a COMMIT's outcome may take, connecting included: it goes over a fresh
+ * connection of its own (askOutcome), which a database that answers at all answers within
+ * milliseconds; one that did not is dropped, and the question asked again on a new one.
+ */
+const OUTCOME_ASK_TIMEOUT_MS = 1_000;
 
 /**
  * Thrown by a transaction's work (or by a statement's mapError) for a failure that work outside
@@ -160,6 +168,7 @@ export class TransactionHost {
   constructor(
     private readonly dataSource: DataSource,
     private readonly breaker: DbCircuitBreaker,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
   /** Callers waiting for a connection of the pool right now (0 when one is free). */
@@ -669,21 +678,19 @@ export class TransactionHost {
     for (let poll = 0; poll < OUTCOME_POLLS;) {
       let status: string | null;
       try {
-        const rows = await this.dataSource.query<{ status: string | null; life: string }[]>(
-          `SELECT pg_xact_status($1::text::xid8) AS status, ${SERVER_LIFE} AS life`,
-          [xid.id],
-        );
-        status = rows[0]?.status ?? null;
-        if (rows[0]?.life !== xid.serverLife && status !== 'aborted') {
+        const row = await this.askOutcome(xid);
+        status = row?.status ?? null;
+        if (row?.life !== xid.serverLife && status !== 'aborted') {
           this.logger.warn(
             `commit outcome of transaction ${xid.id} unknown: the database restarted or recovered from a crash since it began (its id may be another's now)`,
           );
           return 'unknown';
         }
       } catch (e) {
-        // the database is away (restarting, recovering): ask again once it is back, for a while
+        // the database is away (restarting, recovering, a connection that went silent): ask again
+        // on a new connection once it is back, for a while
         const wait = Math.min(OUTCOME_POLL_MS * 2 ** unreachable++, 1_000);
-        if (isConnectionFailure(e) && performance.now() + wait < giveUpAt) {
+        if (performance.now() + wait < giveUpAt) {
           await new Promise((r) => setTimeout(r, wait));
           continue;
         }
@@ -703,6 +710,37 @@ export class TransactionHost {
       await new Promise((r) => setTimeout(r, OUTCOME_POLL_MS));
     }
     return 'unknown';
+  }
+
+  /**
+   * pg_xact_status of `xid` and the server's life, asked over a connection of its own, opened for
+   * the question and closed after (OUTCOME_ASK_TIMEOUT_MS, connecting included), to
+   * DATABASE_LOCK_URL (PostgreSQL itself, or a session-mode pool). Never over the pool: a
+   * connection cut silently (no reset: a network path that drops packets for a moment) takes the
+   * pool's idle connections with it, each silent until DATABASE_QUERY_TIMEOUT_MS — the question
+   * asked on one of them spent the whole OUTCOME_UNREACHABLE_MS, and a request that had committed
+   * answered 503: its retry found a refresh token spent (the session revoked as a theft), a sign-up
+   * made, a stock adjustment without a key applied twice (blink review). A lost COMMIT answer is
+   * rare: a connection per question costs nothing that matters.
+   */
+  private async askOutcome(
+    xid: TransactionId,
+  ): Promise<{ status: string | null; life: string } | undefined> {
+    if (!/^\d+$/.test(xid.id)) throw new Error(`not a transaction id: ${xid.id}`);
+    const side = new SideConnection(this.config.database.lockUrl, 'shop-orders/commit-outcome');
+    let row: { status: string | null; life: string } | undefined;
+    try {
+      await side.selectOne(
+        OUTCOME_ASK_TIMEOUT_MS,
+        `SELECT pg_xact_status('${xid.id}'::xid8) AS status, ${SERVER_LIFE} AS life`,
+        (first) => {
+          row = first as typeof row;
+        },
+      );
+    } finally {
+      side.close();
+    }
+    return row;
   }
 
   /**
