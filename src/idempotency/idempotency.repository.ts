@@ -293,22 +293,9 @@ export class IdempotencyRepository {
   }
 
   /** Deletes records past their expiry, one batch; returns how many. */
-  async purgeExpired(now: Date, batch = 5000): Promise<number> {
-    return this.tx.withManager((m) =>
-      deleteSelected(
-        m,
-        IdempotencyKeyEntity,
-        m
-          .getRepository(IdempotencyKeyEntity)
-          .createQueryBuilder('expired')
-          .select('expired.ctid')
-          .where('expired.expiresAt <= :now', { now })
-          .limit(batch),
-        'ctid',
-        // a record a request took over meanwhile (begin(): in progress again, a fresh expiry) stays
-        'expires_at <= :now',
-      ),
-    );
+  purgeExpired(now: Date, batch = 5000): Promise<number> {
+    // a record a request took over meanwhile (begin(): in progress again, a fresh expiry) stays
+    return this.purgePastExpiry(IdempotencyKeyEntity, now, batch);
   }
 
   /**
@@ -317,13 +304,22 @@ export class IdempotencyRepository {
    * judged again on the row the DELETE reaches: a store that re-references the body meanwhile
    * (storeBody: its upsert locks the row and raises the expiry) is waited for, and its body stays.
    */
-  async purgeBodies(now: Date, batch = 5000): Promise<number> {
+  purgeBodies(now: Date, batch = 5000): Promise<number> {
+    return this.purgePastExpiry(IdempotencyBodyEntity, now, batch);
+  }
+
+  /** One batch of `entity`'s rows past their `expires_at`, the expiry judged again on each row the DELETE reaches. */
+  private purgePastExpiry(
+    entity: typeof IdempotencyKeyEntity | typeof IdempotencyBodyEntity,
+    now: Date,
+    batch: number,
+  ): Promise<number> {
     return this.tx.withManager((m) =>
       deleteSelected(
         m,
-        IdempotencyBodyEntity,
+        entity,
         m
-          .getRepository(IdempotencyBodyEntity)
+          .getRepository<{ expiresAt: Date }>(entity)
           .createQueryBuilder('expired')
           .select('expired.ctid')
           .where('expired.expiresAt <= :now', { now })
