@@ -93,7 +93,9 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       env: {
         DATABASE_QUERY_TIMEOUT_MS: '60000',
         DATABASE_POOL_SIZE: '2',
-        DATABASE_POOL_WAIT_MS: '400',
+        // (a request that waited in the pool's queue takes this long at least: the open breaker's
+        // answer is told from it by time with room for a loaded machine — 376 ms seen in a full run)
+        DATABASE_POOL_WAIT_MS: '1500',
         DB_BREAKER_FAILURES: '3',
         DB_BREAKER_HALF_OPEN_MS: '3000', // (long enough to see it open and answer at once)
       },
@@ -118,7 +120,7 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       expect(performance.now() - frozenAt).toBeLessThan(15_000);
       const fast = await timed(() => app.http.get('/v1/orders', { token }));
       expect(fast.status).toBe(503);
-      expect(fast.ms).toBeLessThan(300);
+      expect(fast.ms).toBeLessThan(1000);
       pg.thaw();
       thawed = true;
       await Promise.all(pending);
