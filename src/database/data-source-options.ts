@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
 import { Client } from 'pg';
-import { connectBoundedClient, stallAwareClient } from './stall-aware-client';
+import { connectBoundedClient, isDroppedIdle, stallAwareClient } from './stall-aware-client';
 import { SafeTypeOrmLogger } from './typeorm-logger';
 
 /**
@@ -106,6 +106,7 @@ export function dataSourceOptions(
   } = {},
 ): DataSourceOptions {
   const root = opts.rootDir ?? join(__dirname, '..', '..');
+  const logger = new SafeTypeOrmLogger();
   const poolWaitMs = opts.poolWaitMs ?? CONNECT_TIMEOUT_MS;
   const connection = connectionSettings(
     url,
@@ -153,8 +154,13 @@ export function dataSourceOptions(
       // rather than run with the trigger off.
       options: `${connection.options} ${NO_ORDER_STATUS_REPAIR}`,
     },
+    // TypeORM's own handler (an 'error' of the pool must have a listener), but without a line for
+    // each idle connection dropped after another's silence: that give-up says how many, once
+    poolErrorHandler: (err: unknown) => {
+      if (!isDroppedIdle(err)) logger.log('warn', `Postgres pool raised an error. ${String(err)}`);
+    },
     // failed queries by SQLSTATE and statement head only, never with their parameters
-    logger: new SafeTypeOrmLogger(),
+    logger,
     logging: ['error', 'warn', 'migration'],
   };
 }

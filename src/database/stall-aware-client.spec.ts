@@ -1,7 +1,8 @@
+import { Logger } from '@nestjs/common';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Client, Pool } from 'pg';
 import { isConnectionFailure } from './db-circuit-breaker';
-import { connectBoundedClient } from './stall-aware-client';
+import { connectBoundedClient, isDroppedIdle, stallAwareClient } from './stall-aware-client';
 
 describe('connectBoundedClient', () => {
   // a server that accepts and never answers: a connect to it hangs until someone gives up
@@ -38,5 +39,143 @@ describe('connectBoundedClient', () => {
     expect(err).toBeInstanceOf(Error);
     expect(isConnectionFailure(err)).toBe(true);
     await pool.end();
+  });
+});
+
+/**
+ * A PostgreSQL of a few lines: trust sign-in, every simple statement answered `SELECT 0`, a cancel
+ * request taken (closed). `silence()` cuts every connection open now without a reset, the way a
+ * network path dropping packets does: nothing read or sent on them any more; later ones answer.
+ */
+async function fakePostgres() {
+  const frame = (type: string, body: Buffer) => {
+    const head = Buffer.alloc(5);
+    head.write(type, 0, 'latin1');
+    head.writeInt32BE(body.length + 4, 1);
+    return Buffer.concat([head, body]);
+  };
+  const int32 = (...values: number[]) => {
+    const b = Buffer.alloc(4 * values.length);
+    values.forEach((v, i) => b.writeInt32BE(v, 4 * i));
+    return b;
+  };
+  const ready = frame('Z', Buffer.from('I'));
+  const conns = new Set<{ socket: Socket; silent: boolean }>();
+  let pid = 1;
+  const server = createServer((socket) => {
+    const c = { socket, silent: false };
+    conns.add(c);
+    socket.on('close', () => conns.delete(c)).on('error', () => undefined);
+    let started = false;
+    let pending = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      if (c.silent) return;
+      pending = Buffer.concat([pending, chunk]);
+      for (;;) {
+        const typed = started ? 1 : 0; // (the startup message and a cancel have no type byte)
+        if (pending.length < typed + 4) return;
+        const length = pending.readInt32BE(typed) + typed;
+        if (pending.length < length) return;
+        const message = pending.subarray(0, length);
+        pending = pending.subarray(length);
+        if (!started) {
+          if (message.readInt32BE(4) === 80877102) return void socket.end(); // a cancel: taken
+          started = true;
+          socket.write(Buffer.concat([frame('R', int32(0)), frame('K', int32(pid++, 7)), ready]));
+        } else if (message[0] === 0x51 /* Query */) {
+          socket.write(Buffer.concat([frame('C', Buffer.from('SELECT 0\0')), ready]));
+        } else if (message[0] === 0x58 /* Terminate */) {
+          socket.end();
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    silence: () => conns.forEach((c) => (c.silent = true)),
+    close: async () => {
+      conns.forEach((c) => c.socket.destroy());
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+describe("stallAwareClient: a give-up drops the pool's idle connections the silence cut too", () => {
+  const SILENCE_MS = 600;
+  let pg: Awaited<ReturnType<typeof fakePostgres>>;
+  beforeAll(async () => {
+    pg = await fakePostgres();
+  });
+  afterAll(() => pg.close());
+
+  it('drops those idle in the pool and opened before the silence; one handed out, or opened since, is kept', async () => {
+    const pool = new Pool({
+      host: '127.0.0.1',
+      port: pg.port,
+      user: 'x',
+      database: 'x',
+      max: 6,
+      Client: connectBoundedClient(stallAwareClient(SILENCE_MS, 10 * SILENCE_MS), 2_000),
+    });
+    const poolErrors: unknown[] = [];
+    pool.on('error', (err) => poolErrors.push(err));
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      // three connections, opened before the cut
+      const [victim, handedOut, idleOld] = await Promise.all([
+        pool.connect(),
+        pool.connect(),
+        pool.connect(),
+      ]);
+      for (const c of [victim, handedOut, idleOld]) await c.query('SELECT 1');
+      const socketOf = (c: object) =>
+        (c as unknown as { connection: { stream: Socket } }).connection.stream;
+
+      pg.silence();
+      const given = victim.query('SELECT 1').then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      // a connection opened after the cut, through a path that answers, and idle again
+      await new Promise((resolve) => setTimeout(resolve, SILENCE_MS / 2));
+      const fresh = await pool.connect();
+      await fresh.query('SELECT 1');
+      const freshRelease = fresh.release;
+      fresh.release();
+      // (given back only now, or the pool would have handed it out again for the fresh one)
+      idleOld.release();
+      expect(pool.idleCount).toBe(2);
+
+      expect(await given).toMatch(/Query read timeout: PostgreSQL sent nothing for 600 ms/);
+      // the idle one from before the cut is out of the pool (the give-up's own is still held)
+      expect(pool.idleCount).toBe(1);
+      expect(pool.totalCount).toBe(3);
+      expect(socketOf(idleOld).destroyed).toBe(true);
+      expect(poolErrors).toHaveLength(1);
+      expect(isDroppedIdle(poolErrors[0])).toBe(true);
+      // one line for the give-up's drops (the pool's error for each is not logged: poolErrorHandler)
+      expect(warn.mock.calls.map(([line]) => line)).toEqual([
+        'PostgreSQL sent nothing for 600 ms on a pool connection: dropped 1 idle connection(s) of the pool opened before that silence',
+      ]);
+      // the one handed out (its statement not sent yet) is its holder's, left to its own timer
+      expect(socketOf(handedOut).destroyed).toBe(false);
+      victim.release(new Error('given up'));
+      expect(pool.totalCount).toBe(2);
+
+      // the pool hands out the fresh one, which answers; released once, as before
+      const next = await pool.connect();
+      expect(next).toBe(fresh);
+      await expect(next.query('SELECT 1')).resolves.toBeDefined();
+      next.release();
+      expect(() => freshRelease()).toThrow(/already been released/);
+      handedOut.release(new Error('its path is cut'));
+      expect(pool.totalCount).toBe(1);
+      expect(pool.idleCount).toBe(1);
+    } finally {
+      warn.mockRestore();
+      // (a client still held — a failed expectation — would keep the pool's end waiting)
+      await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+    }
   });
 });

@@ -1,3 +1,5 @@
+import { Logger } from '@nestjs/common';
+import type { EventEmitter } from 'node:events';
 import { type Socket, connect } from 'node:net';
 import { Client, type ClientConfig } from 'pg';
 
@@ -8,6 +10,19 @@ import { Client, type ClientConfig } from 'pg';
  */
 export const LONG_RUNNING = 'long-running';
 const LONG_RUNNING_PREFIX = `/* ${LONG_RUNNING} */`;
+
+/** Marks the error an idle connection is dropped with after another's silence (isDroppedIdle). */
+const DROPPED_IDLE = Symbol('dropped idle');
+
+/**
+ * Whether `err` is the one a pool re-emits for an idle connection dropped after another one's
+ * silence (stallAwareClient): logged once for all of them by the give-up, not once each.
+ */
+export function isDroppedIdle(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && DROPPED_IDLE in err;
+}
+
+const logger = new Logger('Database');
 
 /**
  * A node-postgres Client that gives up on a server that went silent: while a statement is out and
@@ -20,13 +35,38 @@ const LONG_RUNNING_PREFIX = `/* ${LONG_RUNNING} */`;
  * TCP keeps trying — about 15 minutes: keepalives are not sent while data waits unacknowledged,
  * and the kernel of a frozen server still acknowledges. Each such statement kept its pool
  * connection (node-postgres' own `query_timeout` fails the caller but leaves the connection busy),
- * so a few of them wedged the pool and every request waited for a slot. Idle connections are left
- * alone: the server owes them nothing. Only the marked statements get the long allowance: the
- * worker's ordinary ones (the outbox relay's claims, expiries, email claims) give up as soon as
- * the API's, so a stalled server does not stop its jobs for the batch statements' allowance.
+ * so a few of them wedged the pool and every request waited for a slot. Only the marked
+ * statements get the long allowance: the worker's ordinary ones (the outbox relay's claims,
+ * expiries, email claims) give up as soon as the API's, so a stalled server does not stop its jobs
+ * for the batch statements' allowance.
+ *
+ * An idle connection's own silence is no sign of anything (the server owes it nothing), but one
+ * given up on is: a cut that sends no reset (packets dropped for a moment, a failover behind a
+ * load balancer) silences the pool's idle connections with it, and each later request took one of
+ * them and stalled a full `silenceMs` before its 503 — the next one on the next (503, 503, 503,
+ * 201 at DATABASE_QUERY_TIMEOUT_MS=3000: minutes of stalls at 60 s with a pool of 20, after a
+ * blink of a few hundred milliseconds). So the give-up also drops every connection of the same
+ * pool idle in it at that moment and opened before the silence began (the last `silenceMs`); the
+ * next requests open fresh ones (a server still unreachable fails their connect after its own
+ * timeout, a failure the breaker counts). Connections handed out are left alone, even between two
+ * statements of a transaction: a statement out has its own silence timer, and a long one —
+ * LONG_RUNNING's allowance — must not be cut short for another's silence. The clients of one pool
+ * are one class (this function is called once per pool: dataSourceOptions), which knows which of
+ * them are idle in the pool — see `release` — and one opened since the silence began answered
+ * through the path after it and is kept.
  */
 export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): typeof Client {
-  return class StallAwareClient extends Client {
+  /** The clients idle in the pool now (released, not handed out again, not ended). */
+  const idle = new Set<StallAwareClient>();
+
+  class StallAwareClient extends Client {
+    /** When the server said it was ready (performance.now()); undefined while connecting. */
+    private openedAt?: number;
+    /** The `release` pg-pool gave the holder of this checkout, as wrapped by the setter below. */
+    private releaseThisCheckout?: (err?: Error | boolean) => void;
+    /** The connection's TCP socket (under TLS's, if any). */
+    private readonly socket: Socket;
+
     constructor(config?: string | ClientConfig) {
       super(config);
       const self = this as unknown as {
@@ -36,6 +76,9 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
       // (the raw socket: over TLS, node-postgres reads from a TLS socket wrapped around it, whose
       // traffic still refreshes this one's idle timer)
       const stream = self.connection.stream;
+      this.socket = stream;
+      this.once('connect', () => (this.openedAt = performance.now()));
+      this.once('end', () => idle.delete(this));
       // the silence of the statement out, in whole timeouts: a statement's own, so counted anew
       // for each statement — not reset by the raw socket's 'data', which over TLS never comes
       let counted: unknown;
@@ -60,6 +103,8 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
           stream.setTimeout(silenceMs); // (fires again after another silence of that length)
           return;
         }
+        // now, in this same turn: no client of the idle list can be handed out meanwhile
+        StallAwareClient.dropIdleOpenedBefore(performance.now() - silenceMs, silentMs);
         // the server's side first: its backend may be alive (a statement waiting on a lock, a
         // long one), holding the transaction's locks — an idempotency key's, hot rows' — until it
         // next writes to the socket dropped here (or a timeout ends it): asked to cancel, it ends
@@ -75,7 +120,82 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
         );
       });
     }
-  };
+
+    /**
+     * pg-pool sets `client.release` on each checkout (its documented `client.release()`), just
+     * before it hands the client out, and the holder calls it to give the client back: the one
+     * place where the client learns it left the pool's idle list and came back to it, at the very
+     * moment it does (the pool's own list is private). The client counts as idle from just before
+     * the pool takes it back — the pool may hand it out again in the same call — until the next
+     * checkout or its end; a holder's second call is passed on as it is (pg-pool throws on it).
+     * A client never checked out by a pool (used on its own) is never idle here — nor any, should
+     * a pg-pool stop setting `release` so: nothing is dropped then, as before.
+     */
+    get release(): ((err?: Error | boolean) => void) | undefined {
+      return this.releaseThisCheckout;
+    }
+    set release(poolRelease: ((err?: Error | boolean) => void) | undefined) {
+      idle.delete(this);
+      if (!poolRelease) {
+        this.releaseThisCheckout = undefined;
+        return;
+      }
+      let released = false;
+      this.releaseThisCheckout = (err) => {
+        if (!released) {
+          released = true;
+          // (with an error the pool ends it instead: end() below takes it off again)
+          idle.add(this);
+        }
+        poolRelease(err);
+      };
+    }
+
+    override end(): Promise<void>;
+    override end(callback: (err: Error) => void): void;
+    override end(callback?: (err: Error) => void): Promise<void> | void {
+      idle.delete(this);
+      return callback ? super.end(callback) : super.end();
+    }
+
+    /** Drops the clients idle in the pool that were opened before `silenceBegan`. */
+    private static dropIdleOpenedBefore(silenceBegan: number, silentMs: number): void {
+      let dropped = 0;
+      for (const client of [...idle]) {
+        if (client.openedAt === undefined || client.openedAt >= silenceBegan) continue;
+        client.dropIdle();
+        dropped++;
+      }
+      if (dropped > 0)
+        logger.warn(
+          `PostgreSQL sent nothing for ${silentMs} ms on a pool connection: dropped ${dropped} idle ` +
+            `connection(s) of the pool opened before that silence`,
+        );
+    }
+
+    /**
+     * Drops this idle client the way pg-pool drops one whose server went away: an 'error' while
+     * idle, on which the pool takes it off its idle list and out of its count, synchronously, and
+     * ends it — it is never released, so never released twice. The socket is destroyed first: a
+     * polite end waits for an answer from the silent server. (The pool re-emits the error as its
+     * own 'error', which must have a listener: dataSourceOptions' poolErrorHandler.)
+     */
+    private dropIdle(): void {
+      idle.delete(this);
+      this.socket.destroy();
+      (this as unknown as { connection: EventEmitter }).connection.emit(
+        'error',
+        Object.assign(
+          new Error('idle pool connection dropped: PostgreSQL went silent on another'),
+          {
+            [DROPPED_IDLE]: true,
+          },
+        ),
+      );
+    }
+  }
+
+  return StallAwareClient;
 }
 
 /** How long a cancel request may take to be taken (a frozen server never accepts it). */

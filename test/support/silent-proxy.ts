@@ -5,13 +5,16 @@ import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
  * it drops packets for a moment: no reset, nothing forwarded any more on any connection open at
  * that moment (each waits for its own timeout), and new connections held back for `holdMs`, then
  * served. `silenceAfter(match)`: the next simple-protocol statement whose text matches runs on the
- * server, and the cut falls as its answer comes back (a COMMIT committed, its answer lost).
+ * server, and the cut falls as its answer comes back (a COMMIT committed, its answer lost);
+ * `silence()`: the cut falls now.
  */
 export interface SilentProxy {
   /** `url` with its host and port replaced by the proxy's. */
   through(url: string): string;
   /** Resolves once the cut has fallen (the statement ran; its answer was dropped). */
   silenceAfter(match: RegExp, holdMs?: number): Promise<void>;
+  /** The cut falls now: every connection open goes silent, new ones are held for `holdMs`. */
+  silence(holdMs?: number): void;
   close(): Promise<void>;
 }
 
@@ -111,6 +114,7 @@ export async function startSilentProxy(url: string): Promise<SilentProxy> {
       new Promise<void>((fell) => {
         armed = { match, holdMs, fell };
       }),
+    silence: (holdMs = 10) => silence(holdMs),
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of conns) {

@@ -1,0 +1,71 @@
+import type { Pool } from 'pg';
+import { DataSource } from 'typeorm';
+import { TransactionHost } from '../../src/database/transaction-host';
+import { registerCustomer } from '../support/auth';
+import { SilentProxy, startSilentProxy } from '../support/silent-proxy';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { createTestDatabase } from '../support/test-database';
+
+const SILENCE_MS = 2_000;
+
+/**
+ * A cut that sends no reset — a network path dropping packets for a moment, a failover behind a
+ * load balancer — silences the pool's idle connections with the one a request is using. That
+ * request's statement is given up after DATABASE_QUERY_TIMEOUT_MS (503); the next request then
+ * took one of the dead idle connections and stalled as long, and the next one the next (the blink
+ * review: 503, 503, 503, 201, each after a full timeout at DATABASE_QUERY_TIMEOUT_MS=3000 —
+ * minutes at 60 s with a pool of 20). A give-up now drops the pool's idle connections opened
+ * before the silence, and the requests after it open fresh ones through the path that answers.
+ */
+describe("the pool's idle connections after a silent cut", () => {
+  let t: TestApp;
+  let proxy: SilentProxy;
+
+  beforeAll(async () => {
+    const db = await createTestDatabase();
+    proxy = await startSilentProxy(db.url);
+    t = await bootTestApp({
+      db,
+      env: {
+        DATABASE_URL: proxy.through(db.url),
+        DATABASE_QUERY_TIMEOUT_MS: String(SILENCE_MS),
+        DB_BREAKER_FAILURES: '100', // (the requests' answers, not the breaker's)
+      },
+    });
+  });
+  afterAll(async () => {
+    // the silenced connections first (reset): a pool's end waits for each of its connections
+    await proxy?.close();
+    await t?.close();
+    await t?.db.drop();
+  });
+
+  it('one request waits out the silence limit (503); the ones after it answer at once on fresh connections', async () => {
+    const { accessToken: token } = await registerCustomer(t.http);
+    // a warm pool, every connection idle when the cut falls
+    const tx = t.app.get(TransactionHost);
+    await Promise.all(Array.from({ length: 8 }, () => tx.query('SELECT pg_sleep(0.3)')));
+    expect((await t.http.get('/v1/me', { token })).status).toBe(200);
+    const pool: Pool = (t.app.get(DataSource).driver as unknown as { master: Pool }).master;
+    const warmIdle = pool.idleCount;
+    expect(warmIdle).toBeGreaterThanOrEqual(8);
+
+    // a blink: every connection open goes silent for good, new ones answer after 200 ms
+    proxy.silence(200);
+    const timed = async () => {
+      const started = performance.now();
+      const res = await t.http.get('/v1/me', { token });
+      return { status: res.status, ms: Math.round(performance.now() - started) };
+    };
+    const first = await timed();
+    expect(first.status).toBe(503);
+    expect(first.ms).toBeGreaterThanOrEqual(SILENCE_MS - 50);
+
+    // as many requests as there were idle connections, one after another: none waits out a
+    // silence of its own on a dead one (each was a 503 after SILENCE_MS)
+    const after: { status: number; ms: number }[] = [];
+    for (let i = 0; i < warmIdle; i++) after.push(await timed());
+    expect(after.map((r) => r.status)).toEqual(Array(warmIdle).fill(200));
+    for (const r of after) expect(r.ms).toBeLessThan(SILENCE_MS / 2);
+  }, 60_000);
+});
