@@ -200,7 +200,9 @@ export class IdempotencyRepository {
   async find(
     scope: IdempotencyScope,
   ): Promise<{ state: 'completed' | 'in_progress'; stored: StoredResponse } | null> {
-    // raw SQL: the body joined by its hash, or a record's own (written before idempotency_bodies)
+    // raw SQL: the body joined by its hash, or a record's own (small, or written before
+    // idempotency_bodies, or by a build before it: writing its own body clears a hash it left,
+    // migration IdempotencyOwnBodyClearsHash)
     const [record] = await this.tx.query<{ state: 'completed' | 'in_progress' } & StoredResponse>(
       `SELECT k.state, k.method, k.route, k.fingerprint, coalesce(k.response_status, 0) AS status,
               CASE WHEN k.response_body_hash IS NULL THEN k.response_body ELSE b.body END AS body
