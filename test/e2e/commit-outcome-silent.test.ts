@@ -1,8 +1,6 @@
-import { TransactionHost } from '../../src/database/transaction-host';
 import { registerCustomer } from '../support/auth';
-import { SilentProxy, startSilentProxy } from '../support/silent-proxy';
-import { TestApp, bootTestApp } from '../support/test-app';
-import { createTestDatabase } from '../support/test-database';
+import { AppBehindSilentProxy, SilentProxy, bootBehindSilentProxy } from '../support/silent-proxy';
+import type { TestApp } from '../support/test-app';
 
 /**
  * A COMMIT whose answer is lost in a cut that sends no reset — a network path dropping packets for
@@ -14,29 +12,22 @@ import { createTestDatabase } from '../support/test-database';
  * alike). It is asked over a connection of its own now (TransactionHost#askOutcome).
  */
 describe('a COMMIT whose answer is lost in a silent cut', () => {
+  let app: AppBehindSilentProxy;
   let t: TestApp;
   let proxy: SilentProxy;
 
   beforeAll(async () => {
-    const db = await createTestDatabase();
-    proxy = await startSilentProxy(db.url);
-    t = await bootTestApp({
-      db,
-      env: { DATABASE_URL: proxy.through(db.url), DATABASE_QUERY_TIMEOUT_MS: '3000' },
-    });
+    app = await bootBehindSilentProxy({ DATABASE_QUERY_TIMEOUT_MS: '3000' });
+    ({ t, proxy } = app);
   });
   afterAll(async () => {
-    // the silenced connections first (reset): a pool's end waits for each of its connections
-    await proxy?.close();
-    await t?.close();
-    await t?.db.drop();
+    await app?.close();
   });
 
   it("a refresh answers its new pair although the pool's idle connections went silent with it; nothing revoked", async () => {
     const session = await registerCustomer(t.http);
     // a warm pool: eight idle connections for the cut to silence
-    const tx = t.app.get(TransactionHost);
-    await Promise.all(Array.from({ length: 8 }, () => tx.query('SELECT pg_sleep(0.3)')));
+    await app.warmPool();
     const cut = proxy.silenceAfter(/^COMMIT$/);
     const res = await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
     await cut;

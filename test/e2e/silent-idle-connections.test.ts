@@ -1,10 +1,8 @@
 import type { Pool } from 'pg';
 import { DataSource } from 'typeorm';
-import { TransactionHost } from '../../src/database/transaction-host';
 import { registerCustomer } from '../support/auth';
-import { SilentProxy, startSilentProxy } from '../support/silent-proxy';
-import { TestApp, bootTestApp } from '../support/test-app';
-import { createTestDatabase } from '../support/test-database';
+import { AppBehindSilentProxy, SilentProxy, bootBehindSilentProxy } from '../support/silent-proxy';
+import type { TestApp } from '../support/test-app';
 
 const SILENCE_MS = 2_000;
 
@@ -18,33 +16,25 @@ const SILENCE_MS = 2_000;
  * before the silence, and the requests after it open fresh ones through the path that answers.
  */
 describe("the pool's idle connections after a silent cut", () => {
+  let app: AppBehindSilentProxy;
   let t: TestApp;
   let proxy: SilentProxy;
 
   beforeAll(async () => {
-    const db = await createTestDatabase();
-    proxy = await startSilentProxy(db.url);
-    t = await bootTestApp({
-      db,
-      env: {
-        DATABASE_URL: proxy.through(db.url),
-        DATABASE_QUERY_TIMEOUT_MS: String(SILENCE_MS),
-        DB_BREAKER_FAILURES: '100', // (the requests' answers, not the breaker's)
-      },
+    app = await bootBehindSilentProxy({
+      DATABASE_QUERY_TIMEOUT_MS: String(SILENCE_MS),
+      DB_BREAKER_FAILURES: '100', // (the requests' answers, not the breaker's)
     });
+    ({ t, proxy } = app);
   });
   afterAll(async () => {
-    // the silenced connections first (reset): a pool's end waits for each of its connections
-    await proxy?.close();
-    await t?.close();
-    await t?.db.drop();
+    await app?.close();
   });
 
   it('one request waits out the silence limit (503); the ones after it answer at once on fresh connections', async () => {
     const { accessToken: token } = await registerCustomer(t.http);
     // a warm pool, every connection idle when the cut falls
-    const tx = t.app.get(TransactionHost);
-    await Promise.all(Array.from({ length: 8 }, () => tx.query('SELECT pg_sleep(0.3)')));
+    await app.warmPool();
     expect((await t.http.get('/v1/me', { token })).status).toBe(200);
     const pool: Pool = (t.app.get(DataSource).driver as unknown as { master: Pool }).master;
     const warmIdle = pool.idleCount;

@@ -1,4 +1,7 @@
 import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
+import { TransactionHost } from '../../src/database/transaction-host';
+import { TestApp, bootTestApp } from './test-app';
+import { createTestDatabase } from './test-database';
 
 /**
  * A TCP pass-through in front of PostgreSQL that can go silent the way a network path does when
@@ -26,7 +29,7 @@ interface Conn {
   holding: boolean;
 }
 
-export async function startSilentProxy(url: string): Promise<SilentProxy> {
+async function startSilentProxy(url: string): Promise<SilentProxy> {
   const pg = new URL(url);
   const conns = new Set<Conn>();
   let holdUntil = 0;
@@ -123,5 +126,37 @@ export async function startSilentProxy(url: string): Promise<SilentProxy> {
         }
         server.close(() => resolve());
       }),
+  };
+}
+
+/** An API app whose database is reached through a silent proxy (startSilentProxy). */
+export interface AppBehindSilentProxy {
+  t: TestApp;
+  proxy: SilentProxy;
+  /** Eight pool connections opened and idle: the ones a cut silences. */
+  warmPool(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A test database, a silent proxy in front of it and an API app reaching it through the proxy. */
+export async function bootBehindSilentProxy(
+  env: Record<string, string>,
+): Promise<AppBehindSilentProxy> {
+  const db = await createTestDatabase();
+  const proxy = await startSilentProxy(db.url);
+  const t = await bootTestApp({ db, env: { DATABASE_URL: proxy.through(db.url), ...env } });
+  return {
+    t,
+    proxy,
+    warmPool: async () => {
+      const tx = t.app.get(TransactionHost);
+      await Promise.all(Array.from({ length: 8 }, () => tx.query('SELECT pg_sleep(0.3)')));
+    },
+    close: async () => {
+      // the silenced connections first (reset): a pool's end waits for each of its connections
+      await proxy.close();
+      await t.close();
+      await t.db.drop();
+    },
   };
 }
