@@ -41,16 +41,38 @@ describe('BuildBudget', () => {
     expect(refusal(() => b.admit('a'))).toBeUndefined();
   });
 
-  it('tracks at most maxClients: a new client past them is not limited here, until expired windows make room', () => {
+  it('tracks at most maxClients: a new client past them takes the place of the window begun longest ago with no build under way — it is counted, never left unlimited', () => {
     const b = budget(2);
-    b.admit('a')(500);
+    const running = b.admit('a'); // a build under way: its window is kept
+    now = 1_000;
     b.admit('b')(500);
-    const untracked = b.admit('c');
-    untracked(1_000);
+    now = 2_000;
+    b.admit('c')(500); // full, nothing expired: b's window makes room
     expect(b.size).toBe(2);
-    expect(refusal(() => b.admit('c'))).toBeUndefined();
-    now = 61_000;
-    b.admit('c')(500);
     expect(refusal(() => b.admit('c'))?.code).toBe('RATE_LIMITED');
+    // b's spend is forgotten: a new window for it, in place of c's (a's still building)
+    expect(refusal(() => b.admit('b')(500))).toBeUndefined();
+    expect(refusal(() => b.admit('b'))?.code).toBe('RATE_LIMITED');
+    expect(b.size).toBe(2);
+    running(10);
+  });
+
+  it('orders the windows by when they began: one renewed goes last, and the oldest is dropped first', () => {
+    const b = budget(2);
+    const held = b.admit('a');
+    now = 2_000;
+    b.admit('b')(1);
+    now = 61_000;
+    const again = b.admit('a'); // a's window over while its build is under way: renewed in place
+    held(0);
+    again(500);
+    b.admit('c')(1); // full, nothing expired: b's window (begun before a's renewed one) makes room
+    expect(refusal(() => b.admit('a'))?.code).toBe('RATE_LIMITED');
+  });
+
+  it('names the network in a refusal of a /48 budget', () => {
+    const b = new BuildBudget({ budgetMs: 10, windowMs: 60_000, concurrent: 1, who: 'network' });
+    b.admit('net:2001:db8:1::/48')(20);
+    expect(refusal(() => b.admit('net:2001:db8:1::/48'))?.message).toMatch(/network/);
   });
 });

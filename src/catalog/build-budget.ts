@@ -1,4 +1,5 @@
 import { DomainError } from '../common/errors/domain-error';
+import { ipTracker, networkTracker } from '../common/throttling/rate-limit.policies';
 
 /** One client's fixed window of build time. */
 interface Spent {
@@ -6,6 +7,17 @@ interface Spent {
   resetAt: number;
   /** Its builds begun and not finished (waiting for a slot or running). */
   running: number;
+}
+
+/** Who pays for a build: the client (its per-IP tracker, IPv6 per /64) and an IPv6 client's /48. */
+export interface Payer {
+  client: string;
+  network?: string;
+}
+
+/** The payer of a build a request from `ip` begins. */
+export function payerOf(ip: string): Payer {
+  return { client: ipTracker(ip), network: networkTracker(ip) };
 }
 
 /** Reports a build's own time (ms) once it has ended; later calls are ignored. */
@@ -17,10 +29,17 @@ export interface BuildBudgetOptions {
   windowMs: number;
   /** Builds of one client begun and not finished at once. */
   concurrent: number;
-  /** Clients tracked at once (beyond, a new client is not limited here: see `admit`). */
+  /** Clients tracked at once (beyond, the oldest window with no build under way makes room: `admit`). */
   maxClients?: number;
+  /** Whom the refusal names (`client` by default; `network`: the client's IPv6 /48). */
+  who?: 'client' | 'network';
   now?: () => number;
 }
+
+const REFUSAL = {
+  client: 'Too many costly catalog reads (searches) from this client; try again later.',
+  network: "Too many costly catalog reads (searches) from this client's network; try again later.",
+};
 
 /**
  * What a client's catalog misses may cost this process's database, by the time their builds take,
@@ -34,8 +53,16 @@ export interface BuildBudgetOptions {
  * so a client over its budget never refuses anyone else's read. Ordinary misses (a page of the
  * listing, 2–20 ms) are far below it; a shopper's searches on a large catalog too (~60 a minute
  * at 85 ms each). Per process, like the cached reads' counter; bounded memory (maxClients windows;
- * when full, expired ones are dropped, at most once a second, and a new client is not limited
- * here — the per-IP `default` policy still is).
+ * when full, expired ones are dropped, at most once a second, and if none has expired the window
+ * begun longest ago with no build under way is dropped for the new client's).
+ *
+ * A full table once left a new client unlimited here: a host with a routed IPv6 /48 filled it
+ * with its /64s and every client after them, IPv4 ones included, built at the per-IP rate alone
+ * (cost review). Dropping the oldest window instead refuses no one and leaves no one uncounted;
+ * what it forgives is that window's spend — of the window that began first, so the one nearest
+ * its end (all of them began within the last window: older ones have expired), and only once
+ * `maxClients` newer ones have begun after it. A client's IPv6 /48 has a budget of its own
+ * besides (CatalogCache), so one host's /64s are bounded together whatever this table holds.
  */
 export class BuildBudget {
   private readonly clients = new Map<string, Spent>();
@@ -58,25 +85,26 @@ export class BuildBudget {
       spent = undefined;
     }
     if (!spent) {
-      if (this.clients.size >= (this.options.maxClients ?? 10_000) && !this.sweep(now)) {
-        return () => undefined;
+      if (this.clients.size >= this.maxClients && !this.sweep(now) && !this.dropOldest()) {
+        return () => undefined; // every window has a build under way: none to drop
       }
       spent = { ms: 0, resetAt: now + this.options.windowMs, running: 0 };
       this.clients.set(client, spent);
     } else if (spent.resetAt <= now) {
       spent.ms = 0;
       spent.resetAt = now + this.options.windowMs;
+      // last in the table again: its order is the order the windows began (dropOldest)
+      this.clients.delete(client);
+      this.clients.set(client, spent);
     }
     if (spent.ms >= this.options.budgetMs || spent.running >= this.options.concurrent) {
       const seconds =
         spent.ms >= this.options.budgetMs
           ? Math.max(1, Math.ceil((spent.resetAt - now) / 1000))
           : 1;
-      throw new DomainError(
-        'RATE_LIMITED',
-        'Too many costly catalog reads (searches) from this client; try again later.',
-        { headers: { 'Retry-After': String(seconds) } },
-      );
+      throw new DomainError('RATE_LIMITED', REFUSAL[this.options.who ?? 'client'], {
+        headers: { 'Retry-After': String(seconds) },
+      });
     }
     const window = spent;
     window.running++;
@@ -93,6 +121,20 @@ export class BuildBudget {
     return this.clients.size;
   }
 
+  private get maxClients(): number {
+    return this.options.maxClients ?? 10_000;
+  }
+
+  /** Drops the window begun longest ago with no build under way; true if there was one. */
+  private dropOldest(): boolean {
+    for (const [client, spent] of this.clients) {
+      if (spent.running > 0) continue;
+      this.clients.delete(client);
+      return true;
+    }
+    return false;
+  }
+
   /** Drops expired windows with no build under way; true if that made room. */
   private sweep(now: number): boolean {
     if (now - this.lastSweep < 1000) return false;
@@ -100,6 +142,6 @@ export class BuildBudget {
     for (const [client, spent] of this.clients) {
       if (spent.resetAt <= now && spent.running === 0) this.clients.delete(client);
     }
-    return this.clients.size < (this.options.maxClients ?? 10_000);
+    return this.clients.size < this.maxClients;
   }
 }

@@ -5,7 +5,7 @@ import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
 import { CatalogService } from './catalog.service';
-import { ipTracker } from '../common/throttling/rate-limit.policies';
+import { payerOf } from './build-budget';
 import { CategoryListDto, ListProductsDto, ProductDto, ProductPageDto } from './dto/catalog.dto';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -33,7 +33,7 @@ export class CatalogController {
     @RequestUrl() url: string,
     @Ip() ip: string,
   ): Promise<string> {
-    return this.catalog.list(query, url, ipTracker(ip));
+    return this.catalog.list(query, url, payerOf(ip));
   }
 
   @Get('products/:id')

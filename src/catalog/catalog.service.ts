@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { CursorCodec } from '../common/pagination/cursor';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
+import type { Payer } from './build-budget';
 import { CatalogCache } from './catalog-cache';
 import { catalogCacheKey } from './catalog-cache-key';
 import { mapProduct, mapProductSummary } from './catalog.mapper';
@@ -59,9 +60,9 @@ export class CatalogService {
     });
   }
 
-  /** `client` (its per-IP tracker) pays for the page's build, if it begins one (BuildBudget). */
-  list(query: ListProductsDto, url: string, client?: string): Promise<string> {
-    return this.cache.getOrBuild(catalogCacheKey(url), () => this.page(query), client);
+  /** `payer` (the client, and its IPv6 /48) pays for the page's build, if it begins one (BuildBudget). */
+  list(query: ListProductsDto, url: string, payer?: Payer): Promise<string> {
+    return this.cache.getOrBuild(catalogCacheKey(url), () => this.page(query), payer);
   }
 
   categories(url: string): Promise<string> {

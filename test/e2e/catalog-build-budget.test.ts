@@ -16,7 +16,10 @@ import { waitFor } from '../support/wait-for';
 describe('catalog builds paid for by their time, per client', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+    t = await bootTestApp({
+      // (a pool of 24: six build slots, for six builds at once)
+      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', DATABASE_POOL_SIZE: '24' },
+    });
   });
   afterAll(async () => {
     await t?.close();
@@ -27,8 +30,11 @@ describe('catalog builds paid for by their time, per client', () => {
   const search = (ip: string, q: string) =>
     t.http.get(`/v1/products?q=${encodeURIComponent(q)}`, from(ip));
 
-  /** Every listing's read made to take `seconds` (a pool connection held first); those running now. */
-  function slowPages(seconds: number) {
+  /**
+   * Every listing's read made to take `seconds`, `statements` times over (a pool connection held
+   * first; each statement within CATALOG_BUILD_STATEMENT_MS); those running now.
+   */
+  function slowPages(seconds: number, statements = 1) {
     const repository = t.app.get(ProductRepository);
     const tx = t.app.get(TransactionHost);
     const page = repository.page.bind(repository);
@@ -36,7 +42,7 @@ describe('catalog builds paid for by their time, per client', () => {
     jest.spyOn(repository, 'page').mockImplementation(async (query) => {
       reads.running++;
       try {
-        await tx.query(`SELECT pg_sleep(${seconds})`);
+        for (let i = 0; i < statements; i++) await tx.query(`SELECT pg_sleep(${seconds})`);
         return await page(query);
       } finally {
         reads.running--;
@@ -78,6 +84,39 @@ describe('catalog builds paid for by their time, per client', () => {
     expect((await search(shopper, 'zeta')).status).toBe(200);
     expect((await search(attacker, 'zeta')).status).toBe(200);
     expect((await search(shopper, 'eta')).status).toBe(200);
+  });
+
+  it("an IPv6 /48 pays for its /64s' builds together (20 s a minute, four at once): a host rotating through them is refused once that is spent, while another /48, an IPv4 client and each /64's own budget are as before", async () => {
+    // one host's /64s: each a client of its own, all of one /48
+    const host = (i: number) => `2001:db8:48:${(0x100 + i).toString(16)}::1`;
+    const reads = slowPages(2.6, 2); // 5.2 s a build
+    const hosts = [0, 1, 2, 3].map((i) => search(host(i), `negation ${i}`));
+    // meanwhile a /64 of another /48 spends its own 5 s, two builds at once
+    const neighbour = '2001:db8:49:1::1';
+    const own = [search(neighbour, 'own 1'), search(neighbour, 'own 2')];
+    await waitFor('six builds under way', async () => reads.running, { until: (n) => n >= 6 });
+    // the /48's fifth build at once, from a /64 never seen: refused until one ends
+    const fifth = await search(host(4), 'negation 4');
+    expectRateLimited(fifth, 1);
+    expect(fifth.body.detail).toMatch(/network/);
+    expect((await Promise.all([...hosts, ...own])).map((r) => r.status)).toEqual(
+      Array(6).fill(200),
+    );
+    jest.restoreAllMocks();
+    // 20.8 s of the /48's build time spent (5.2 s by each of four /64s): a /64 never seen is
+    // refused any build for the rest of the window …
+    const spent = await search(host(5), 'negation 5');
+    expectRateLimited(spent, 60);
+    expect(spent.body.detail).toMatch(/network/);
+    // the other /48: its /64 over its own 5 s, as before, and another /64 of it served
+    const overOwn = await search(neighbour, 'own 3');
+    expectRateLimited(overOwn, 60);
+    expect(overOwn.body.detail).not.toMatch(/network/);
+    expect((await search('2001:db8:49:2::1', 'own 3')).status).toBe(200);
+    // an IPv4 client: its own budget only — and a page it has had cached (its second miss) is
+    // the spent /48's to read
+    for (const _ of [1, 2]) expect((await search('192.0.2.48', 'negation 5')).status).toBe(200);
+    expect((await search(host(5), 'negation 5')).status).toBe(200);
   });
 
   it("a listing's build runs each statement within CATALOG_BUILD_STATEMENT_MS and on one core, read-only, settings that end with it; one held up longer is cancelled (503, Retry-After), its backend freed at once", async () => {

@@ -4,6 +4,7 @@ import {
   SIGN_IN_DELAY_BASE_MS,
   appliesTo,
   ipTracker,
+  networkTracker,
   phaseOf,
   policyHeaderItem,
   progressiveDelayMs,
@@ -192,6 +193,15 @@ describe('rate-limit policies', () => {
     expect(ipTracker('1.2.3.4')).toBe('ip:1.2.3.4');
     expect(ipTracker('2001:db8:1:2:3:4:5:6')).toBe(trackerFor('ip', { ip: '2001:db8:1:2::9' }));
     expect(ipTracker(undefined as unknown as string)).toBe('ip:gone');
+  });
+
+  it("networkTracker: an IPv6 client's /48 as the 'network' tracker counts it; none for IPv4, loopback or a client gone", () => {
+    expect(networkTracker('2001:db8:1:2:3:4:5:6')).toBe('net:2001:db8:1::/48');
+    expect(networkTracker('2001:db8:1:ffff::9')).toBe(
+      trackerFor('network', { ip: '2001:db8:1:2::1' }),
+    );
+    for (const ip of ['1.2.3.4', '::ffff:1.2.3.4', '::1', undefined as unknown as string])
+      expect(networkTracker(ip)).toBeUndefined();
   });
 
   it('formats IETF RateLimit-Policy and RateLimit items', () => {

@@ -299,6 +299,16 @@ export function ipTracker(ip: string): string {
 }
 
 /**
+ * A client's IPv6 /48 as the `network` policies count it (`trackerFor('network')`); undefined for
+ * IPv4 — one address, which its per-IP tracker counts already — told apart without parsing it
+ * (the cached reads' hot path), and for loopback and IPv4-mapped addresses.
+ */
+export function networkTracker(ip: string): string | undefined {
+  if ((ip as string | undefined) === undefined || !ip.includes(':')) return undefined;
+  return trackerFor('network', { ip }) ?? undefined;
+}
+
+/**
  * The identity a policy counts for this request, or null when it does not apply (a login
  * body without an email string: validation answers 400 anyway). IPv6 clients count per /64,
  * as one host usually owns a whole /64.
