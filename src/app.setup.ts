@@ -36,7 +36,11 @@ import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
 import { cachedReadsHook } from './catalog/cached-reads.hook';
 import { setFirstRequestHooks } from './common/http/first-request-hooks';
-import { ClientRateLimitGuard, UserRateLimitGuard } from './common/throttling/rate-limit.guard';
+import {
+  ClientRateLimitGuard,
+  UserRateLimitGuard,
+  countOutsideNest,
+} from './common/throttling/rate-limit.guard';
 import { JwtStrategy } from './auth/jwt.strategy';
 import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
 import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
@@ -122,7 +126,10 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     void reply.header('X-Request-Id', request.id);
   });
   limitBodies(app);
-  const browserHeaders = await registerBrowserSecurity(app, config);
+  // the requests no Nest route serves (CORS preflights, Swagger UI and its document), counted as
+  // the guard counts any route of no scope
+  const countRequest = countOutsideNest(app.get(ClientRateLimitGuard));
+  const browserHeaders = await registerBrowserSecurity(app, config, countRequest);
   // after the security and CORS headers' hooks: a 405 carries them too (a browser app reads it)
   const allowedMethods = answerMethodNotAllowed(fastify);
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read
@@ -233,7 +240,8 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     logDenied(request, reply);
   });
 
-  if (config.docsEnabled) mountOpenApi(app, { persistAuthorization: config.isDevelopment });
+  if (config.docsEnabled)
+    mountOpenApi(app, { persistAuthorization: config.isDevelopment, count: countRequest });
   await app.init();
   // one of several API processes: the primary serves their metrics together (api-cluster.ts)
   if (isApiClusterWorker()) shareMetricsWithPrimary(metrics.registry);

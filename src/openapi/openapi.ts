@@ -9,7 +9,7 @@ import type {
   ReferenceObject,
   SchemaObject,
 } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendProblem } from '../common/errors/problem-details.filter';
 import { unknownQueryParameters } from '../common/http/validation';
 import { WELL_FORMED_REQUEST_ID } from '../common/http/request-id';
@@ -426,7 +426,8 @@ function closeRequestSchema(document: OpenAPIObject, operation: OperationObject)
 
 /**
  * Swagger UI at /docs and the document at /docs-json (API.md), public and outside the Nest
- * guards (so unthrottled): each answer is built once, never per request. The JSON is built and
+ * guards (counted against the client's request limits by `count`, as the guard would count
+ * them): each answer is built once, never per request. The JSON is built and
  * serialized on the first request for it and kept — @nestjs/swagger's own route would stringify
  * ~300 KB per request, and its `/docs-yaml` dump it as YAML each time (not in API.md: not
  * served) — and the UI loads it from /docs-json rather than carrying its own copy in its init
@@ -505,14 +506,23 @@ const swaggerRequestInterceptor = new Function(
  * restarts (localStorage) — in development only: on a shop's shared counter computer, the next
  * person to open /docs was the admin until the token expired.
  */
-export function mountOpenApi(app: INestApplication, opts: { persistAuthorization: boolean }): void {
+export function mountOpenApi(
+  app: INestApplication,
+  opts: {
+    persistAuthorization: boolean;
+    /**
+     * Counts each request for the page, its files and the document against the client's request
+     * limits (`countOutsideNest`), throwing their refusal: they are mounted on
+     * Fastify, outside the Nest guards — the document is ~290 KB, the UI's bundle 1.5 MB.
+     */
+    count?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  },
+): void {
   let json: string | undefined;
-  // unknown query parameters are a 400 on every route (API.md), these too: they are mounted on
-  // Fastify, outside the Nest guard that refuses them elsewhere (UnreadInputGuard)
   const fastify = (
     app.getHttpAdapter() as unknown as { getInstance(): FastifyInstance }
   ).getInstance();
-  fastify.addHook('onRequest', (request, reply, done) => {
+  const judge = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     // anything else under /docs/ is a 404, as sent: `%70ackage.json`, `package%2ejson` are the
     // static files' package.json once decoded, `//swagger-ui.css` and `%00` no file of the page
     const file = /^\/docs\/([^?]*)/.exec(request.url)?.[1];
@@ -520,17 +530,20 @@ export function mountOpenApi(app: INestApplication, opts: { persistAuthorization
       sendProblem(new NotFoundException(), request, reply);
       return;
     }
-    const route = request.routeOptions.url;
+    // unknown query parameters are a 400 on every route (API.md), these too: they are mounted on
+    // Fastify, outside the Nest guard that refuses them elsewhere (UnreadInputGuard)
     const query = request.query as Record<string, unknown> | undefined;
-    if (
-      route === undefined ||
-      !/^\/docs(-json|\/|$)/.test(route) ||
-      !query ||
-      Object.keys(query).length === 0
-    )
-      return done();
-    const names = Object.keys(query);
-    sendProblem(unknownQueryParameters(names), request, reply);
+    if (!query || Object.keys(query).length === 0) return done();
+    sendProblem(unknownQueryParameters(Object.keys(query)), request, reply);
+  };
+  fastify.addHook('onRequest', (request, reply, done) => {
+    const route = request.routeOptions.url;
+    if (route === undefined || !/^\/docs(-json|\/|$)/.test(route)) return done();
+    if (!opts.count) return judge(request, reply, done);
+    opts.count(request, reply).then(
+      () => judge(request, reply, done),
+      (err: unknown) => void sendProblem(err, request, reply),
+    );
   });
   // an empty document: the UI's init script then embeds no spec and fetches `swaggerUrl` (which
   // also wins over a `?url=` in the page's address, so the page shows only this API)
