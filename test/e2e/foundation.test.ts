@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { DatabaseHealthIndicator } from '../../src/health/database.health';
 import { buildOpenApiDocument } from '../../src/openapi/openapi';
 import { registerCustomer } from '../support/auth';
@@ -217,6 +219,36 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
       expect(refused.body.requestId).toBe(refused.headers.get('x-request-id'));
     }
     expect((await t.http.get('/docs/swagger-ui-init.js')).status).toBe(200);
+  });
+
+  it('serves /docs-json gzip-compressed to a client that takes it, the same document once decompressed', async () => {
+    /** The raw answer to GET /docs-json with this Accept-Encoding (no client decompressing it). */
+    const fetchRaw = (acceptEncoding?: string) =>
+      new Promise<{ headers: Record<string, unknown>; body: Buffer }>((resolve, reject) => {
+        const headers = acceptEncoding === undefined ? {} : { 'accept-encoding': acceptEncoding };
+        get(`${t.baseUrl}/docs-json`, { headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
+        }).on('error', reject);
+      });
+    const plain = await fetchRaw();
+    expect(plain.headers['content-encoding']).toBeUndefined();
+    expect(plain.headers.vary).toMatch(/Accept-Encoding/i);
+    const document = JSON.parse(plain.body.toString('utf8'));
+    expect(document.openapi).toMatch(/^3\./);
+    for (const accepted of ['gzip', 'br, gzip;q=0.5', 'GZIP', '*']) {
+      const compressed = await fetchRaw(accepted);
+      expect([accepted, compressed.headers['content-encoding']]).toEqual([accepted, 'gzip']);
+      expect(compressed.headers['content-type']).toBe('application/json; charset=utf-8');
+      expect(compressed.body.length).toBeLessThan(plain.body.length / 5);
+      expect(JSON.parse(gunzipSync(compressed.body).toString('utf8'))).toEqual(document);
+    }
+    for (const refused of ['identity', 'gzip;q=0', 'br', '*;q=0'])
+      expect([refused, (await fetchRaw(refused)).headers['content-encoding']]).toEqual([
+        refused,
+        undefined,
+      ]);
   });
 });
 
