@@ -72,6 +72,8 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
       const self = this as unknown as {
         connection: { stream: Socket };
         _activeQuery?: { text?: unknown };
+        /** node-postgres' own mark of a failed connection, which pg-pool reads on release. */
+        _queryable: boolean;
       };
       // (the raw socket: over TLS, node-postgres reads from a TLS socket wrapped around it, whose
       // traffic still refreshes this one's idle timer)
@@ -111,8 +113,17 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
         // at once and gives them up
         // — and the socket is closed only once the cancel was taken (a pooler such as PgBouncer
         // closes its server connection when the client leaves, backend running, and then drops a
-        // cancel whose client is gone); the answer to the cancelled statement is not read
+        // cancel whose client is gone); the answer to the cancelled statement is not read: over
+        // TLS node-postgres reads from the TLS socket (`connection.stream` since the upgrade),
+        // which reads the raw one's bytes itself, so pausing the raw socket stopped nothing — the
+        // holder got the cancel's 57014, released a client that looked sound, and the pool handed
+        // it to the next caller, whose statement the destroy below then failed. Both are paused,
+        // and the client is marked not queryable, as node-postgres marks one whose connection
+        // failed: whatever its holder gets, pg-pool ends it on release instead of idling it
+        // (the holder gets the destroy's error, a connection failure: 503, counted by the breaker)
         stream.pause();
+        self.connection.stream.pause();
+        self._queryable = false;
         void cancelOnServer(this).then(() =>
           stream.destroy(
             new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`),

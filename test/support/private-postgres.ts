@@ -1,5 +1,13 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Pool } from 'pg';
@@ -19,19 +27,24 @@ import type { TestDatabase } from './test-database';
  *   await pg.stop('immediate');  // like a crash: every connection dies, nothing is answered
  *   await pg.start();            // recovery, then accepting connections again
  *   await pg.destroy();
+ *
+ * `PrivatePostgres.start({ ssl: true })` serves TLS too (a self-signed certificate made with
+ * openssl, so clients connect with `ssl: { rejectUnauthorized: false }`): managed PostgreSQL is
+ * reached over TLS, where node-postgres reads through a TLS socket wrapped around the raw one.
  */
 export class PrivatePostgres {
   private constructor(
     private _port: number,
     readonly dataDir: string,
     private readonly bin: string,
+    private readonly ssl: boolean,
   ) {}
 
-  static async start(): Promise<PrivatePostgres> {
+  static async start(opts: { ssl?: boolean } = {}): Promise<PrivatePostgres> {
     const bin = serverBinaries();
     const dataDir = mkdtempSync(join(tmpdir(), 'pg-'));
     if (runningAsRoot()) chownSync(dataDir, postgresUid(), postgresGid());
-    const pg = new PrivatePostgres(await restartablePort(), dataDir, bin);
+    const pg = new PrivatePostgres(await restartablePort(), dataDir, bin, opts.ssl === true);
     await pg.run('initdb', [
       '-D',
       dataDir,
@@ -42,6 +55,7 @@ export class PrivatePostgres {
       'UTF8',
       '--no-sync',
     ]);
+    if (pg.ssl) pg.makeCertificate();
     // a run that ends without destroy() (Ctrl-C, a crash) leaves the server to the next global
     // setup or teardown (leftover-servers.ts)
     markPostgres(dataDir);
@@ -106,6 +120,8 @@ export class PrivatePostgres {
       '-c full_page_writes=off',
       '-c shared_buffers=16MB',
       '-c max_connections=100',
+      // (its certificate and key are the data folder's server.crt and server.key: the defaults)
+      ...(this.ssl ? ['-c ssl=on'] : []),
     ].join(' ');
     await this.run('pg_ctl', [
       '-D',
@@ -162,6 +178,16 @@ export class PrivatePostgres {
     if (existsSync(join(this.dataDir, 'postmaster.pid')))
       await this.stop('immediate').catch(() => undefined);
     rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  /** A self-signed certificate for a day, where the server looks for one by default. */
+  private makeCertificate(): void {
+    const [crt, key] = ['server.crt', 'server.key'].map((f) => join(this.dataDir, f));
+    const args = 'req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost'.split(' ');
+    execFileSync('openssl', [...args, '-keyout', key, '-out', crt], { stdio: 'ignore' });
+    // the server refuses a key others can read, or one not its user's (root's with 0640 aside)
+    chmodSync(key, 0o600);
+    if (runningAsRoot()) for (const f of [crt, key]) chownSync(f, postgresUid(), postgresGid());
   }
 
   private command(tool: string, args: string[]): [string, string[]] {
