@@ -43,9 +43,10 @@ describe('connectBoundedClient', () => {
 });
 
 /**
- * A PostgreSQL of a few lines: trust sign-in, every simple statement answered `SELECT 0`, a cancel
- * request taken (closed). `silence()` cuts every connection open now without a reset, the way a
- * network path dropping packets does: nothing read or sent on them any more; later ones answer.
+ * A PostgreSQL of a few lines: trust sign-in, every simple statement answered `SELECT 0` but one
+ * calling pg_sleep (never answered: the server still working on it), a cancel request taken
+ * (closed). `silence()` cuts every connection open now without a reset, the way a network path
+ * dropping packets does: nothing read or sent on them any more; later ones answer.
  */
 async function fakePostgres() {
   const frame = (type: string, body: Buffer) => {
@@ -83,6 +84,7 @@ async function fakePostgres() {
           started = true;
           socket.write(Buffer.concat([frame('R', int32(0)), frame('K', int32(pid++, 7)), ready]));
         } else if (message[0] === 0x51 /* Query */) {
+          if (message.includes('pg_sleep')) continue;
           socket.write(Buffer.concat([frame('C', Buffer.from('SELECT 0\0')), ready]));
         } else if (message[0] === 0x58 /* Terminate */) {
           socket.end();
@@ -109,7 +111,7 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
   });
   afterAll(() => pg.close());
 
-  it('drops those idle in the pool and opened before the silence; one handed out, or opened since, is kept', async () => {
+  it('drops every one idle in the pool, opened before the silence or since; one handed out is kept', async () => {
     const pool = new Pool({
       host: '127.0.0.1',
       port: pg.port,
@@ -137,7 +139,8 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
         () => 'answered',
         (err: Error) => err.message,
       );
-      // a connection opened after the cut, through a path that answers, and idle again
+      // a connection opened after the cut, through a path that answers, and idle again: when the
+      // cut fell is not known (see the next test), so it goes too — a reconnect is cheap
       await new Promise((resolve) => setTimeout(resolve, SILENCE_MS / 2));
       const fresh = await pool.connect();
       await fresh.query('SELECT 1');
@@ -148,33 +151,83 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
       expect(pool.idleCount).toBe(2);
 
       expect(await given).toMatch(/Query read timeout: PostgreSQL sent nothing for 600 ms/);
-      // the idle one from before the cut is out of the pool (the give-up's own is still held)
-      expect(pool.idleCount).toBe(1);
-      expect(pool.totalCount).toBe(3);
+      // both idle ones are out of the pool (the give-up's own is still held)
+      expect(pool.idleCount).toBe(0);
+      expect(pool.totalCount).toBe(2);
       expect(socketOf(idleOld).destroyed).toBe(true);
-      expect(poolErrors).toHaveLength(1);
-      expect(isDroppedIdle(poolErrors[0])).toBe(true);
+      expect(socketOf(fresh).destroyed).toBe(true);
+      expect(poolErrors).toHaveLength(2);
+      expect(poolErrors.every(isDroppedIdle)).toBe(true);
       // one line for the give-up's drops (the pool's error for each is not logged: poolErrorHandler)
       expect(warn.mock.calls.map(([line]) => line)).toEqual([
-        'PostgreSQL sent nothing for 600 ms on a pool connection: dropped 1 idle connection(s) of the pool opened before that silence',
+        "PostgreSQL sent nothing for 600 ms on a pool connection: dropped the pool's 2 idle connection(s)",
       ]);
       // the one handed out (its statement not sent yet) is its holder's, left to its own timer
       expect(socketOf(handedOut).destroyed).toBe(false);
       victim.release(new Error('given up'));
-      expect(pool.totalCount).toBe(2);
+      expect(pool.totalCount).toBe(1);
+      // (a dropped one's holder calling its release again is told so by the pool, as ever)
+      expect(() => freshRelease()).toThrow(/already been released/);
 
-      // the pool hands out the fresh one, which answers; released once, as before
+      // the next caller gets a new connection, which answers
       const next = await pool.connect();
-      expect(next).toBe(fresh);
+      expect([idleOld, fresh]).not.toContain(next);
       await expect(next.query('SELECT 1')).resolves.toBeDefined();
       next.release();
-      expect(() => freshRelease()).toThrow(/already been released/);
       handedOut.release(new Error('its path is cut'));
       expect(pool.totalCount).toBe(1);
       expect(pool.idleCount).toBe(1);
     } finally {
       warn.mockRestore();
       // (a client still held — a failed expectation — would keep the pool's end waiting)
+      await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+    }
+  });
+
+  it('drops one opened while the given-up statement was out, before the cut: the next caller does not wait out a silence on it', async () => {
+    const pool = new Pool({
+      host: '127.0.0.1',
+      port: pg.port,
+      user: 'x',
+      database: 'x',
+      max: 4,
+      Client: connectBoundedClient(stallAwareClient(SILENCE_MS), 2_000),
+    });
+    pool.on('error', () => undefined);
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    try {
+      const victim = await pool.connect();
+      // a statement out, the server working on it (it answers when done)
+      const given = victim.query('SELECT pg_sleep(10)').then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      // meanwhile a connection is opened, used and given back; then the cut falls, before the
+      // statement's answer: the silence the give-up sees began when the statement was sent, the
+      // cut after the connection was opened — it is as dead as the others
+      await sleep(50);
+      const during = await pool.connect();
+      await during.query('SELECT 1');
+      during.release();
+      await sleep(100);
+      pg.silence();
+      expect(await given).toMatch(/Query read timeout: PostgreSQL sent nothing for 600 ms/);
+      victim.release(new Error('given up'));
+
+      const next = await pool.connect();
+      const startedAt = performance.now();
+      const answer = await next.query('SELECT 1').then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      const ms = performance.now() - startedAt;
+      next.release();
+      expect(answer).toBe('answered'); // (not a Query read timeout after 600 ms on the dead one)
+      expect(ms).toBeLessThan(SILENCE_MS / 2);
+      expect(next).not.toBe(during);
+    } finally {
+      warn.mockRestore();
       await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
     }
   });

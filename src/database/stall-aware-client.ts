@@ -46,22 +46,24 @@ const logger = new Logger('Database');
  * them and stalled a full `silenceMs` before its 503 — the next one on the next (503, 503, 503,
  * 201 at DATABASE_QUERY_TIMEOUT_MS=3000: minutes of stalls at 60 s with a pool of 20, after a
  * blink of a few hundred milliseconds). So the give-up also drops every connection of the same
- * pool idle in it at that moment and opened before the silence began (the last `silenceMs`); the
- * next requests open fresh ones (a server still unreachable fails their connect after its own
- * timeout, a failure the breaker counts). Connections handed out are left alone, even between two
- * statements of a transaction: a statement out has its own silence timer, and a long one —
- * LONG_RUNNING's allowance — must not be cut short for another's silence. The clients of one pool
- * are one class (this function is called once per pool: dataSourceOptions), which knows which of
- * them are idle in the pool — see `release` — and one opened since the silence began answered
- * through the path after it and is kept.
+ * pool idle in it at that moment, however recently opened: when the cut fell is not known — any
+ * time after the statement was sent, so one opened while it was out is as dead as an older one
+ * (keeping those opened in the last `silenceMs` left the next caller a full stall on one) — and a
+ * reconnect costs milliseconds where a dead connection costs the whole limit. A server that was
+ * only slow loses its idle connections too: a statement silent for the whole limit on a live
+ * server is abnormal in itself, and the cost is the reconnects. The next requests open fresh ones
+ * (a server still unreachable fails their connect after its own timeout, a failure the breaker
+ * counts). Connections handed out are left alone, even between two statements of a transaction:
+ * a statement out has its own silence timer, and a long one — LONG_RUNNING's allowance — must not
+ * be cut short for another's silence. The clients of one pool are one class (this function is
+ * called once per pool: dataSourceOptions), which knows which of them are idle in the pool — see
+ * `release`.
  */
 export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): typeof Client {
   /** The clients idle in the pool now (released, not handed out again, not ended). */
   const idle = new Set<StallAwareClient>();
 
   class StallAwareClient extends Client {
-    /** When the server said it was ready (performance.now()); undefined while connecting. */
-    private openedAt?: number;
     /** The `release` pg-pool gave the holder of this checkout, as wrapped by the setter below. */
     private releaseThisCheckout?: (err?: Error | boolean) => void;
     /** The connection's TCP socket (under TLS's, if any). */
@@ -79,7 +81,6 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
       // traffic still refreshes this one's idle timer)
       const stream = self.connection.stream;
       this.socket = stream;
-      this.once('connect', () => (this.openedAt = performance.now()));
       this.once('end', () => idle.delete(this));
       // the silence of the statement out, in whole timeouts: a statement's own, so counted anew
       // for each statement — not reset by the raw socket's 'data', which over TLS never comes
@@ -106,7 +107,7 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
           return;
         }
         // now, in this same turn: no client of the idle list can be handed out meanwhile
-        StallAwareClient.dropIdleOpenedBefore(performance.now() - silenceMs, silentMs);
+        StallAwareClient.dropAllIdle(silentMs);
         // the server's side first: its backend may be alive (a statement waiting on a lock, a
         // long one), holding the transaction's locks — an idempotency key's, hot rows' — until it
         // next writes to the socket dropped here (or a timeout ends it): asked to cancel, it ends
@@ -169,18 +170,14 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
       return callback ? super.end(callback) : super.end();
     }
 
-    /** Drops the clients idle in the pool that were opened before `silenceBegan`. */
-    private static dropIdleOpenedBefore(silenceBegan: number, silentMs: number): void {
-      let dropped = 0;
-      for (const client of [...idle]) {
-        if (client.openedAt === undefined || client.openedAt >= silenceBegan) continue;
-        client.dropIdle();
-        dropped++;
-      }
-      if (dropped > 0)
+    /** Drops every client idle in the pool now. */
+    private static dropAllIdle(silentMs: number): void {
+      const dropped = [...idle];
+      for (const client of dropped) client.dropIdle();
+      if (dropped.length > 0)
         logger.warn(
-          `PostgreSQL sent nothing for ${silentMs} ms on a pool connection: dropped ${dropped} idle ` +
-            `connection(s) of the pool opened before that silence`,
+          `PostgreSQL sent nothing for ${silentMs} ms on a pool connection: dropped the pool's ` +
+            `${dropped.length} idle connection(s)`,
         );
     }
 

@@ -12,8 +12,8 @@ const SILENCE_MS = 2_000;
  * request's statement is given up after DATABASE_QUERY_TIMEOUT_MS (503); the next request then
  * took one of the dead idle connections and stalled as long, and the next one the next (the blink
  * review: 503, 503, 503, 201, each after a full timeout at DATABASE_QUERY_TIMEOUT_MS=3000 —
- * minutes at 60 s with a pool of 20). A give-up now drops the pool's idle connections opened
- * before the silence, and the requests after it open fresh ones through the path that answers.
+ * minutes at 60 s with a pool of 20). A give-up now drops every connection idle in the pool,
+ * and the requests after it open fresh ones through the path that answers.
  */
 describe("the pool's idle connections after a silent cut", () => {
   let app: AppBehindSilentProxy;
