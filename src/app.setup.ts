@@ -126,10 +126,10 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     void reply.header('X-Request-Id', request.id);
   });
   limitBodies(app);
-  // the requests no Nest route serves (CORS preflights, Swagger UI and its document), counted as
-  // the guard counts any route of no scope
+  // Swagger UI and its document, served outside Nest, counted as the guard counts any route of no
+  // scope (CORS preflights are not counted: registerBrowserSecurity says why)
   const countRequest = countOutsideNest(app.get(ClientRateLimitGuard));
-  const browserHeaders = await registerBrowserSecurity(app, config, countRequest);
+  const browserHeaders = await registerBrowserSecurity(app, config);
   // after the security and CORS headers' hooks: a 405 carries them too (a browser app reads it)
   const allowedMethods = answerMethodNotAllowed(fastify);
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read

@@ -7,9 +7,11 @@ import { TestApp, bootTestApp } from '../support/test-app';
  * Swagger UI (`/docs`, its files under `/docs/`) and the document (`/docs-json`) are mounted on
  * Fastify, outside the Nest guards, and CORS preflights are answered by @fastify/cors before any
  * route: none was counted — one client pulled the 290 KB document 550–590 times a second (160 MB/s
- * out, ~0.9 core), and the UI's bundle is 1.5 MB a request (cost review). They now count against
- * the client's per-IP `default` budget like every route (and its /48's), answered 429 problem+json
- * past it with Retry-After and the RateLimit headers. The health probes stay exempt: load
+ * out, ~0.9 core), and the UI's bundle is 1.5 MB a request (cost review). The docs now count
+ * against the client's per-IP `default` budget like every route, answered 429 problem+json past
+ * it with Retry-After and the RateLimit headers. Preflights are never counted nor refused: a
+ * refused preflight has no CORS headers, a network error to the browser, whose app could never
+ * read the 429 — the request that follows is counted instead. The health probes stay exempt: load
  * balancers probe them every few seconds from a handful of addresses.
  */
 describe('rate limits of the routes outside the Nest guards (docs, CORS preflights)', () => {
@@ -83,18 +85,48 @@ describe('rate limits of the routes outside the Nest guards (docs, CORS prefligh
     expect((await t.http.get('/docs-json', from('10.31.0.2'))).status).toBe(200);
   });
 
-  it('counts a CORS preflight (and any OPTIONS) against the per-IP budget: 429 past it', async () => {
+  it('never counts nor refuses a CORS preflight: past the budget it answers 204 with the CORS headers, and the request that follows is refused readably', async () => {
     const ip = '10.31.1.1';
     const first = await preflight(ip);
     expect(first.status).toBe(204);
     expect(first.headers.get('access-control-allow-origin')).toBe('https://shop.example');
-    expect(first.headers.get('ratelimit')).toMatch(/^"default";r=299;t=\d+$/);
-    await spend(ip, 1);
-    expect((await preflight(ip)).status).toBe(204);
-    expectRefused(await preflight(ip));
-    // an OPTIONS that is no preflight (a 400 otherwise) is counted too
-    expectRefused(await t.http.request('OPTIONS', '/v1/orders', undefined, from(ip)));
-    expect((await preflight('10.31.1.2')).status).toBe(204);
+    expect(first.headers.get('ratelimit')).toBeNull();
+    await spend(ip, 0);
+    // a refused preflight would carry no Access-Control-Allow-Origin: the browser would see a
+    // network error, and the web app could never read Retry-After or RateLimit
+    for (const _ of [1, 2, 3]) {
+      const res = await preflight(ip);
+      expect(res.status).toBe(204);
+      expect(res.headers.get('access-control-allow-origin')).toBe('https://shop.example');
+      expect(res.headers.get('access-control-allow-methods')).toContain('POST');
+      expect(res.headers.get('ratelimit')).toBeNull();
+    }
+    // nor counted: the budget is where it was left
+    const redis = new Redis(t.config.redis.url);
+    try {
+      expect(
+        await redis.get(`${t.config.redis.keyPrefix}:rl:${counterKey('default', `ip:${ip}`)}`),
+      ).toBe('300');
+    } finally {
+      redis.disconnect();
+    }
+    // the request the preflight was for is counted, and its 429 readable by the page
+    const real = await t.http.post(
+      '/v1/orders',
+      {},
+      from(ip, { origin: 'https://shop.example', 'idempotency-key': 'preflighted-1' }),
+    );
+    expectRefused(real);
+    expect(real.headers.get('access-control-allow-origin')).toBe('https://shop.example');
+    expect(real.headers.get('access-control-expose-headers')?.toLowerCase()).toEqual(
+      expect.stringMatching(/retry-after.*ratelimit|ratelimit.*retry-after/),
+    );
+    // an OPTIONS that is no preflight is refused as before, for what it is (400), not counted
+    expectProblem(
+      await t.http.request('OPTIONS', '/v1/orders', undefined, from(ip)),
+      400,
+      'BAD_REQUEST',
+    );
   });
 
   it('leaves the health probes exempt: a client past its budget is still answered, with no RateLimit headers', async () => {

@@ -220,14 +220,19 @@ export function refusedOriginLog(config: Pick<AppConfig, 'corsOrigins'>): (origi
 /**
  * CORS and the helmet security headers, as Fastify request hooks (preflights are answered by
  * @fastify/cors). Returns the same headers as a function, for the one answer that leaves before
- * those hooks run: the catalog cache's fast path. `count`, where given, counts every OPTIONS
- * request against the client's request limits (and throws their refusal) before it is answered:
- * no route's guard sees one, and a preflight is a request like any other.
+ * those hooks run: the catalog cache's fast path.
+ *
+ * An OPTIONS is never counted against the client's request limits, nor refused by them: a
+ * refused preflight is a 429 without Access-Control-Allow-Origin, which a browser reports as a
+ * network error — the web app could never read its Retry-After or RateLimit (API.md says clients
+ * can) — and a preflight names no route, so the scopes spared a limit (sign-in, password change)
+ * could not be spared it. The real request that follows is counted, and refused readably (its
+ * answer carries the CORS headers). A preflight reads no body and asks neither the database nor
+ * Redis.
  */
 export async function registerBrowserSecurity(
   app: NestFastifyApplication,
   config: AppConfig,
-  count?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>,
 ): Promise<BrowserHeaders> {
   const headers = await helmetHeaders();
   if (!headers['content-security-policy'])
@@ -242,7 +247,8 @@ export async function registerBrowserSecurity(
   // an OPTIONS that is not a CORS preflight (no Origin or no Access-Control-Request-Method):
   // refused like any other bad request, as problem+json (@fastify/cors answers text/plain)
   const refused = refusedOriginLog(config);
-  const judge = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+  fastify.addHook('onRequest', (request, reply, done) => {
+    if (request.raw.method !== 'OPTIONS') return done();
     if (request.headers.origin && request.headers['access-control-request-method']) {
       refused(request.headers.origin);
       return done();
@@ -254,14 +260,6 @@ export async function registerBrowserSecurity(
       ),
       request,
       reply,
-    );
-  };
-  fastify.addHook('onRequest', (request, reply, done) => {
-    if (request.raw.method !== 'OPTIONS') return done();
-    if (!count) return judge(request, reply, done);
-    count(request, reply).then(
-      () => judge(request, reply, done),
-      (err: unknown) => void sendProblem(err, request, reply),
     );
   });
   // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
