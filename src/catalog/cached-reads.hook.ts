@@ -6,13 +6,12 @@ import { problemBody } from '../common/errors/problem-details.filter';
 import {
   RATE_LIMIT_POLICIES,
   ipTracker,
-  networkTracker,
   policyHeaderItem,
   stateHeaderItem,
 } from '../common/throttling/rate-limit.policies';
 import { CatalogCache } from './catalog-cache';
 import { catalogCacheKey } from './catalog-cache-key';
-import { LocalLimitState, LocalRateLimiter } from './cached-reads.limiter';
+import { LocalRateLimiter } from './cached-reads.limiter';
 import { ListProductsDto } from './dto/catalog.dto';
 
 /**
@@ -76,8 +75,8 @@ export interface CachedReadsOptions {
  */
 const CACHED_READS_POLICY = 'cached-reads';
 /**
- * The counter of requests no route matches (404s, 405s), under the `default` policy's numbers
- * (and `unrouted-network`, `default-network`'s, per IPv6 /48): no guard runs for them, so nothing counted them — a scanner's random paths were answered
+ * The counter of requests no route matches (404s, 405s), under the `default` policy's numbers:
+ * no guard runs for them, so nothing counted them — a scanner's random paths were answered
  * without limit, each one an access line (logs review: 2.9 MB of log in 8 s from one client).
  */
 const UNROUTED_POLICY = 'unrouted';
@@ -93,24 +92,29 @@ const UNROUTED_POLICY = 'unrouted';
  *
  * Rate limiting: the guards do not run here, so the hook applies the per-IP `default` policy
  * itself, counted in this process's memory (LocalRateLimiter; a Redis round trip per hit would
- * cost more than the hit) — and for an IPv6 client its /48's companion, `default-network`, the
- * same way (`cached-reads-network`: per /64 alone, one host rotating through its /48 had 65,536
- * budgets of cached reads). Every catalog GET that reaches this hook counts (hit or miss), a
+ * cost more than the hit). Every catalog GET that reaches this hook counts (hit or miss), a
  * client over the limit gets 429 RATE_LIMITED with Retry-After, and answers carry
- * RateLimit-Policy / RateLimit headers of those counters (`cached-reads`, the `default` policy's
- * limit and window; `cached-reads-network`, `default-network`'s). A miss is counted again, in
- * Redis, by the guard on the normal route. A request no route matches is counted here too, on
- * counters of its own (UNROUTED_POLICY): no guard counts it either. With N API processes a client
- * can get up to N× the limit of cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the
- * guards.
+ * RateLimit-Policy / RateLimit headers of that counter (`cached-reads`, the `default` policy's
+ * limit and window). A miss is counted again, in Redis, by
+ * the guard on the normal route. A request no route matches is counted here too, on a counter of
+ * its own (UNROUTED_POLICY): no guard counts it either. With N API processes a client can get up
+ * to N× the limit of cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
 export function cachedReadsHook(
   cache: CatalogCache,
   options: CachedReadsOptions,
 ): FirstRequestHook {
-  const limits = (name: string) => (options.rateLimitEnabled ? new LocalLimits(name) : undefined);
-  const cachedReads = limits(CACHED_READS_POLICY);
-  const unrouted = limits(UNROUTED_POLICY);
+  const policy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
+  /** A per-process counter under `name`, with the `default` policy's numbers, and its header. */
+  const counter = (name: string) => ({
+    limiter:
+      options.rateLimitEnabled && policy
+        ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
+        : undefined,
+    header: policy ? policyHeaderItem(name, policy.limit, policy.windowSeconds) : '',
+  });
+  const { limiter, header: policyHeader } = counter(CACHED_READS_POLICY);
+  const { limiter: unrouted, header: unroutedHeader } = counter(UNROUTED_POLICY);
   // windows measured on the monotonic clock: a wall clock stepped back must not stretch them
   const now = options.now ?? (() => performance.now());
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
@@ -119,22 +123,28 @@ export function cachedReadsHook(
   return (request, reply, done) => {
     if (request.routeOptions.url === undefined) {
       // no route: counted here (UNROUTED_POLICY), then answered by the not-found handler
-      const counted = unrouted?.take(request, clientOf(request, trackers), now());
-      if (!counted?.blocked) return done();
+      const state = unrouted?.take(clientOf(request, trackers), now());
+      if (!state?.blocked) return done();
       browserHeaders(reply, request.headers.origin);
-      return refuse(request, reply, counted);
+      return refuse(
+        request,
+        reply,
+        unroutedHeader,
+        stateHeaderItem(UNROUTED_POLICY, state.remaining, state.resetSeconds),
+        state.resetSeconds,
+      );
     }
     if (request.method !== 'GET' || !answerableFromCache(request.url)) {
       return done();
     }
-    let counted: Counted | undefined;
-    if (cachedReads) {
-      const taken = cachedReads.take(request, clientOf(request, trackers), now());
-      if (taken === null) return done(); // not tracked here: the Redis-backed guard counts it
-      counted = taken;
-      if (counted.blocked) {
+    let limitHeader: string | undefined;
+    if (limiter && policy) {
+      const state = limiter.take(clientOf(request, trackers), now());
+      if (state === null) return done(); // not tracked here: the Redis-backed guard counts it
+      limitHeader = stateHeaderItem(CACHED_READS_POLICY, state.remaining, state.resetSeconds);
+      if (state.blocked) {
         browserHeaders(reply, request.headers.origin);
-        return refuse(request, reply, counted);
+        return refuse(request, reply, policyHeader, limitHeader, state.resetSeconds);
       }
     }
     cache.peek(catalogCacheKey(request.url)).then(
@@ -142,86 +152,12 @@ export function cachedReadsHook(
         if (hit === null) return done();
         browserHeaders(reply, request.headers.origin);
         void reply.header('X-Request-Id', request.id);
-        if (counted)
-          void reply
-            .header('RateLimit-Policy', counted.policyHeader)
-            .header('RateLimit', counted.limitHeader);
+        if (limitHeader)
+          void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
         void reply.type('application/json; charset=utf-8').send(hit);
       },
       () => done(),
     );
-  };
-}
-
-/** A request as a LocalLimits counted it: refused or not, its headers, its Retry-After. */
-interface Counted {
-  blocked: boolean;
-  policyHeader: string;
-  limitHeader: string;
-  retryAfter: number;
-}
-
-const policyNamed = (name: string) => RATE_LIMIT_POLICIES.find((p) => p.name === name)!;
-
-/**
- * A per-process counter under `name` with the `default` policy's numbers, per client (IPv6 per
- * /64), and one under `<name>-network` with `default-network`'s, per IPv6 /48 (an IPv4 client
- * has none: its address is counted already).
- */
-class LocalLimits {
-  private readonly clients: LocalRateLimiter;
-  private readonly networks: LocalRateLimiter;
-  private readonly clientPolicy: string;
-  private readonly bothPolicies: string;
-  private readonly networkPolicy: string;
-  private readonly networkName: string;
-
-  constructor(private readonly name: string) {
-    const client = policyNamed('default');
-    const network = policyNamed('default-network');
-    this.networkName = `${name}-network`;
-    this.clients = new LocalRateLimiter(client.limit, client.windowSeconds * 1000);
-    this.networks = new LocalRateLimiter(network.limit, network.windowSeconds * 1000);
-    this.clientPolicy = policyHeaderItem(name, client.limit, client.windowSeconds);
-    this.networkPolicy = policyHeaderItem(this.networkName, network.limit, network.windowSeconds);
-    this.bothPolicies = `${this.clientPolicy}, ${this.networkPolicy}`;
-  }
-
-  /**
-   * Counts one request of `client` (the request's per-IP tracker) and of its /48; null when
-   * either cannot be tracked here (a table full: the Redis-backed guard counts it instead).
-   * A /48 over its limit is refused before its /64 is counted (no window opened for a /64 it
-   * refuses); the /48 counts only requests its /64's own limit let through, so one /64 spends at
-   * most its own share of its neighbours' budget.
-   */
-  take(request: FastifyRequest, client: string, now: number): Counted | null {
-    // an IPv4 tracker (`ip:203.0.113.7`) has no colon past its prefix: no network, nothing parsed
-    const network = client.indexOf(':', 3) === -1 ? undefined : networkTracker(request.ip);
-    if (network !== undefined) {
-      const spent = this.networks.peek(network, now);
-      if (spent?.blocked) return one(this.networkPolicy, this.networkName, spent);
-    }
-    const own = this.clients.take(client, now);
-    if (own === null) return null;
-    if (network === undefined || own.blocked) return one(this.clientPolicy, this.name, own);
-    const shared = this.networks.take(network, now);
-    if (shared === null) return null;
-    return {
-      blocked: shared.blocked,
-      policyHeader: this.bothPolicies,
-      limitHeader: `${stateHeaderItem(this.name, own.remaining, own.resetSeconds)}, ${stateHeaderItem(this.networkName, shared.remaining, shared.resetSeconds)}`,
-      retryAfter: shared.resetSeconds,
-    };
-  }
-}
-
-/** A request counted by one counter. */
-function one(policyHeader: string, name: string, state: LocalLimitState): Counted {
-  return {
-    blocked: state.blocked,
-    policyHeader,
-    limitHeader: stateHeaderItem(name, state.remaining, state.resetSeconds),
-    retryAfter: state.resetSeconds,
   };
 }
 
@@ -251,7 +187,13 @@ export function clientOf(request: FastifyRequest, trackers: Map<string, string>)
 }
 
 /** 429 RATE_LIMITED as the global filter renders it, built here: refusing must stay cheap. */
-function refuse(request: FastifyRequest, reply: FastifyReply, counted: Counted): void {
+function refuse(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  policyHeader: string,
+  limitHeader: string,
+  retryAfter: number,
+): void {
   const body = problemBody(
     { status: 429, code: 'RATE_LIMITED', detail: 'Too many requests; retry later.' },
     request.id,
@@ -259,9 +201,9 @@ function refuse(request: FastifyRequest, reply: FastifyReply, counted: Counted):
   void reply
     .code(429)
     .header('X-Request-Id', request.id)
-    .header('Retry-After', String(counted.retryAfter))
-    .header('RateLimit-Policy', counted.policyHeader)
-    .header('RateLimit', counted.limitHeader)
+    .header('Retry-After', String(retryAfter))
+    .header('RateLimit-Policy', policyHeader)
+    .header('RateLimit', limitHeader)
     .type('application/problem+json; charset=utf-8')
     .send(JSON.stringify(body));
 }

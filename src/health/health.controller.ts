@@ -10,9 +10,9 @@ import { ReadinessService } from './readiness.service';
 
 @ApiTags('operations')
 @Public()
-// not counted by either per-client limit: load balancers probe every few seconds from a handful
-// of addresses, and a refused probe would take a healthy instance out of rotation
-@SkipThrottle({ default: true, 'default-network': true })
+// not counted by the per-client limit: load balancers probe every few seconds from a handful of
+// addresses, and a refused probe would take a healthy instance out of rotation
+@SkipThrottle()
 @Controller('health')
 export class HealthController {
   constructor(private readonly readiness: ReadinessService) {}

@@ -16,13 +16,14 @@ export type Tracker = 'ip' | 'network' | 'account' | 'user' | 'session' | 'signe
 /** The IPv6 prefix a `network` policy or bucket counts by: a site's usual allocation. */
 const NETWORK_PREFIX = 48;
 /**
- * Registrations and requests a /48 gets, in /64 clients' worth: a /56's (a home connection's usual
- * allocation; a /60 is common too). A /48 holds thousands of households — a provider's, a
- * campus's, a mobile carrier's phones, each its own /64 — and one of them must not be able to
- * spend it for the others; an attacker with all of it gets this, not 65,536. (Login and password
- * change have no per-/48 request limit: a neighbour filling it would lock the owner out, own
- * client and all. Failed logins count per /48 instead, sparing the account's own clients:
- * SIGN_IN_NETWORK_SHARE; password changes need a session, and count per session and per /64.)
+ * Registrations a /48 gets, in /64 clients' worth: a /56's (a home connection's usual allocation;
+ * a /60 is common too). A /48 holds thousands of households — a provider's, a campus's — and one
+ * of them must not be able to spend it for the others; an attacker with all of it gets this, not
+ * 65,536. Requests have no per-/48 limit (ARCHITECTURE.md, the rate limits, says why: one /56,
+ * 256 /64s, would spend it for all its neighbours, and a refusal costs about what a cheap answer
+ * does); the costly work is bounded per /48 instead — registrations here, catalog builds
+ * (CatalogCache), the argon2 gate's share, failed sign-ins (SIGN_IN_NETWORK_SHARE, sparing the
+ * account's own clients: a neighbour must never lock the owner out).
  */
 const NETWORK_SHARE = 256;
 /** Requests one client (an IPv6 /64) may make a minute, on any route (`default`). */
@@ -87,20 +88,6 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     tracker: 'ip',
     failClosed: false,
     exceptScopes: ['webhook'],
-  },
-  {
-    // … and per IPv6 /48, all its /64s together (NETWORK_SHARE of them): per /64 alone, one host
-    // with a routed /48 (free from a tunnel broker) had `default` 65,536 times over. IPv4 is
-    // counted per address already (no network tracker). Not on sign-in or password change (the
-    // owner's own client must never be locked out by a neighbour: NETWORK_SHARE), nor webhooks
-    // (their own budget). The cached reads count it in memory, as they count `default`
-    // (cached-reads.hook.ts: `cached-reads-network`).
-    name: 'default-network',
-    limit: REQUESTS_PER_MINUTE * NETWORK_SHARE,
-    windowSeconds: 60,
-    tracker: 'network',
-    failClosed: false,
-    exceptScopes: ['webhook', 'login', 'password-change'],
   },
   {
     name: 'webhook-ip',
