@@ -4,7 +4,7 @@ import { BuildBudget } from './build-budget';
 describe('BuildBudget', () => {
   let now = 0;
   const budget = (maxClients?: number) =>
-    new BuildBudget({ budgetMs: 100, windowMs: 60_000, concurrent: 2, maxClients, now: () => now });
+    new BuildBudget({ budgetMs: 100, windowMs: 60_000, begun: 2, maxClients, now: () => now });
   const refusal = (run: () => unknown): DomainError | undefined => {
     try {
       run();
@@ -24,6 +24,10 @@ describe('BuildBudget', () => {
     now = 20_000;
     const err = refusal(() => b.admit('a'));
     expect(err?.code).toBe('RATE_LIMITED');
+    // not only searches pay: any build of a page not cached does
+    expect(err?.message).toBe(
+      'Too much catalog build time (searches, pages not cached) used by this client; try again later.',
+    );
     expect(err?.options.headers).toEqual({ 'Retry-After': '40' });
     // another client is untouched; a new window admits again
     expect(refusal(() => b.admit('b')(1))).toBeUndefined();
@@ -31,11 +35,15 @@ describe('BuildBudget', () => {
     expect(refusal(() => b.admit('a'))).toBeUndefined();
   });
 
-  it('refuses a third build under way at once (Retry-After 1), and admits again once one ends; a spend counts once', () => {
+  it('refuses a third build begun at once (Retry-After 1), and admits again once one ends; a spend counts once', () => {
     const b = budget();
     const one = b.admit('a');
     b.admit('a');
-    expect(refusal(() => b.admit('a'))?.options.headers).toEqual({ 'Retry-After': '1' });
+    const third = refusal(() => b.admit('a'));
+    expect(third?.options.headers).toEqual({ 'Retry-After': '1' });
+    expect(third?.message).toBe(
+      'Too many catalog reads being built at once for this client; try again later.',
+    );
     one(10);
     one(1_000); // ignored
     expect(refusal(() => b.admit('a'))).toBeUndefined();
@@ -71,7 +79,7 @@ describe('BuildBudget', () => {
   });
 
   it('names the network in a refusal of a /48 budget', () => {
-    const b = new BuildBudget({ budgetMs: 10, windowMs: 60_000, concurrent: 1, who: 'network' });
+    const b = new BuildBudget({ budgetMs: 10, windowMs: 60_000, begun: 1, who: 'network' });
     b.admit('net:2001:db8:1::/48')(20);
     expect(refusal(() => b.admit('net:2001:db8:1::/48'))?.message).toMatch(/network/);
   });

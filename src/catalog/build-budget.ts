@@ -6,7 +6,7 @@ interface Spent {
   ms: number;
   resetAt: number;
   /** Its builds begun and not finished (waiting for a slot or running). */
-  running: number;
+  begun: number;
 }
 
 /** Who pays for a build: the client (its per-IP tracker, IPv6 per /64) and an IPv6 client's /48. */
@@ -27,8 +27,11 @@ export interface BuildBudgetOptions {
   /** Build time (ms, measured from the gate's slot to the build's end) a client may use per window. */
   budgetMs: number;
   windowMs: number;
-  /** Builds of one client begun and not finished at once. */
-  concurrent: number;
+  /**
+   * Builds of one client begun and not finished at once, waiting for a slot or running (how many
+   * of them hold a slot at once is the build gate's cap: SlotCap).
+   */
+  begun: number;
   /** Clients tracked at once (beyond, the oldest window with no build under way makes room: `admit`). */
   maxClients?: number;
   /** Whom the refusal names (`client` by default; `network`: the client's IPv6 /48). */
@@ -36,9 +39,18 @@ export interface BuildBudgetOptions {
   now?: () => number;
 }
 
+/** The refusals, by whom they name: its build time spent, or too many of its builds begun. */
 const REFUSAL = {
-  client: 'Too many costly catalog reads (searches) from this client; try again later.',
-  network: "Too many costly catalog reads (searches) from this client's network; try again later.",
+  client: {
+    spent:
+      'Too much catalog build time (searches, pages not cached) used by this client; try again later.',
+    begun: 'Too many catalog reads being built at once for this client; try again later.',
+  },
+  network: {
+    spent:
+      "Too much catalog build time (searches, pages not cached) used by this client's network; try again later.",
+    begun: "Too many catalog reads being built at once for this client's network; try again later.",
+  },
 };
 
 /**
@@ -48,7 +60,7 @@ const REFUSAL = {
  * of PostgreSQL's CPU per request on 20,000 products, and, as each `q` is a URL of its own, every
  * one was a miss — one address at the per-IP rate (`default`, 300 a minute) kept 1.4 of the two
  * cores busy and three made checkouts wait seconds (cost review). A client whose builds took more
- * than `budgetMs` in the window, or that has `concurrent` builds under way, is refused 429 before
+ * than `budgetMs` in the window, or that has `begun` builds under way, is refused 429 before
  * another one begins; a page already being built is joined at no cost (CatalogCache#getOrBuild),
  * so a client over its budget never refuses anyone else's read. Ordinary misses (a page of the
  * listing, 2–20 ms) are far below it; a shopper's searches on a large catalog too (~60 a minute
@@ -75,12 +87,12 @@ export class BuildBudget {
 
   /**
    * Admits one build of `client` (429 RATE_LIMITED with Retry-After if over its budget or its
-   * concurrent builds); the answer is to be called with the build's own time once it has ended.
+   * builds begun); the answer is to be called with the build's own time once it has ended.
    */
   admit(client: string): Spend {
     const now = this.now();
     let spent = this.clients.get(client);
-    if (spent && spent.resetAt <= now && spent.running === 0) {
+    if (spent && spent.resetAt <= now && spent.begun === 0) {
       this.clients.delete(client);
       spent = undefined;
     }
@@ -88,7 +100,7 @@ export class BuildBudget {
       if (this.clients.size >= this.maxClients && !this.sweep(now) && !this.dropOldest()) {
         return () => undefined; // every window has a build under way: none to drop
       }
-      spent = { ms: 0, resetAt: now + this.options.windowMs, running: 0 };
+      spent = { ms: 0, resetAt: now + this.options.windowMs, begun: 0 };
       this.clients.set(client, spent);
     } else if (spent.resetAt <= now) {
       spent.ms = 0;
@@ -97,22 +109,23 @@ export class BuildBudget {
       this.clients.delete(client);
       this.clients.set(client, spent);
     }
-    if (spent.ms >= this.options.budgetMs || spent.running >= this.options.concurrent) {
-      const seconds =
-        spent.ms >= this.options.budgetMs
-          ? Math.max(1, Math.ceil((spent.resetAt - now) / 1000))
-          : 1;
-      throw new DomainError('RATE_LIMITED', REFUSAL[this.options.who ?? 'client'], {
+    const refusal = REFUSAL[this.options.who ?? 'client'];
+    if (spent.ms >= this.options.budgetMs) {
+      const seconds = Math.max(1, Math.ceil((spent.resetAt - now) / 1000));
+      throw new DomainError('RATE_LIMITED', refusal.spent, {
         headers: { 'Retry-After': String(seconds) },
       });
     }
+    if (spent.begun >= this.options.begun) {
+      throw new DomainError('RATE_LIMITED', refusal.begun, { headers: { 'Retry-After': '1' } });
+    }
     const window = spent;
-    window.running++;
+    window.begun++;
     let ended = false;
     return (elapsedMs) => {
       if (ended) return;
       ended = true;
-      window.running--;
+      window.begun--;
       window.ms += elapsedMs;
     };
   }
@@ -128,7 +141,7 @@ export class BuildBudget {
   /** Drops the window begun longest ago with no build under way; true if there was one. */
   private dropOldest(): boolean {
     for (const [client, spent] of this.clients) {
-      if (spent.running > 0) continue;
+      if (spent.begun > 0) continue;
       this.clients.delete(client);
       return true;
     }
@@ -140,7 +153,7 @@ export class BuildBudget {
     if (now - this.lastSweep < 1000) return false;
     this.lastSweep = now;
     for (const [client, spent] of this.clients) {
-      if (spent.resetAt <= now && spent.running === 0) this.clients.delete(client);
+      if (spent.resetAt <= now && spent.begun === 0) this.clients.delete(client);
     }
     return this.clients.size < this.maxClients;
   }

@@ -178,4 +178,41 @@ describe('ConcurrencyGate places per holder', () => {
     ).toEqual(new Error('boom'));
     expect(await outcome(gate.run(async () => undefined, { holder: 'net-a' }))).toBe('ran');
   });
+
+  it('a task over a cap of its holder waits, holding no slot and refused for nothing, while others behind it go first; it runs once one of its holder’s tasks ends', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 3, maxQueued: 10, maxWaitMs: 5_000 });
+    const net = { holder: 'net:a', limit: 2 };
+    const tasks = Array.from({ length: 5 }, deferred);
+    const started: string[] = [];
+    const run = (i: number, name: string, caps = [net]) =>
+      gate.run(
+        async () => {
+          started.push(name);
+          await tasks[i].done;
+        },
+        { caps },
+      );
+    const runs = [run(0, 'a1'), run(1, 'a2'), run(2, 'a3'), run(3, 'other', [])];
+    await Promise.resolve();
+    // a3 is over its /48's two: the third slot goes to the task behind it
+    expect(started).toEqual(['a1', 'a2', 'other']);
+    expect(gate.queued).toBe(1);
+    // a slot another holder frees is not a3's either: its holder still has two
+    tasks[3].finish();
+    await runs[3];
+    await Promise.resolve();
+    expect(started).toEqual(['a1', 'a2', 'other']);
+    expect(gate.active).toBe(2);
+    const b = run(4, 'b1', [{ holder: 'net:b', limit: 2 }]);
+    await Promise.resolve();
+    expect(started).toEqual(['a1', 'a2', 'other', 'b1']);
+    // one of its holder's ends: a3 runs
+    tasks[0].finish();
+    await runs[0];
+    await Promise.resolve();
+    expect(started).toEqual(['a1', 'a2', 'other', 'b1', 'a3']);
+    tasks.forEach((t) => t.finish());
+    expect(await Promise.all([...runs, b].map(outcome))).toEqual(Array(5).fill('ran'));
+    expect(gate.active).toBe(0);
+  });
 });

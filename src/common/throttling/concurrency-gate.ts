@@ -21,6 +21,22 @@ export interface ConcurrencyGateOptions {
 }
 
 /**
+ * A share of the slots a caller's task counts against while it runs: at most `limit` tasks of
+ * `holder` hold a slot at once. One over it waits its turn (never refused for it), and others
+ * behind it in the queue go first.
+ */
+export interface SlotCap {
+  holder: string;
+  limit: number;
+}
+
+/** A caller waiting for a slot: woken with one, its caps already counted. */
+interface Waiter {
+  wake: () => void;
+  caps: readonly SlotCap[];
+}
+
+/**
  * A semaphore with a bounded queue for expensive CPU work (argon2): at most `concurrency`
  * tasks run, at most `maxQueued` callers wait (first come, first served), none waits longer
  * than `maxWaitMs`. A refused caller gets 503 SERVICE_UNAVAILABLE with Retry-After, so a burst
@@ -32,15 +48,23 @@ export interface ConcurrencyGateOptions {
  * of their own) slows the rest down but cannot shut them out. The password hasher gives it to
  * sign-ins from the account owner's own clients, so strangers filling the queue with guesses at
  * random emails (each a full argon2 run) cannot keep the owner from signing in.
+ *
+ * A caller may name caps on the slots its holders' tasks hold (`caps`, SlotCap): only tasks
+ * holding a slot count against them, and a task over one waits — skipped by the slots that come
+ * free until one of its holders' tasks ends — rather than being refused: the catalog's builds
+ * cap each client's and each IPv6 /48's, and counting those still waiting refused a /48's plain
+ * listing pages whenever the database was slow (review).
  */
 export class ConcurrencyGate {
   private running = 0;
-  private readonly waiting: Array<() => void> = [];
-  private readonly priorityWaiting: Array<() => void> = [];
+  private readonly waiting: Waiter[] = [];
+  private readonly priorityWaiting: Waiter[] = [];
   /** Slots handed to the priority lane in a row while the other lane had callers waiting. */
   private priorityStreak = 0;
   /** Places held per holder (placesPerHolder), running or waiting. */
   private readonly held = new Map<string, number>();
+  /** Slots held now per holder of a SlotCap. */
+  private readonly holding = new Map<string, number>();
 
   constructor(private readonly options: ConcurrencyGateOptions) {
     if (options.concurrency < 1) throw new Error('ConcurrencyGate: concurrency must be >= 1');
@@ -58,16 +82,17 @@ export class ConcurrencyGate {
 
   async run<T>(
     task: () => Promise<T>,
-    options: { priority?: boolean; holder?: string } = {},
+    options: { priority?: boolean; holder?: string; caps?: readonly SlotCap[] } = {},
   ): Promise<T> {
-    const { holder } = options;
+    const { holder, caps = [] } = options;
     const limit = this.options.placesPerHolder;
-    if (holder === undefined || limit === undefined) return this.runInTurn(task, options.priority);
+    if (holder === undefined || limit === undefined)
+      return this.runInTurn(task, caps, options.priority);
     const held = this.held.get(holder) ?? 0;
     if (held >= limit) throw busy();
     this.held.set(holder, held + 1);
     try {
-      return await this.runInTurn(task, options.priority);
+      return await this.runInTurn(task, caps, options.priority);
     } finally {
       const left = this.held.get(holder)! - 1;
       if (left > 0) this.held.set(holder, left);
@@ -75,46 +100,75 @@ export class ConcurrencyGate {
     }
   }
 
-  private async runInTurn<T>(task: () => Promise<T>, priority?: boolean): Promise<T> {
-    await this.acquire(priority ? this.priorityWaiting : this.waiting);
+  private async runInTurn<T>(
+    task: () => Promise<T>,
+    caps: readonly SlotCap[],
+    priority?: boolean,
+  ): Promise<T> {
+    await this.acquire(priority ? this.priorityWaiting : this.waiting, caps);
     try {
       return await task();
     } finally {
-      this.release();
+      this.release(caps);
     }
   }
 
-  private acquire(lane: Array<() => void>): Promise<void> {
-    if (this.running < this.options.concurrency) {
+  private acquire(lane: Waiter[], caps: readonly SlotCap[]): Promise<void> {
+    if (this.running < this.options.concurrency && this.underCaps(caps)) {
       this.running += 1;
+      this.hold(caps, 1);
       return Promise.resolve();
     }
     if (lane.length >= this.options.maxQueued) return Promise.reject(busy());
     return new Promise<void>((resolve, reject) => {
-      const wake = () => {
-        clearTimeout(timer);
-        resolve(); // the releasing task handed its slot over: `running` is unchanged
+      const waiter: Waiter = {
+        wake: () => {
+          clearTimeout(timer);
+          resolve(); // the releasing task handed its slot over: `running` is unchanged
+        },
+        caps,
       };
       const timer = setTimeout(() => {
-        const at = lane.indexOf(wake);
+        const at = lane.indexOf(waiter);
         if (at >= 0) lane.splice(at, 1);
         reject(busy());
       }, this.options.maxWaitMs);
       timer.unref();
-      lane.push(wake);
+      lane.push(waiter);
     });
   }
 
-  private release(): void {
-    const ordinaryTurn =
-      this.waiting.length > 0 &&
-      (this.priorityStreak >= PRIORITY_TURNS || this.priorityWaiting.length === 0);
+  private release(caps: readonly SlotCap[]): void {
+    this.hold(caps, -1);
+    // the first caller of each lane whose caps leave it room (a lane's order otherwise kept)
+    const ordinary = this.waiting.findIndex((w) => this.underCaps(w.caps));
+    const priority = this.priorityWaiting.findIndex((w) => this.underCaps(w.caps));
+    const ordinaryTurn = ordinary >= 0 && (this.priorityStreak >= PRIORITY_TURNS || priority < 0);
     const next = ordinaryTurn
-      ? this.waiting.shift()
-      : (this.priorityWaiting.shift() ?? this.waiting.shift());
-    this.priorityStreak = ordinaryTurn || this.waiting.length === 0 ? 0 : this.priorityStreak + 1;
-    if (next) next();
-    else this.running -= 1;
+      ? this.waiting.splice(ordinary, 1)[0]
+      : priority >= 0
+        ? this.priorityWaiting.splice(priority, 1)[0]
+        : undefined;
+    this.priorityStreak =
+      ordinaryTurn || !this.waiting.some((w) => this.underCaps(w.caps))
+        ? 0
+        : this.priorityStreak + 1;
+    if (next) {
+      this.hold(next.caps, 1);
+      next.wake();
+    } else this.running -= 1;
+  }
+
+  private underCaps(caps: readonly SlotCap[]): boolean {
+    return caps.every((cap) => (this.holding.get(cap.holder) ?? 0) < cap.limit);
+  }
+
+  private hold(caps: readonly SlotCap[], by: 1 | -1): void {
+    for (const { holder } of caps) {
+      const now = (this.holding.get(holder) ?? 0) + by;
+      if (now > 0) this.holding.set(holder, now);
+      else this.holding.delete(holder);
+    }
   }
 }
 
