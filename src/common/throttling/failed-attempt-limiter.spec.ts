@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { loadConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { FailedAttemptLimiter } from './failed-attempt-limiter';
+import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 import type { FailureBucket } from './rate-limit.policies';
 
 const bucket: FailureBucket = {
@@ -131,6 +132,38 @@ describe('FailedAttemptLimiter', () => {
       'unit:rl:signin-account:abc:p',
       'unused',
     ]);
+  });
+
+  it("a silent Redis costs a sign-in one STORE_TIMEOUT_MS, not one per question (the owner's marks, then the reservation)", async () => {
+    const redis = { eval: jest.fn(() => new Promise(() => undefined)) };
+    const limiter = new FailedAttemptLimiter(
+      redis,
+      loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' }),
+    );
+    const verify = jest.fn();
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
+    try {
+      const started = performance.now();
+      let answeredAt = 0;
+      const signIn = settle(
+        limiter.signIn('login', 'a@b.io', '10.0.0.1', verify, {
+          passwordEpoch: 'epoch-of-the-password1',
+          device: 'device-1',
+        }),
+      ).then((outcome) => {
+        answeredAt = performance.now();
+        return outcome;
+      });
+      await jest.advanceTimersByTimeAsync(6 * STORE_TIMEOUT_MS);
+      expect(await signIn).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      // (were five, one after another: the device's marks, the address's — each the hash's, then
+      // the previous build's key — and the reservation, 2.5 s)
+      expect(answeredAt - started).toBe(STORE_TIMEOUT_MS);
+    } finally {
+      jest.useRealTimers();
+    }
+    expect(redis.eval).toHaveBeenCalledTimes(1);
+    expect(verify).not.toHaveBeenCalled();
   });
 
   it('gives nothing back for a late reservation that Redis refused (nothing was counted)', async () => {

@@ -19,7 +19,7 @@ import {
   stateHeaderItem,
 } from './rate-limit.policies';
 import { storeDown } from './rate-limit.guard';
-import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
+import { STORE_TIMEOUT_MS, storeFailed, storeUnasked } from './redis-throttler.storage';
 
 /** Per bucket, after the keys: kind (1 = progressive), limit, windowMs, baseMs, capMs. */
 const FIELDS = 5;
@@ -264,7 +264,9 @@ return 1`;
  * The counters are plain Redis writes outside any database transaction: a failed attempt stays
  * counted although its request fails. Redis unreachable or slower than STORE_TIMEOUT_MS (a
  * connection being replaced is waited for that long first): 503 SERVICE_UNAVAILABLE with
- * Retry-After (fail closed, like the login route's request limits).
+ * Retry-After (fail closed, like the login route's request limits). After a question or a
+ * reservation failed, the store is not asked for a second (storeUnasked, shared with the request
+ * limits): a sign-in waits once, not once per question.
  * RATE_LIMIT_ENABLED=false switches it off.
  */
 @Injectable()
@@ -394,6 +396,7 @@ export class FailedAttemptLimiter {
 
   /** A mark's standing (MARK_STANDING: 2, 1, 0); 0 when Redis cannot say in time (the stricter answer). */
   private async markStanding(key: string, field: string, credential: string): Promise<number> {
+    if (storeUnasked(this.redis)) return 0;
     try {
       return Number(
         await withTimeout(
@@ -402,13 +405,14 @@ export class FailedAttemptLimiter {
         ),
       );
     } catch {
+      storeFailed(this.redis);
       return 0;
     }
   }
 
   /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */
   private async isKnownClient(key: string, credential: string): Promise<boolean> {
-    return this.asks(this.redis.eval(IS_KNOWN, 1, key, credential));
+    return this.asks(() => this.redis.eval(IS_KNOWN, 1, key, credential));
   }
 
   /**
@@ -453,10 +457,12 @@ export class FailedAttemptLimiter {
   }
 
   /** A script's yes (1); no when Redis cannot say in time (the stricter answer). */
-  private async asks(answer: Promise<unknown>): Promise<boolean> {
+  private async asks(answer: () => Promise<unknown>): Promise<boolean> {
+    if (storeUnasked(this.redis)) return false;
     try {
-      return Number(await withTimeout(answer, STORE_TIMEOUT_MS)) === 1;
+      return Number(await withTimeout(answer(), STORE_TIMEOUT_MS)) === 1;
     } catch {
+      storeFailed(this.redis);
       return false;
     }
   }
@@ -491,24 +497,11 @@ export class FailedAttemptLimiter {
     let refusing: FailureBucket | undefined;
     // a connection being replaced (a blip) is waited for, not counted as the store down
     await whenConnected(this.redis, STORE_TIMEOUT_MS);
-    const reserving = this.redis.eval(
-      RESERVE,
-      2 * buckets.length,
-      ...this.keys(buckets),
-      ...args(buckets),
-    ) as Promise<[number, number]>;
     try {
-      const [wait, index] = await withTimeout(reserving, STORE_TIMEOUT_MS);
+      const [wait, index] = await this.sendReserve(buckets);
       waitMs = Number(wait);
       refusing = buckets[Number(index) - 1];
     } catch (err) {
-      // Redis slower than the limit still runs the reservation: the attempt would stay counted
-      // though this request is refused unverified — a slow minute's retries were an admin's (or
-      // a shared address's) lockout for the rest of the window. Given back once it answers.
-      reserving.then(
-        ([wait]) => (Number(wait) === 0 ? this.settle(buckets, 'unused') : undefined),
-        () => undefined, // not run, or unknowable (a reply lost with its connection)
-      );
       if (!this.storeDown) {
         this.log.warn(`${String(err)}: password sign-ins are refused until Redis answers`);
       }
@@ -534,6 +527,33 @@ export class FailedAttemptLimiter {
         headers.RateLimit = stateHeaderItem(name, 0, seconds);
       }
       throw new DomainError('RATE_LIMITED', 'Too many failed sign-ins; retry later.', { headers });
+    }
+  }
+
+  /**
+   * RESERVE, answered within STORE_TIMEOUT_MS; not sent while the store is not asked (it failed a
+   * moment ago — for this request, which has paid its wait, or another: storeUnasked).
+   */
+  private async sendReserve(buckets: readonly FailureBucket[]): Promise<[number, number]> {
+    if (storeUnasked(this.redis)) throw new Error('sign-in limit store not asked: it just failed');
+    const reserving = this.redis.eval(
+      RESERVE,
+      2 * buckets.length,
+      ...this.keys(buckets),
+      ...args(buckets),
+    ) as Promise<[number, number]>;
+    try {
+      return await withTimeout(reserving, STORE_TIMEOUT_MS);
+    } catch (err) {
+      storeFailed(this.redis);
+      // Redis slower than the limit still runs the reservation: the attempt would stay counted
+      // though this request is refused unverified — a slow minute's retries were an admin's (or
+      // a shared address's) lockout for the rest of the window. Given back once it answers.
+      reserving.then(
+        ([wait]) => (Number(wait) === 0 ? this.settle(buckets, 'unused') : undefined),
+        () => undefined, // not run, or unknowable (a reply lost with its connection)
+      );
+      throw err;
     }
   }
 

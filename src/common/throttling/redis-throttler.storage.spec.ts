@@ -1,8 +1,10 @@
+import { EventEmitter } from 'node:events';
 import { loadConfig } from '../../config/config';
 import {
   RateLimitStoreUnavailable,
   RedisThrottlerStorage,
   STORE_TIMEOUT_MS,
+  UNASKED_AFTER_FAILURE_MS,
 } from './redis-throttler.storage';
 
 const config = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' });
@@ -54,5 +56,57 @@ describe('RedisThrottlerStorage', () => {
       RateLimitStoreUnavailable,
     );
     expect(Date.now() - started).toBeLessThan(STORE_TIMEOUT_MS + 400);
+  });
+
+  it('after a timeout asks nothing for UNASKED_AFTER_FAILURE_MS: the policies after it fail at once, not after their own wait each', async () => {
+    jest.useFakeTimers();
+    try {
+      const redis = { eval: jest.fn(() => new Promise(() => undefined)) };
+      const storage = new RedisThrottlerStorage(redis, config);
+      const first = storage.increment('a', 60_000, 5, 60_000, 'x');
+      const refused = expect(first).rejects.toBeInstanceOf(RateLimitStoreUnavailable);
+      await jest.advanceTimersByTimeAsync(STORE_TIMEOUT_MS);
+      await refused;
+      // at once, unasked: a count, a give-back
+      const second = storage.increment('b', 60_000, 5, 60_000, 'y').then(
+        () => 'counted',
+        (err: unknown) => (err instanceof RateLimitStoreUnavailable ? 'refused' : err),
+      );
+      const givenBack = storage.giveBack('b');
+      await jest.advanceTimersByTimeAsync(1);
+      expect(redis.eval).toHaveBeenCalledTimes(1);
+      expect(await second).toBe('refused');
+      await givenBack;
+      // asked again once that is over
+      await jest.advanceTimersByTimeAsync(UNASKED_AFTER_FAILURE_MS);
+      redis.eval.mockReturnValueOnce(Promise.resolve([1, 60_000]));
+      expect(await storage.increment('c', 60_000, 5, 60_000, 'z')).toMatchObject({ totalHits: 1 });
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it('asks again as soon as the client has connected again (a fail-closed policy that waited out the reconnect counts on it)', async () => {
+    let connected = false;
+    const redis = Object.assign(new EventEmitter(), {
+      status: 'reconnecting',
+      eval: jest.fn(() =>
+        connected
+          ? Promise.resolve([1, 60_000])
+          : Promise.reject(new Error("Stream isn't writeable")),
+      ),
+    });
+    const storage = new RedisThrottlerStorage(redis, config);
+    await expect(storage.increment('a', 60_000, 5, 60_000, 'x')).rejects.toBeInstanceOf(
+      RateLimitStoreUnavailable,
+    );
+    const waiting = storage.connected();
+    connected = true;
+    redis.status = 'ready';
+    redis.emit('ready');
+    await waiting;
+    expect(await storage.increment('a', 60_000, 5, 60_000, 'login-ip')).toMatchObject({
+      totalHits: 1,
+    });
   });
 });

@@ -30,6 +30,37 @@ return hits
 
 /** A Redis that answers slower than this counts as unavailable (no request waits on it). */
 export const STORE_TIMEOUT_MS = 500;
+/**
+ * After a command failed — no answer within STORE_TIMEOUT_MS (a Redis stalled, a connection gone
+ * silent) or refused (between connections, an error reply) — the store is not asked for this
+ * long: the policies a request counts, and the requests after it, each waited their own
+ * STORE_TIMEOUT_MS on a silent Redis, one after another (a checkout counts three: 1.8 s instead of
+ * 0.2 s, for as long as the silence lasted). Now a request pays one at most: the rest fail at once,
+ * as the policy says (let through, or 503). Over at the client's next connection (its 'ready'): a
+ * fail-closed policy that waited out a reconnect (connected) counts on the new one.
+ */
+export const UNASKED_AFTER_FAILURE_MS = 1_000;
+
+/** Per client: until when the store is not asked (storeFailed), on the monotonic clock. */
+const unaskedUntil = new WeakMap<object, number>();
+/** The clients whose every 'ready' asks them again (one listener each, for good). */
+const askedAgainOnReady = new WeakSet<object>();
+
+/**
+ * A command of `client`'s failed: it is not asked for UNASKED_AFTER_FAILURE_MS, or until it
+ * connects again (storeUnasked).
+ */
+export function storeFailed(client: ConnectionEvents): void {
+  unaskedUntil.set(client, performance.now() + UNASKED_AFTER_FAILURE_MS);
+  if (askedAgainOnReady.has(client) || !client.on) return;
+  askedAgainOnReady.add(client);
+  client.on('ready', () => unaskedUntil.delete(client));
+}
+
+/** Whether `client` is not to be asked now (a command of it failed a moment ago: storeFailed). */
+export function storeUnasked(client: ConnectionEvents): boolean {
+  return performance.now() < (unaskedUntil.get(client) ?? 0);
+}
 
 export class RateLimitStoreUnavailable extends Error {
   constructor(cause: unknown) {
@@ -45,7 +76,8 @@ export class RateLimitStoreUnavailable extends Error {
  * together. Keys: `<REDIS_KEY_PREFIX>:rl:<policy>:<sha256 of the tracker>`. The client fails
  * fast when Redis is down (no offline queue) and a stalled Redis is cut off after
  * STORE_TIMEOUT_MS: either way this throws RateLimitStoreUnavailable, and the guard applies the
- * policy's fail-open / fail-closed choice.
+ * policy's fail-open / fail-closed choice — at once for a second after a failure
+ * (UNASKED_AFTER_FAILURE_MS).
  */
 @Injectable()
 export class RedisThrottlerStorage implements ThrottlerStorage {
@@ -64,16 +96,12 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
    * the refusal itself must not spend that room). Best effort: a Redis that cannot answer keeps it.
    */
   async giveBack(key: string): Promise<void> {
-    await withTimeout(this.redis.eval(GIVE_BACK, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(
-      () => undefined,
-    );
+    await this.ask(GIVE_BACK, key).catch(() => undefined);
   }
 
   /** Starts a counter afresh (best effort: a Redis that cannot answer keeps it). */
   async reset(key: string): Promise<void> {
-    await withTimeout(this.redis.eval(RESET, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(
-      () => undefined,
-    );
+    await this.ask(RESET, key).catch(() => undefined);
   }
 
   /**
@@ -94,10 +122,7 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   ): Promise<ThrottlerStorageRecord> {
     let reply: unknown;
     try {
-      reply = await withTimeout(
-        this.redis.eval(INCREMENT, 1, this.prefix + key, ttlMs),
-        STORE_TIMEOUT_MS,
-      );
+      reply = await this.ask(INCREMENT, key, ttlMs);
     } catch (err) {
       throw new RateLimitStoreUnavailable(err);
     }
@@ -110,5 +135,19 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
       isBlocked,
       timeToBlockExpire: isBlocked ? timeToExpire : 0,
     };
+  }
+
+  /** One script on `key`: within STORE_TIMEOUT_MS, and not sent while the store is unasked. */
+  private async ask(script: string, key: string, ...args: (string | number)[]): Promise<unknown> {
+    if (storeUnasked(this.redis)) throw new Error('not asked: it failed a moment ago');
+    try {
+      return await withTimeout(
+        this.redis.eval(script, 1, this.prefix + key, ...args),
+        STORE_TIMEOUT_MS,
+      );
+    } catch (err) {
+      storeFailed(this.redis);
+      throw err;
+    }
   }
 }

@@ -1,0 +1,67 @@
+import {
+  RedisThrottlerStorage,
+  STORE_TIMEOUT_MS,
+} from '../../src/common/throttling/redis-throttler.storage';
+import { registerCustomer } from '../support/auth';
+import { insertProduct, newKey } from '../support/fixtures';
+import { RedisPathProxy, startRedisPathProxy } from '../support/redis-path-proxy';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const from = (ip: string) => ({ 'x-forwarded-for': ip });
+
+/**
+ * The path to Redis failing without Redis failing: silent for a moment, reset, or gone without a
+ * reset (the app's every connection through the proxy).
+ */
+describe('the API when the path to Redis fails', () => {
+  let proxy: RedisPathProxy;
+  let t: TestApp;
+  beforeAll(async () => {
+    proxy = await startRedisPathProxy(process.env.REDIS_URL as string);
+    t = await bootTestApp({
+      env: { REDIS_URL: proxy.url, RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+    await proxy?.close();
+  });
+
+  it('a silent Redis: a checkout waits for one STORE_TIMEOUT_MS, not for one per rate-limit policy it counts', async () => {
+    const customer = await registerCustomer(t.http, { headers: from('10.71.0.1') });
+    const productId = await insertProduct(t.db.pool, { stock: 10 });
+    const checkout = (ip: string) =>
+      t.http.post(
+        '/v1/orders',
+        { items: [{ productId, quantity: 1 }] },
+        { token: customer.accessToken, idempotencyKey: newKey(), headers: from(ip) },
+      );
+    expect((await checkout('10.71.1.1')).status).toBe(201);
+    // the time the request spends counting its rate-limit policies
+    const storage = t.app.get(RedisThrottlerStorage);
+    const increment = storage.increment.bind(storage);
+    let counting = 0;
+    const spy = jest.spyOn(storage, 'increment').mockImplementation(async (...args) => {
+      const started = performance.now();
+      try {
+        return await increment(...args);
+      } finally {
+        counting += performance.now() - started;
+      }
+    });
+    try {
+      proxy.stall(2_500);
+      const during = await checkout('10.71.1.2');
+      expect(during.status).toBe(201); // the order's policies fail open
+    } finally {
+      spy.mockRestore();
+      await sleep(2_700); // (the silence over)
+    }
+    // three policies (default, order-create, user-writes): each waited its own STORE_TIMEOUT_MS,
+    // one after another (a checkout took 1.8 s instead of 0.2); now the first one's, and the
+    // store is then not asked for a second
+    expect(counting).toBeGreaterThanOrEqual(STORE_TIMEOUT_MS - 50);
+    expect(counting).toBeLessThan(2 * STORE_TIMEOUT_MS);
+  });
+});

@@ -1,0 +1,81 @@
+import { AddressInfo, Server, Socket, createServer } from 'node:net';
+import { connectUpstream } from './tcp-pair';
+
+/**
+ * A TCP pass-through in front of Redis that fails the way the path to it does, with no reset
+ * unless asked for one:
+ * - `vanish()`: the connections open now pass nothing more either way and stay open (a NAT or
+ *   conntrack entry lost, a failover behind one address whose old host is gone); new ones work.
+ * - `stall(ms)`: nothing passes on any connection, new ones too, for `ms`; then all that was held
+ *   goes through in order (a Redis stopped for a moment: a fork, a long script, a paused VM).
+ * - `resetAll()`: every connection is reset now (a blink); new ones work at once.
+ */
+export interface RedisPathProxy {
+  /** REDIS_URL with its host and port replaced by the proxy's. */
+  url: string;
+  vanish(): void;
+  stall(ms: number): void;
+  resetAll(): void;
+  close(): Promise<void>;
+}
+
+interface Pair {
+  client: Socket;
+  vanished: boolean;
+  /** Chunks held while stalled, each with the socket it is for. */
+  held: [Socket, Buffer][];
+}
+
+export async function startRedisPathProxy(redisUrl: string): Promise<RedisPathProxy> {
+  const target = new URL(redisUrl);
+  const sockets = new Set<Socket>();
+  const pairs = new Set<Pair>();
+  let stalledUntil = 0;
+  let stallTimer: NodeJS.Timeout | undefined;
+
+  const pass = (pair: Pair, to: Socket, chunk: Buffer) => {
+    if (pair.vanished) return;
+    if (performance.now() < stalledUntil) pair.held.push([to, chunk]);
+    else to.write(chunk);
+  };
+  const server: Server = createServer((client) => {
+    const { upstream } = connectUpstream(
+      client,
+      { host: target.hostname, port: Number(target.port || 6379) },
+      sockets,
+    );
+    const pair: Pair = { client, vanished: false, held: [] };
+    pairs.add(pair);
+    client.on('close', () => pairs.delete(pair));
+    client.on('data', (chunk: Buffer) => pass(pair, upstream, chunk));
+    upstream.on('data', (chunk: Buffer) => pass(pair, client, chunk));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const via = new URL(redisUrl);
+  via.hostname = '127.0.0.1';
+  via.port = String((server.address() as AddressInfo).port);
+  return {
+    url: via.toString(),
+    vanish: () => {
+      for (const pair of pairs) pair.vanished = true;
+    },
+    stall: (ms) => {
+      stalledUntil = performance.now() + ms;
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => {
+        for (const pair of pairs) {
+          for (const [to, chunk] of pair.held.splice(0)) if (!pair.vanished) to.write(chunk);
+        }
+      }, ms);
+    },
+    resetAll: () => {
+      for (const pair of pairs) pair.client.resetAndDestroy();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        clearTimeout(stallTimer);
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
