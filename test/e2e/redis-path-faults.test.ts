@@ -1,3 +1,5 @@
+import Redis from 'ioredis';
+import { PasswordHasher } from '../../src/auth/password-hasher';
 import {
   RedisThrottlerStorage,
   STORE_TIMEOUT_MS,
@@ -12,18 +14,21 @@ const from = (ip: string) => ({ 'x-forwarded-for': ip });
 
 /**
  * The path to Redis failing without Redis failing: silent for a moment, reset, or gone without a
- * reset (the app's every connection through the proxy).
+ * reset (the app's every connection through the proxy; the test reads Redis directly).
  */
 describe('the API when the path to Redis fails', () => {
   let proxy: RedisPathProxy;
   let t: TestApp;
+  let direct: Redis;
   beforeAll(async () => {
     proxy = await startRedisPathProxy(process.env.REDIS_URL as string);
     t = await bootTestApp({
       env: { REDIS_URL: proxy.url, RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' },
     });
+    direct = new Redis(process.env.REDIS_URL as string);
   });
   afterAll(async () => {
+    direct?.disconnect();
     await t?.close();
     await proxy?.close();
   });
@@ -63,5 +68,40 @@ describe('the API when the path to Redis fails', () => {
     // store is then not asked for a second
     expect(counting).toBeGreaterThanOrEqual(STORE_TIMEOUT_MS - 50);
     expect(counting).toBeLessThan(2 * STORE_TIMEOUT_MS);
+  });
+
+  it('a blink while a right password is verified: the attempt is given back once the client has reconnected, not left counted', async () => {
+    const ip = '10.71.2.1';
+    const owner = await registerCustomer(t.http, { headers: from(ip) });
+    // the sign-in limits' counters (their marks of the owner's clients aside)
+    const counters = async () => {
+      const keys = await direct.keys(`${t.config.redis.keyPrefix}:rl:signin-*`);
+      const values = await Promise.all(
+        keys
+          .sort()
+          .map(
+            async (k) =>
+              `${k}=${JSON.stringify(await direct.hgetall(k).catch(() => direct.get(k)))}`,
+          ),
+      );
+      return values.filter((v) => !/:signin-known/.test(v));
+    };
+    const before = await counters();
+    const hasher = t.app.get(PasswordHasher);
+    const verify = hasher.verifySignIn.bind(hasher);
+    jest.spyOn(hasher, 'verifySignIn').mockImplementationOnce(async (...args) => {
+      const right = await verify(...args);
+      proxy.resetAll(); // reserved, verified: the connection drops now
+      await sleep(50); // (the client has seen it go: between connections)
+      return right;
+    });
+    const res = await t.http.post(
+      '/v1/auth/login',
+      { email: owner.email, password: owner.password },
+      { headers: from(ip) },
+    );
+    expect(res.status).toBe(200);
+    // (given back into the reconnect's gap it failed at once: a failure counted, in flight for a minute)
+    expect(await counters()).toEqual(before);
   });
 });

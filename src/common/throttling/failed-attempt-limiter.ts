@@ -557,8 +557,14 @@ export class FailedAttemptLimiter {
     }
   }
 
-  /** Best effort: if Redis is gone now, the attempt just stays counted as reserved (safe side). */
+  /**
+   * Best effort: if Redis is gone now, the attempt just stays counted as reserved (safe side). A
+   * connection being replaced is waited for first, as the reservation waits: sent into its gap (a
+   * blink while the password was verified), the settle failed at once, and a right password stayed
+   * counted as a failure, in flight for IN_FLIGHT_MS.
+   */
   private async settle(buckets: readonly FailureBucket[], outcome: Outcome): Promise<void> {
+    await whenConnected(this.redis, STORE_TIMEOUT_MS);
     try {
       await withTimeout(
         this.redis.eval(
