@@ -8,7 +8,7 @@ import { Keyv } from 'keyv';
 import { TransactionHost } from '../database/transaction-host';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { REDIS, isReadOnlyReply } from '../redis/redis.module';
+import { REDIS, REDIS_SOCKET_TIMEOUT_MS, isReadOnlyReply } from '../redis/redis.module';
 import { REDIS_OUTAGE_REPLY } from '../redis/outage-reply';
 import { CoalescedVersionReader } from './catalog-version';
 import { withTimeout } from '../common/with-timeout';
@@ -62,6 +62,16 @@ const BYPASS_AFTER_FAILURE_MS = 1_000;
 const STORE_RECONNECT_EVERY_MS = 1_000;
 /** How often commands Redis refuses are logged (each one logged: a line per page write). */
 const REFUSED_WARN_EVERY_MS = 10_000;
+/**
+ * The catalog store's client is sent a PING this often while connected: the heartbeat by which a
+ * connection that stopped answering is told from one that is idle (leaveSilentConnection).
+ */
+const STORE_PING_EVERY_MS = 1_000;
+/**
+ * The store failing this long — commands refused, its connection down or silent, and no answer
+ * in between — is logged at warn, once; its first answer after that at info (storeHealth).
+ */
+const STORE_FAILING_WARN_MS = 3_000;
 /** Waits between a write's version-bump tries before it answers (~1.1 s in all). */
 const BUMP_RETRY_MS = [50, 100, 200, 300, 450];
 /** A bump that failed before the answer is retried this often in the background … */
@@ -142,8 +152,10 @@ interface MemoryEntry {
  * fails fast like the app's ioredis client: no offline queue (a command while disconnected fails
  * at once), a bounded connect, reconnection every ≤ 2 s; errors are emitted (and dropped here),
  * so a read of an unreachable Redis is a miss. A stalled Redis is bounded by
- * CACHE_REDIS_TIMEOUT_MS in CatalogCache. A demoted primary's READONLY reply moves it to a new
- * connection, as the ioredis clients do (leaveDemotedPrimary); commands Redis refuses are logged.
+ * CACHE_REDIS_TIMEOUT_MS in CatalogCache. A connection that stops answering (leaveSilentConnection)
+ * and a demoted primary's READONLY reply (leaveDemotedPrimary) move it to a new connection, as the
+ * ioredis clients do; commands Redis refuses are logged, and so is a store that keeps failing
+ * (storeHealth).
  */
 export function createCatalogStore(config: AppConfig): Keyv {
   const namespace = `${config.redis.keyPrefix}:catalog:version`;
@@ -159,7 +171,7 @@ export function createCatalogStore(config: AppConfig): Keyv {
     throwOnConnectError: false,
     throwOnErrors: false,
   });
-  leaveDemotedPrimary(adapter, options);
+  keepStoreConnected(adapter, options);
   const store = new Keyv<SharedEntry>({ store: adapter, namespace, useKeyPrefix: false });
   // Redis expires an entry (its TTL, PX, set with it); Keyv's own check — the `expires` the
   // writer stamped on its clock, against the reader's — is left out: a reader whose clock ran
@@ -179,6 +191,118 @@ export function createCatalogStore(config: AppConfig): Keyv {
   return store;
 }
 
+/** What the store's upkeep uses of its node-redis client. */
+type StoreClient = ReturnType<typeof createClient>;
+
+/**
+ * Moves the store to a new client; the old one is closed once its pending replies are in, or
+ * destroyed at once with `silent` (they will never come). `move.at`: when it last moved.
+ */
+interface StoreMove {
+  (silent?: boolean): void;
+  at: number;
+}
+
+/**
+ * Keeps the store's client on a connection that answers (leaveSilentConnection,
+ * leaveDemotedPrimary), and says when it keeps failing (storeHealth).
+ */
+function keepStoreConnected(adapter: KeyvRedis<unknown>, options: RedisClientOptions): void {
+  const logger = new Logger(CatalogCache.name);
+  const health = storeHealth(logger);
+  // A new client rather than the old one reconnected: the adapter adds its listeners to a client
+  // each time it connects one itself (getClient), and only once through its `client` setter.
+  const move: StoreMove = Object.assign(
+    (silent = false) => {
+      move.at = performance.now();
+      const old = adapter.client as StoreClient;
+      const client = createClient(options);
+      adapter.client = client; // (its listeners added here, before it can emit)
+      leaveSilentConnection(adapter, client, health, move);
+      // connecting at once (open from this call on: getClient uses it, failing fast until ready)
+      void client.connect().catch(() => undefined);
+      if (silent) {
+        // (its pending commands fail: misses); one closed already throws, ignored
+        void (async () => old.destroy())().catch(() => undefined);
+        return;
+      }
+      // closed once its pending replies are in (a demoted primary still answers reads: they are
+      // hits, not misses for PostgreSQL to build), destroyed if they take longer than a cache read
+      // may; one closed already throws, ignored
+      const closing = (async () => old.close())().catch(() => undefined);
+      const timer = setTimeout(() => {
+        void (async () => old.destroy())().catch(() => undefined);
+      }, CACHE_REDIS_TIMEOUT_MS);
+      timer.unref();
+      void closing.then(() => clearTimeout(timer));
+    },
+    { at: Number.NEGATIVE_INFINITY },
+  );
+  leaveSilentConnection(adapter, adapter.client as StoreClient, health, move);
+  leaveDemotedPrimary(adapter, logger, move);
+  adapter.on('error', (err: unknown) =>
+    health.failing(performance.now(), err instanceof Error ? err.message : String(err)),
+  );
+}
+
+/**
+ * A connection that stops passing data without a reset (a failover behind one name whose old
+ * host is gone, a NAT or conntrack entry dropped) is left for a new client once a PING of its
+ * heartbeat (one every STORE_PING_EVERY_MS while it is connected) has had no answer for
+ * REDIS_SOCKET_TIMEOUT_MS — the time after which the shared ioredis client drops its own. The
+ * store kept it until TCP gave up (~15 min): every catalog read a build from PostgreSQL (under
+ * load, the build gate's 503s), readiness 200, nothing logged above debug. (node-redis's own
+ * socketTimeout is no help, with or without its pingInterval: it is the socket's idle timeout, and
+ * every command written counts as activity — a read a second, as CatalogCache's bypass lets
+ * through, kept the dead connection for good.) It is destroyed: its pending commands fail, misses
+ * as any refused one.
+ */
+function leaveSilentConnection(
+  adapter: KeyvRedis<unknown>,
+  client: StoreClient,
+  health: StoreHealth,
+  move: StoreMove,
+): void {
+  client.on('ready', () => health.answering());
+  let pinging = false;
+  const heartbeat = setInterval(() => {
+    if (adapter.client !== client || !client.isOpen) {
+      clearInterval(heartbeat); // moved from, or closed
+      return;
+    }
+    if (!client.isReady || pinging) return;
+    pinging = true;
+    let answered = false;
+    const sentAt = performance.now();
+    // (checked after that turn's I/O: a timer runs before the replies that came meanwhile are
+    // read — an event loop held up past it must not take the connection for silent)
+    const silence = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (answered || adapter.client !== client || !client.isOpen) return;
+          const silentMs = Math.round(performance.now() - sentAt);
+          health.failing(sentAt, `a PING unanswered for ${silentMs} ms`);
+          move(true);
+        }),
+      REDIS_SOCKET_TIMEOUT_MS,
+    );
+    client
+      .ping()
+      .then(
+        () => {
+          answered = true;
+          health.answering();
+        },
+        () => undefined, // failed with its connection (reconnecting), or with the client moved from
+      )
+      .finally(() => {
+        pinging = false;
+        clearTimeout(silence);
+      });
+  }, STORE_PING_EVERY_MS);
+  heartbeat.unref();
+}
+
 /**
  * After a failover the old primary may keep its clients' connections and answer every write
  * READONLY (it is a replica now; the URL's name leads to the new primary). node-redis, like
@@ -187,46 +311,67 @@ export function createCatalogStore(config: AppConfig): Keyv {
  * building every read, and nothing said (the errors are dropped; readiness asks the shared client,
  * which had moved on). On a READONLY reply (isReadOnlyReply, the one the ioredis clients reconnect
  * on: reconnectOnReadOnly) the adapter is given a new client of the same options, connected afresh
- * — through the URL's name again — and the old one is destroyed (its pending commands fail: a
- * miss, as any refused one). A new client rather than the old one reconnected: the adapter adds
- * its listeners to a client each time it connects one itself (getClient), and only once through
- * its `client` setter. At most once per STORE_RECONNECT_EVERY_MS; the replies of the old
- * connection that arrive after the move (pipelined writes refused together) move nothing again.
+ * — through the URL's name again — and the old one is closed (`move`). At most once per
+ * STORE_RECONNECT_EVERY_MS; the replies of the old connection that arrive after the move
+ * (pipelined writes refused together) move nothing again.
  *
  * Commands Redis refuses (REDIS_OUTAGE_REPLY: a page write READONLY, OOM under noeviction,
  * MISCONF; any command LOADING …) are logged, at most once per REFUSED_WARN_EVERY_MS: the cache is
  * then no cache, and this is where it shows.
  */
-function leaveDemotedPrimary(adapter: KeyvRedis<unknown>, options: RedisClientOptions): void {
-  const logger = new Logger(CatalogCache.name);
-  let movedAt = Number.NEGATIVE_INFINITY;
+function leaveDemotedPrimary(adapter: KeyvRedis<unknown>, logger: Logger, move: StoreMove): void {
   let warnedAt = Number.NEGATIVE_INFINITY;
   adapter.on('error', (err: unknown) => {
     if (!(err instanceof Error) || !REDIS_OUTAGE_REPLY.test(err.message)) return;
     const now = performance.now();
-    const move = isReadOnlyReply(err) && now - movedAt >= STORE_RECONNECT_EVERY_MS;
+    const moving = isReadOnlyReply(err) && now - move.at >= STORE_RECONNECT_EVERY_MS;
     if (now - warnedAt >= REFUSED_WARN_EVERY_MS) {
       warnedAt = now;
       logger.warn(
-        `catalog pages not stored: Redis refused a command (${err.message})${move ? ', reconnecting' : ''}`,
+        `catalog pages not stored: Redis refused a command (${err.message})${moving ? ', reconnecting' : ''}`,
       );
     }
-    if (!move) return;
-    movedAt = now;
-    const old = adapter.client;
-    adapter.client = createClient(options); // (its listeners added here, before it can emit)
-    // connecting at once (open from this call on: getClient uses it, failing fast until ready)
-    void adapter.client.connect().catch(() => undefined);
-    // closed once its pending replies are in (a demoted primary still answers reads: they are
-    // hits, not misses for PostgreSQL to build), destroyed if they take longer than a cache read
-    // may; one closed already throws, ignored
-    const closing = (async () => old.close())().catch(() => undefined);
-    const timer = setTimeout(() => {
-      void (async () => old.destroy())().catch(() => undefined);
-    }, CACHE_REDIS_TIMEOUT_MS);
-    timer.unref();
-    void closing.then(() => clearTimeout(timer));
+    if (moving) move();
   });
+}
+
+/** The store's failures and answers, told to storeHealth. */
+interface StoreHealth {
+  /** Something failed (an error, a silence) from `since` on (performance.now()). */
+  failing(since: number, what: string): void;
+  /** Redis answered the store (a connection ready, a PING answered). */
+  answering(): void;
+}
+
+/**
+ * A store that keeps failing — STORE_FAILING_WARN_MS of errors and silence with no answer in
+ * between — is logged at warn once, and its first answer after that at info: its errors are
+ * dropped (a read that fails is a miss), CatalogCache logs each bypass at debug only, and
+ * readiness asks the shared client, not this one; a store gone had every catalog read built from
+ * PostgreSQL with nothing said. A blink (a reset, a reconnect within a second or two) says nothing.
+ */
+function storeHealth(logger: Logger): StoreHealth {
+  let failingSince: number | undefined;
+  let warned = false;
+  return {
+    failing(since, what) {
+      failingSince ??= since;
+      const forMs = performance.now() - failingSince;
+      if (warned || forMs < STORE_FAILING_WARN_MS) return;
+      warned = true;
+      logger.warn(
+        `catalog store failing for ${(forMs / 1000).toFixed(1)} s (${what}): catalog reads go to PostgreSQL`,
+      );
+    },
+    answering() {
+      if (warned) {
+        const forMs = performance.now() - (failingSince ?? 0);
+        logger.log(`catalog store answering again after ${(forMs / 1000).toFixed(1)} s`);
+      }
+      failingSince = undefined;
+      warned = false;
+    },
+  };
 }
 
 /**

@@ -1,5 +1,8 @@
+import { Logger } from '@nestjs/common';
 import Redis from 'ioredis';
 import { PasswordHasher } from '../../src/auth/password-hasher';
+import { CatalogCache } from '../../src/catalog/catalog-cache';
+import { ProductRepository } from '../../src/catalog/product.repository';
 import {
   RedisThrottlerStorage,
   STORE_TIMEOUT_MS,
@@ -8,6 +11,7 @@ import { registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { RedisPathProxy, startRedisPathProxy } from '../support/redis-path-proxy';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const from = (ip: string) => ({ 'x-forwarded-for': ip });
@@ -29,8 +33,9 @@ describe('the API when the path to Redis fails', () => {
   });
   afterAll(async () => {
     direct?.disconnect();
-    await t?.close();
+    // the proxy first (its connections reset): a client closing waits for its pending replies
     await proxy?.close();
+    await t?.close();
   });
 
   it('a silent Redis: a checkout waits for one STORE_TIMEOUT_MS, not for one per rate-limit policy it counts', async () => {
@@ -104,4 +109,56 @@ describe('the API when the path to Redis fails', () => {
     // (given back into the reconnect's gap it failed at once: a failure counted, in flight for a minute)
     expect(await counters()).toEqual(before);
   });
+
+  it("the catalog store's connection gone without a reset: it leaves it within seconds, says so once, and is a cache again", async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const builds = jest.spyOn(t.app.get(ProductRepository), 'findDetail');
+    const warn = jest.spyOn(Logger.prototype, 'warn');
+    const info = jest.spyOn(Logger.prototype, 'log');
+    /** Pages built in a second of reads, 10 of them (an entry lives 5-6 s: 0 or 1 when cached). */
+    const buildsInASecond = async () => {
+      const before = builds.mock.calls.length;
+      for (let i = 0; i < 10; i++) {
+        expect((await t.http.get(`/v1/products/${productId}`)).status).toBe(200);
+        await sleep(100);
+      }
+      return builds.mock.calls.length - before;
+    };
+    const said = (spy: jest.SpyInstance, pattern: RegExp) =>
+      spy.mock.calls.filter(([message]) => pattern.test(String(message)));
+    try {
+      await buildsInASecond(); // (stored from its second miss on)
+      expect(await buildsInASecond()).toBeLessThanOrEqual(1);
+      // (its connection alone: the other clients' go on answering, and the store's reads keep
+      // being sent on the dead one — node-redis's socketTimeout, an idle timeout, never fires)
+      const store = String(await direct.client('LIST'))
+        .split('\n')
+        .filter((client) => client.includes(` name=${t.config.redis.keyPrefix}:catalog-cache `));
+      expect(store).toHaveLength(1);
+      const port = Number(/ addr=[^ ]*:(\d+) /.exec(store[0])?.[1]);
+      proxy.vanish((redisSidePort) => redisSidePort === port);
+      const vanishedAt = performance.now();
+      // a write moves the catalog on: the page is no longer in memory, to be read from the store
+      await t.app.get(CatalogCache).invalidate();
+      await waitFor('catalog reads to be built', buildsInASecond, {
+        until: (n) => n > 1,
+        timeoutMs: 5_000,
+        intervalMs: 0,
+      });
+      // every read was then a build until TCP gave up (~15 min); now the store is on a new
+      // connection after REDIS_SOCKET_TIMEOUT_MS and a heartbeat
+      await waitFor('catalog reads to be cached again', buildsInASecond, {
+        until: (n) => n <= 1,
+        timeoutMs: 10_000,
+        intervalMs: 0,
+      });
+      expect(performance.now() - vanishedAt).toBeLessThan(10_000);
+      expect(said(warn, /catalog store failing/)).toHaveLength(1);
+      expect(said(info, /catalog store answering again/)).toHaveLength(1);
+    } finally {
+      builds.mockRestore();
+      warn.mockRestore();
+      info.mockRestore();
+    }
+  }, 30_000);
 });

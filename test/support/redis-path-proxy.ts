@@ -4,8 +4,9 @@ import { connectUpstream } from './tcp-pair';
 /**
  * A TCP pass-through in front of Redis that fails the way the path to it does, with no reset
  * unless asked for one:
- * - `vanish()`: the connections open now pass nothing more either way and stay open (a NAT or
- *   conntrack entry lost, a failover behind one address whose old host is gone); new ones work.
+ * - `vanish(which?)`: the connections open now (those whose port on the Redis side `which` names,
+ *   as CLIENT LIST shows it) pass nothing more either way and stay open (a NAT or conntrack entry
+ *   lost, a failover behind one address whose old host is gone); new ones work.
  * - `stall(ms)`: nothing passes on any connection, new ones too, for `ms`; then all that was held
  *   goes through in order (a Redis stopped for a moment: a fork, a long script, a paused VM).
  * - `resetAll()`: every connection is reset now (a blink); new ones work at once.
@@ -13,7 +14,7 @@ import { connectUpstream } from './tcp-pair';
 export interface RedisPathProxy {
   /** REDIS_URL with its host and port replaced by the proxy's. */
   url: string;
-  vanish(): void;
+  vanish(which?: (redisSidePort: number) => boolean): void;
   stall(ms: number): void;
   resetAll(): void;
   close(): Promise<void>;
@@ -21,6 +22,7 @@ export interface RedisPathProxy {
 
 interface Pair {
   client: Socket;
+  upstream: Socket;
   vanished: boolean;
   /** Chunks held while stalled, each with the socket it is for. */
   held: [Socket, Buffer][];
@@ -44,7 +46,7 @@ export async function startRedisPathProxy(redisUrl: string): Promise<RedisPathPr
       { host: target.hostname, port: Number(target.port || 6379) },
       sockets,
     );
-    const pair: Pair = { client, vanished: false, held: [] };
+    const pair: Pair = { client, upstream, vanished: false, held: [] };
     pairs.add(pair);
     client.on('close', () => pairs.delete(pair));
     client.on('data', (chunk: Buffer) => pass(pair, upstream, chunk));
@@ -56,8 +58,8 @@ export async function startRedisPathProxy(redisUrl: string): Promise<RedisPathPr
   via.port = String((server.address() as AddressInfo).port);
   return {
     url: via.toString(),
-    vanish: () => {
-      for (const pair of pairs) pair.vanished = true;
+    vanish: (which = () => true) => {
+      for (const pair of pairs) if (which(pair.upstream.localPort ?? 0)) pair.vanished = true;
     },
     stall: (ms) => {
       stalledUntil = performance.now() + ms;
