@@ -109,14 +109,13 @@ const BUILDS_BEGUN_PER_CLIENT = 8;
 /**
  * …and an IPv6 client's /48, all its /64s together: four clients' time, and four builds holding a
  * slot at once (fewer than the gate's five slots at the default pool: others' builds always find
- * one), 32 begun. A /48
- * is free from a tunnel broker, and per /64 alone it was 65,536 budgets: 1,200 searches that
- * matched every product, each from another /64 of one /48, were all built — 1.35 cores of
- * PostgreSQL, other clients' misses from 5–8 ms to ~1 s, checkouts from 9–17 ms to 190–270 ms
- * (cost review). Now one /48 gets at most a third of a core of build time per process, whoever
- * holds it. A /48 may be a provider's households or a mobile carrier's phones (each its own
- * /64), sharing it: at a shop's catalog size their searches take milliseconds, hundreds of them a
- * minute, and cached pages and pages being built for others are never refused to them.
+ * one), 32 begun. A /48 is free from a tunnel broker, and per /64 alone it was 65,536 budgets:
+ * 1,200 searches that matched every product, each from another /64 of one /48, were all built —
+ * 1.35 cores of PostgreSQL, other clients' misses from 5–8 ms to ~1 s, checkouts from 9–17 ms to
+ * 190–270 ms (cost review). Now one /48 gets at most a third of a core of build time per process,
+ * whoever holds it. A /48 may be a provider's households or a mobile carrier's phones (each its
+ * own /64), sharing it: at a shop's catalog size their searches take milliseconds, hundreds of
+ * them a minute, and cached pages and pages being built for others are never refused to them.
  */
 const NETWORK_BUILD_BUDGET_MS = 4 * BUILD_BUDGET_MS;
 const BUILDS_PER_NETWORK = 4;
