@@ -215,4 +215,36 @@ describe('ConcurrencyGate places per holder', () => {
     expect(await Promise.all([...runs, b].map(outcome))).toEqual(Array(5).fill('ran'));
     expect(gate.active).toBe(0);
   });
+
+  it('a release that frees the caps of two waiters starts both while slots are free (a build holds a client and a /48 cap)', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 3, maxQueued: 10, maxWaitMs: 5_000 });
+    const cap = (holder: string) => ({ holder, limit: 1 });
+    const tasks = Array.from({ length: 3 }, deferred);
+    const started: string[] = [];
+    const run = (i: number, name: string, caps: { holder: string; limit: number }[]) =>
+      gate.run(
+        async () => {
+          started.push(name);
+          await tasks[i].done;
+        },
+        { caps },
+      );
+    const first = run(0, 'client a on net n', [cap('a'), cap('n')]);
+    // each waits on one of the first task's caps, with two slots free
+    const sameNet = run(1, 'client b on net n', [cap('b'), cap('n')]);
+    const sameClient = run(2, 'client a on net m', [cap('a'), cap('m')]);
+    await Promise.resolve();
+    expect(started).toEqual(['client a on net n']);
+    expect(gate.queued).toBe(2);
+    tasks[0].finish();
+    await first;
+    await Promise.resolve();
+    // both may run now, and there are slots for both: neither is left waiting for a release
+    expect(started).toEqual(['client a on net n', 'client b on net n', 'client a on net m']);
+    expect(gate.active).toBe(2);
+    expect(gate.queued).toBe(0);
+    tasks.forEach((t) => t.finish());
+    expect(await Promise.all([sameNet, sameClient].map(outcome))).toEqual(['ran', 'ran']);
+    expect(gate.active).toBe(0);
+  });
 });

@@ -124,7 +124,7 @@ export class ConcurrencyGate {
       const waiter: Waiter = {
         wake: () => {
           clearTimeout(timer);
-          resolve(); // the releasing task handed its slot over: `running` is unchanged
+          resolve(); // its slot already counted (`running`) by the release that woke it
         },
         caps,
       };
@@ -140,7 +140,21 @@ export class ConcurrencyGate {
 
   private release(caps: readonly SlotCap[]): void {
     this.hold(caps, -1);
-    // the first caller of each lane whose caps leave it room (a lane's order otherwise kept)
+    this.running -= 1;
+    // the slot freed — and any other free one: a release can free the caps of more than one
+    // waiter (a build counts against its client's and its /48's), and a waiter over a cap may
+    // have waited while slots were free; each left waiting then waited for another release
+    while (this.running < this.options.concurrency) {
+      const next = this.nextWaiter();
+      if (!next) return;
+      this.running += 1;
+      this.hold(next.caps, 1);
+      next.wake();
+    }
+  }
+
+  /** The next caller to take a slot: the first of a lane whose caps leave it room (lane order kept). */
+  private nextWaiter(): Waiter | undefined {
     const ordinary = this.waiting.findIndex((w) => this.underCaps(w.caps));
     const priority = this.priorityWaiting.findIndex((w) => this.underCaps(w.caps));
     const ordinaryTurn = ordinary >= 0 && (this.priorityStreak >= PRIORITY_TURNS || priority < 0);
@@ -153,10 +167,7 @@ export class ConcurrencyGate {
       ordinaryTurn || !this.waiting.some((w) => this.underCaps(w.caps))
         ? 0
         : this.priorityStreak + 1;
-    if (next) {
-      this.hold(next.caps, 1);
-      next.wake();
-    } else this.running -= 1;
+    return next;
   }
 
   private underCaps(caps: readonly SlotCap[]): boolean {
