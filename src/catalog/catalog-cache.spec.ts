@@ -5,6 +5,7 @@ import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { AppConfig, loadConfig } from '../config/config';
 import type { TransactionHost } from '../database/transaction-host';
+import { payerOf } from './build-budget';
 import { CatalogCache, createCatalogStore } from './catalog-cache';
 import { mockOf } from '../../test/support/mocks';
 
@@ -406,5 +407,40 @@ describe('createCatalogStore: Redis refusing its commands', () => {
       warn.mockRestore();
       void (async () => adapter.client.destroy())().catch(() => undefined);
     }
+  });
+});
+
+describe('CatalogCache: a build its own client’s cap holds back', () => {
+  it("is not joined: another client's miss of the same page builds it at once (slots free), not after that client's builds", async () => {
+    const config: AppConfig = loadConfig({
+      NODE_ENV: 'development',
+      RATE_LIMIT_ENABLED: 'true',
+      DATABASE_POOL_WAIT_MS: '300',
+    });
+    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
+    const x = payerOf('198.51.100.7');
+    let endSlow!: () => void;
+    const slow = new Promise<void>((resolve) => (endSlow = resolve));
+    // X's two slow searches hold both of its slots (BUILDS_PER_CLIENT) …
+    const searches = [
+      cache.getOrBuild('/v1/products?q=a', () => slow.then(() => 'a'), x),
+      cache.getOrBuild('/v1/products?q=b', () => slow.then(() => 'b'), x),
+    ];
+    await new Promise((resolve) => setImmediate(resolve));
+    // … so its miss of the listing waits for one of them, holding no slot
+    const xPage = cache.getOrBuild('/v1/products', async () => ({ page: 1 }), x);
+    await new Promise((resolve) => setImmediate(resolve));
+    // Y's miss of the same page: the gate has free slots, and Y is not made to wait for X's
+    // builds (it was: it joined X's build, waited out DATABASE_POOL_WAIT_MS, and got a 503)
+    const started = performance.now();
+    const yPage = await cache.getOrBuild(
+      '/v1/products',
+      async () => ({ page: 1 }),
+      payerOf('203.0.113.9'),
+    );
+    expect(yPage).toBe('{"page":1}');
+    expect(performance.now() - started).toBeLessThan(100);
+    endSlow();
+    expect(await Promise.all([...searches, xPage])).toEqual(['"a"', '"b"', '{"page":1}']);
   });
 });

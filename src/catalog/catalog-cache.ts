@@ -585,6 +585,11 @@ export class CatalogCache {
     if (running) return running;
     const spent = this.admit(client);
     const keep = this.missedBefore(key);
+    // A build its own client's cap holds back (that client's other builds hold its slots) is not
+    // joined: another client's request for the page would wait on that client's builds — up to
+    // the pool's wait, then 503, with slots free (review) — and builds its own instead. (Asked
+    // before the build begins: begun, it holds its slot and fills the cap itself.)
+    const joinable = !this.builds.overCaps(this.slotCaps(client));
     const rebuild = (async () => {
       const json = JSON.stringify(await build(spent));
       if (!keep) return json; // a first miss: answered, stored nowhere (MISSED_KEYS)
@@ -593,8 +598,10 @@ export class CatalogCache {
       const stored = await this.safe(() => this.shared.set(sharedKey, entry, ttl));
       if (stored) this.remember(version, key, json, ttl);
       return json;
-    })().finally(() => this.inflight.delete(sharedKey));
-    this.inflight.set(sharedKey, rebuild);
+    })().finally(() => {
+      if (this.inflight.get(sharedKey) === rebuild) this.inflight.delete(sharedKey);
+    });
+    if (joinable) this.inflight.set(sharedKey, rebuild);
     return rebuild;
   }
 

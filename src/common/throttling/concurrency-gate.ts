@@ -170,6 +170,11 @@ export class ConcurrencyGate {
     return next;
   }
 
+  /** Whether a task with these caps would wait for one of its holders' tasks to end (SlotCap). */
+  overCaps(caps: readonly SlotCap[]): boolean {
+    return !this.underCaps(caps);
+  }
+
   private underCaps(caps: readonly SlotCap[]): boolean {
     return caps.every((cap) => (this.holding.get(cap.holder) ?? 0) < cap.limit);
   }
