@@ -19,7 +19,7 @@ import {
   stateHeaderItem,
 } from './rate-limit.policies';
 import { storeDown } from './rate-limit.guard';
-import { STORE_TIMEOUT_MS, storeFailed, storeUnasked } from './redis-throttler.storage';
+import { STORE_TIMEOUT_MS, askStore } from './redis-throttler.storage';
 
 /** Per bucket, after the keys: kind (1 = progressive), limit, windowMs, baseMs, capMs. */
 const FIELDS = 5;
@@ -265,7 +265,7 @@ return 1`;
  * counted although its request fails. Redis unreachable or slower than STORE_TIMEOUT_MS (a
  * connection being replaced is waited for that long first): 503 SERVICE_UNAVAILABLE with
  * Retry-After (fail closed, like the login route's request limits). After a question or a
- * reservation failed, the store is not asked for a second (storeUnasked, shared with the request
+ * reservation failed, the store is not asked for a second (askStore, shared with the request
  * limits): a sign-in waits once, not once per question.
  * RATE_LIMIT_ENABLED=false switches it off.
  */
@@ -396,18 +396,9 @@ export class FailedAttemptLimiter {
 
   /** A mark's standing (MARK_STANDING: 2, 1, 0); 0 when Redis cannot say in time (the stricter answer). */
   private async markStanding(key: string, field: string, credential: string): Promise<number> {
-    if (storeUnasked(this.redis)) return 0;
-    try {
-      return Number(
-        await withTimeout(
-          this.redis.eval(MARK_STANDING, 1, key, field, credential),
-          STORE_TIMEOUT_MS,
-        ),
-      );
-    } catch {
-      storeFailed(this.redis);
-      return 0;
-    }
+    return askStore(this.redis, () => this.redis.eval(MARK_STANDING, 1, key, field, credential))
+      .then(Number)
+      .catch(() => 0);
   }
 
   /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */
@@ -458,13 +449,9 @@ export class FailedAttemptLimiter {
 
   /** A script's yes (1); no when Redis cannot say in time (the stricter answer). */
   private async asks(answer: () => Promise<unknown>): Promise<boolean> {
-    if (storeUnasked(this.redis)) return false;
-    try {
-      return Number(await withTimeout(answer(), STORE_TIMEOUT_MS)) === 1;
-    } catch {
-      storeFailed(this.redis);
-      return false;
-    }
+    return askStore(this.redis, answer)
+      .then((n) => Number(n) === 1)
+      .catch(() => false);
   }
 
   /**
@@ -532,24 +519,26 @@ export class FailedAttemptLimiter {
 
   /**
    * RESERVE, answered within STORE_TIMEOUT_MS; not sent while the store is not asked (it failed a
-   * moment ago — for this request, which has paid its wait, or another: storeUnasked).
+   * moment ago — for this request, which has paid its wait, or another: askStore).
    */
   private async sendReserve(buckets: readonly FailureBucket[]): Promise<[number, number]> {
-    if (storeUnasked(this.redis)) throw new Error('sign-in limit store not asked: it just failed');
-    const reserving = this.redis.eval(
-      RESERVE,
-      2 * buckets.length,
-      ...this.keys(buckets),
-      ...args(buckets),
-    ) as Promise<[number, number]>;
+    let reserving: Promise<[number, number]> | undefined;
     try {
-      return await withTimeout(reserving, STORE_TIMEOUT_MS);
+      return await askStore(
+        this.redis,
+        () =>
+          (reserving = this.redis.eval(
+            RESERVE,
+            2 * buckets.length,
+            ...this.keys(buckets),
+            ...args(buckets),
+          ) as Promise<[number, number]>),
+      );
     } catch (err) {
-      storeFailed(this.redis);
       // Redis slower than the limit still runs the reservation: the attempt would stay counted
       // though this request is refused unverified — a slow minute's retries were an admin's (or
       // a shared address's) lockout for the rest of the window. Given back once it answers.
-      reserving.then(
+      reserving?.then(
         ([wait]) => (Number(wait) === 0 ? this.settle(buckets, 'unused') : undefined),
         () => undefined, // not run, or unknowable (a reply lost with its connection)
       );

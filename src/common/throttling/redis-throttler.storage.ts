@@ -50,7 +50,7 @@ const askedAgainOnReady = new WeakSet<object>();
  * A command of `client`'s failed: it is not asked for UNASKED_AFTER_FAILURE_MS, or until it
  * connects again (storeUnasked).
  */
-export function storeFailed(client: ConnectionEvents): void {
+function storeFailed(client: ConnectionEvents): void {
   unaskedUntil.set(client, performance.now() + UNASKED_AFTER_FAILURE_MS);
   if (askedAgainOnReady.has(client) || !client.on) return;
   askedAgainOnReady.add(client);
@@ -58,8 +58,24 @@ export function storeFailed(client: ConnectionEvents): void {
 }
 
 /** Whether `client` is not to be asked now (a command of it failed a moment ago: storeFailed). */
-export function storeUnasked(client: ConnectionEvents): boolean {
+function storeUnasked(client: ConnectionEvents): boolean {
   return performance.now() < (unaskedUntil.get(client) ?? 0);
+}
+
+/**
+ * What `send` sends to the limits' store (`client`), answered within STORE_TIMEOUT_MS; refused
+ * at once, unsent, while the store is not asked (a command failed a moment ago), and a failure
+ * makes it so for UNASKED_AFTER_FAILURE_MS (storeFailed). Shared by the request limits and the
+ * sign-in limiter: one silent Redis costs a request one wait, whichever asks first.
+ */
+export async function askStore<T>(client: ConnectionEvents, send: () => Promise<T>): Promise<T> {
+  if (storeUnasked(client)) throw new Error('not asked: the store failed a moment ago');
+  try {
+    return await withTimeout(send(), STORE_TIMEOUT_MS);
+  } catch (err) {
+    storeFailed(client);
+    throw err;
+  }
 }
 
 export class RateLimitStoreUnavailable extends Error {
@@ -137,17 +153,8 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
     };
   }
 
-  /** One script on `key`: within STORE_TIMEOUT_MS, and not sent while the store is unasked. */
-  private async ask(script: string, key: string, ...args: (string | number)[]): Promise<unknown> {
-    if (storeUnasked(this.redis)) throw new Error('not asked: it failed a moment ago');
-    try {
-      return await withTimeout(
-        this.redis.eval(script, 1, this.prefix + key, ...args),
-        STORE_TIMEOUT_MS,
-      );
-    } catch (err) {
-      storeFailed(this.redis);
-      throw err;
-    }
+  /** One script on `key` (askStore). */
+  private ask(script: string, key: string, ...args: (string | number)[]): Promise<unknown> {
+    return askStore(this.redis, () => this.redis.eval(script, 1, this.prefix + key, ...args));
   }
 }
