@@ -271,8 +271,8 @@ export type CountRequest = (request: FastifyRequest, reply: FastifyReply) => Pro
 
 /**
  * Counts, by the per-client policies, a request no Nest route serves — Swagger UI and its
- * document (not a CORS preflight: registerBrowserSecurity says why) — as the global guard counts a route of no scope: `default` and its
- * /48 companion, in Redis. Throws their refusal (429 RATE_LIMITED, its RateLimit headers on the
+ * document (not a CORS preflight: registerBrowserSecurity says why) — as the global guard counts
+ * a route of no scope: `default`, in Redis. Throws their refusal (429 RATE_LIMITED, its RateLimit headers on the
  * reply) for the caller to send; lets it through when the counters cannot be reached (fail open),
  * or with rate limiting off. Those requests were counted by nothing: one client pulled the 290 KB
  * document 550–590 times a second (~160 MB/s out, ~0.9 core; cost review).

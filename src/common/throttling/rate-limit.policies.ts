@@ -302,9 +302,9 @@ export function ipTracker(ip: string): string {
 }
 
 /**
- * A client's IPv6 /48 as the `network` policies count it (`trackerFor('network')`); undefined for
- * IPv4 — one address, which its per-IP tracker counts already — told apart without parsing it
- * (the cached reads' hot path), and for loopback and IPv4-mapped addresses.
+ * A client's IPv6 /48 as the `network` policies count it (`trackerFor('network')`), for the
+ * catalog's build budget (payerOf); undefined for IPv4 — one address, which its per-IP tracker
+ * counts already — told apart without parsing it, and for loopback and IPv4-mapped addresses.
  */
 export function networkTracker(ip: string): string | undefined {
   if ((ip as string | undefined) === undefined || !ip.includes(':')) return undefined;
