@@ -1,6 +1,7 @@
 import { CacheModule } from '@nestjs/cache-manager';
 import { Module } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { MetricsService } from '../metrics/metrics.service';
 import { CatalogCache, createCatalogStore } from './catalog-cache';
 
 /**
@@ -12,8 +13,10 @@ import { CatalogCache, createCatalogStore } from './catalog-cache';
   imports: [
     // the shared tier (Redis via Keyv); the in-process tier is CatalogCache's
     CacheModule.registerAsync({
-      inject: [APP_CONFIG],
-      useFactory: (config: AppConfig) => ({ stores: [createCatalogStore(config)] }),
+      inject: [APP_CONFIG, MetricsService],
+      useFactory: (config: AppConfig, metrics: MetricsService) => ({
+        stores: [createCatalogStore(config, metrics)],
+      }),
     }),
   ],
   providers: [CatalogCache],

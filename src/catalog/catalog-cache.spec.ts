@@ -7,6 +7,7 @@ import { AppConfig, loadConfig } from '../config/config';
 import type { TransactionHost } from '../database/transaction-host';
 import { payerOf } from './build-budget';
 import { CatalogCache, createCatalogStore } from './catalog-cache';
+import { MetricsService } from '../metrics/metrics.service';
 import { mockOf } from '../../test/support/mocks';
 
 /** Just enough of ioredis for the cache's version counter. */
@@ -33,7 +34,14 @@ describe('CatalogCache memory copies', () => {
   const memoryOf = (cache: CatalogCache) => cache['memory'];
 
   it('holds at most 16 Mi characters of pages, however many distinct URLs are asked for', async () => {
-    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      fakeRedis(),
+      fakeShared(),
+      config,
+      new Clock(),
+      noTransaction,
+      new MetricsService(),
+    );
     const page = 'x'.repeat(900_000); // a listing page of 100 long items, give or take
     for (let i = 0; i < 60; i++) {
       // each asked for twice: a first miss is kept nowhere
@@ -49,7 +57,14 @@ describe('CatalogCache memory copies', () => {
   });
 
   it('keeps small pages up to the entry bound, and never copies one answer over 1 Mi characters', async () => {
-    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      fakeRedis(),
+      fakeShared(),
+      config,
+      new Clock(),
+      noTransaction,
+      new MetricsService(),
+    );
     for (const _ of [1, 2])
       await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
     expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
@@ -57,6 +72,39 @@ describe('CatalogCache memory copies', () => {
       for (const _ of [1, 2]) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
     }
     expect(memoryOf(cache).size).toBe(2_000);
+  });
+});
+
+describe('catalog_reads_total', () => {
+  it('counts each read where it was answered: a build, the shared store, or the memory copy', async () => {
+    const entries = new Map<string, unknown>();
+    const shared = mockOf<Cache>(
+      {
+        get: async (k: string) => entries.get(k),
+        set: async (k: string, v: unknown) => (entries.set(k, v), v),
+      },
+      'shared',
+    );
+    const metrics = new MetricsService();
+    const cacheOf = () =>
+      new CatalogCache(
+        fakeRedis(),
+        shared,
+        loadConfig({ NODE_ENV: 'development' }),
+        new Clock(),
+        noTransaction,
+        metrics,
+      );
+    const cache = cacheOf();
+    const url = '/v1/products/x';
+    for (let i = 0; i < 3; i++) await cache.getOrBuild(url, async () => ({ x: 1 }));
+    // (another process of the same registry's shape: its first read finds the shared entry)
+    await cacheOf().getOrBuild(url, async () => ({ x: 2 }));
+    const values = (await metrics.registry.getSingleMetric('catalog_reads_total')!.get()).values;
+    const count = (answered: string) =>
+      values.find((v) => v.labels.answered === answered)?.value ?? 0;
+    // a first miss and a second (stored from then on), then the memory copy, then the store
+    expect([count('build'), count('memory'), count('store')]).toEqual([2, 1, 1]);
   });
 });
 
@@ -69,7 +117,14 @@ describe('CatalogCache: one-off URLs', () => {
       { get: async () => undefined, set: async (k: string, v: unknown) => (stored.push(k), v) },
       'shared',
     );
-    const cache = new CatalogCache(fakeRedis(), shared, config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      fakeRedis(),
+      shared,
+      config,
+      new Clock(),
+      noTransaction,
+      new MetricsService(),
+    );
     // a flood of distinct cursors (each a key of its own): nothing written to Redis, nothing kept
     for (let i = 0; i < 500; i++) {
       expect(await cache.getOrBuild(`/v1/products?cursor=c${i}`, async () => ({ i }))).toBe(
@@ -103,7 +158,14 @@ describe('CatalogCache: a shared entry written by a host whose clock runs ahead'
       },
       'shared',
     );
-    const cache = new CatalogCache(fakeRedis(), shared, config, clock, noTransaction);
+    const cache = new CatalogCache(
+      fakeRedis(),
+      shared,
+      config,
+      clock,
+      noTransaction,
+      new MetricsService(),
+    );
     expect(await cache.getOrBuild('/v1/products/x', async () => 'fresh')).toBe('"stale"');
     const copy = cache['memory'].get('/v1/products/x');
     // (the copy's deadline is on this process's monotonic clock)
@@ -125,7 +187,14 @@ describe('CatalogCache: a page another process built', () => {
       },
       'shared',
     );
-    const cache = new CatalogCache(fakeRedis(), shared, config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      fakeRedis(),
+      shared,
+      config,
+      new Clock(),
+      noTransaction,
+      new MetricsService(),
+    );
     let builds = 0;
     const build = async () => ((builds += 1), 'built here');
     const pending = Array.from({ length: 50 }, () => cache.getOrBuild('/v1/products/hot', build));
@@ -160,7 +229,14 @@ describe('CatalogCache version bump', () => {
       },
       'redis',
     );
-    const cache = new CatalogCache(redis, fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      redis,
+      fakeShared(),
+      config,
+      new Clock(),
+      noTransaction,
+      new MetricsService(),
+    );
     const started = Date.now();
     await cache.invalidate(); // answers after ~1 s of tries, the bump still owed
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
@@ -185,6 +261,7 @@ describe('CatalogCache version bump', () => {
       config,
       new Clock(),
       noTransaction,
+      new MetricsService(),
     );
     const started = Date.now();
     await cache.invalidate();
@@ -205,6 +282,7 @@ describe('CatalogCache version bump', () => {
       config,
       new Clock(),
       noTransaction,
+      new MetricsService(),
     );
     await cache.invalidate();
     expect(bump).toHaveBeenCalledTimes(4);
@@ -224,7 +302,14 @@ describe('CatalogCache with the version unknown (Redis failed a moment ago)', ()
       },
       'redis',
     );
-    const cache = new CatalogCache(redis, fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      redis,
+      fakeShared(),
+      config,
+      new Clock(),
+      noTransaction,
+      new MetricsService(),
+    );
     let release!: () => void;
     const before = cache.getOrBuild(
       '/v1/products/p',
@@ -275,7 +360,14 @@ describe('CatalogCache version counter', () => {
       },
       'redis',
     );
-    const cache = new CatalogCache(redis, fakeShared(), config, clock, noTransaction);
+    const cache = new CatalogCache(
+      redis,
+      fakeShared(),
+      config,
+      clock,
+      noTransaction,
+      new MetricsService(),
+    );
     const version = () => cache['versions'].current();
     expect(await version()).toBe('1000'); // first read: started from the clock, not 0
     await cache.invalidate();
@@ -309,6 +401,7 @@ describe('CatalogCache: pages shared by processes configured alike only', () => 
         loadConfig({ NODE_ENV: 'development', ...env }),
         new Clock(),
         noTransaction,
+        new MetricsService(),
       );
     const inr = processUnder({ SHOP_CURRENCY: 'INR' });
     const url = '/v1/products?sort=price_asc&limit=10';
@@ -346,6 +439,7 @@ describe('CatalogCache: pages shared by processes configured alike only', () => 
         loadConfig({ NODE_ENV: 'development', ...env }),
         new Clock(),
         noTransaction,
+        new MetricsService(),
       );
     const url = '/v1/products?sort=price_asc&limit=10';
     /** The page a process under `env` serves (asked twice: a page is stored once read again). */
@@ -383,7 +477,7 @@ describe('CatalogCache: pages shared by processes configured alike only', () => 
 describe('createCatalogStore: Redis refusing its commands', () => {
   it('a READONLY reply moves it to a new client (once a second at most); refusals are logged once per 10 s', () => {
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-    const store = createCatalogStore(loadConfig({ NODE_ENV: 'development' }));
+    const store = createCatalogStore(loadConfig({ NODE_ENV: 'development' }), new MetricsService());
     const adapter = store.store as KeyvRedis<unknown>;
     try {
       const first = adapter.client;
@@ -417,7 +511,14 @@ describe('CatalogCache: a build its own client’s cap holds back', () => {
       RATE_LIMIT_ENABLED: 'true',
       DATABASE_POOL_WAIT_MS: '300',
     });
-    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      fakeRedis(),
+      fakeShared(),
+      config,
+      new Clock(),
+      noTransaction,
+      new MetricsService(),
+    );
     const x = payerOf('198.51.100.7');
     let endSlow!: () => void;
     const slow = new Promise<void>((resolve) => (endSlow = resolve));

@@ -15,6 +15,7 @@ import { withTimeout } from '../common/with-timeout';
 import { ConcurrencyGate, SlotCap } from '../common/throttling/concurrency-gate';
 import { BuildBudget, Payer, Spend } from './build-budget';
 import { cursorKeyFingerprint } from '../common/pagination/cursor';
+import { MetricsService } from '../metrics/metrics.service';
 
 /**
  * What the shared tier keeps per page: the JSON and when it expires (epoch ms), so that one GET
@@ -156,7 +157,7 @@ interface MemoryEntry {
  * ioredis clients do; commands Redis refuses are logged, and so is a store that keeps failing
  * (storeHealth).
  */
-export function createCatalogStore(config: AppConfig): Keyv {
+export function createCatalogStore(config: AppConfig, metrics: MetricsService): Keyv {
   const namespace = `${config.redis.keyPrefix}:catalog:version`;
   const options: RedisClientOptions = {
     url: config.redis.url,
@@ -170,7 +171,7 @@ export function createCatalogStore(config: AppConfig): Keyv {
     throwOnConnectError: false,
     throwOnErrors: false,
   });
-  keepStoreConnected(adapter, options);
+  keepStoreConnected(adapter, options, metrics);
   const store = new Keyv<SharedEntry>({ store: adapter, namespace, useKeyPrefix: false });
   // Redis expires an entry (its TTL, PX, set with it); Keyv's own check — the `expires` the
   // writer stamped on its clock, against the reader's — is left out: a reader whose clock ran
@@ -206,9 +207,21 @@ interface StoreMove {
  * Keeps the store's client on a connection that answers (leaveSilentConnection,
  * leaveDemotedPrimary), and says when it keeps failing (storeHealth).
  */
-function keepStoreConnected(adapter: KeyvRedis<unknown>, options: RedisClientOptions): void {
+function keepStoreConnected(
+  adapter: KeyvRedis<unknown>,
+  options: RedisClientOptions,
+  metrics: MetricsService,
+): void {
   const logger = new Logger(CatalogCache.name);
   const health = storeHealth(logger);
+  metrics.gauge(
+    'catalog_store_failing',
+    'The catalog cache store (Redis) failing for 3 s or more with no answer in between: 1 (catalog reads go to PostgreSQL), else 0',
+    [],
+    function () {
+      this.set(health.failingNow() ? 1 : 0);
+    },
+  );
   // A new client rather than the old one reconnected: the adapter adds its listeners to a client
   // each time it connects one itself (getClient), and only once through its `client` setter.
   const move: StoreMove = Object.assign(
@@ -340,11 +353,14 @@ interface StoreHealth {
   failing(since: number, what: string): void;
   /** Redis answered the store (a connection ready, a PING answered). */
   answering(): void;
+  /** Failing for STORE_FAILING_WARN_MS with no answer since (warned, not yet answering again). */
+  failingNow(): boolean;
 }
 
 /**
  * A store that keeps failing — STORE_FAILING_WARN_MS of errors and silence with no answer in
- * between — is logged at warn once, and its first answer after that at info: its errors are
+ * between — is logged at warn once, and its first answer after that at info (and shown by
+ * `catalog_store_failing`, 1 in between: a dashboard's view of it): its errors are
  * dropped (a read that fails is a miss), CatalogCache logs each bypass at debug only, and
  * readiness asks the shared client, not this one; a store gone had every catalog read built from
  * PostgreSQL with nothing said. A blink (a reset, a reconnect within a second or two) says nothing.
@@ -370,6 +386,7 @@ function storeHealth(logger: Logger): StoreHealth {
       failingSince = undefined;
       warned = false;
     },
+    failingNow: () => warned,
   };
 }
 
@@ -458,6 +475,8 @@ export class CatalogCache {
   private readonly readAgain = new Set<string>();
   /** MISSED_KEYS: misses, the most recent last. */
   private readonly missed = new Set<string>();
+  /** `catalog_reads_total` by where each read was answered from (bound once: one add a read). */
+  private readonly answered: Record<'memory' | 'store' | 'build', { inc(): void }>;
 
   constructor(
     /**
@@ -470,7 +489,18 @@ export class CatalogCache {
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly clock: Clock,
     private readonly tx: TransactionHost,
+    metrics: MetricsService,
   ) {
+    const reads = metrics.counter(
+      'catalog_reads_total',
+      "Catalog reads by where they were answered from: this process's memory copy, the shared store (Redis), or a build from PostgreSQL (begun or joined; every read with the cache off)",
+      ['answered'],
+    );
+    this.answered = {
+      memory: reads.labels('memory'),
+      store: reads.labels('store'),
+      build: reads.labels('build'),
+    };
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
     this.pageShape = pageShapeOf(config);
     this.enabled = config.catalogCacheEnabled;
@@ -570,12 +600,16 @@ export class CatalogCache {
           { priority: this.readAgain.has(key), caps: this.slotCaps(client) },
         )
         .finally(() => spent?.(0)); // refused by the gate (503): nothing built, nothing spent
-    if (!this.enabled) return JSON.stringify(await build());
+    if (!this.enabled) {
+      this.answered.build.inc();
+      return JSON.stringify(await build());
+    }
     const version = await this.versions.current();
     if (version !== undefined) {
       const found = await this.lookup(version, key);
       if (found !== null) return found;
     }
+    this.answered.build.inc();
     // Without the version (Redis failed or stalled a moment ago), a build already running may
     // have begun before a write that another process has since committed and answered: this
     // request, which came after that answer, must not join it — only one not yet begun.
@@ -739,6 +773,7 @@ export class CatalogCache {
     const now = this.clock.now().getTime();
     const local = this.memory.get(key);
     if (local && local.expiresAt > performance.now()) {
+      this.answered.memory.inc();
       this.readAgainNow(key);
       return local.json;
     }
@@ -754,6 +789,7 @@ export class CatalogCache {
     }
     const found = await reading;
     if (!found) return null;
+    this.answered.store.inc();
     this.readAgainNow(key);
     // never longer than the entry by more than COPY_OF_SHARED_MS: `expiresAt` is on the writer's
     // clock, which may run seconds or minutes ahead of this host's — or behind it: Redis just

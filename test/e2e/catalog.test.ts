@@ -1,4 +1,5 @@
 import { CatalogCache, createCatalogStore } from '../../src/catalog/catalog-cache';
+import { MetricsService } from '../../src/metrics/metrics.service';
 import { randomUUID } from 'node:crypto';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createCategory, createProduct } from '../support/catalog';
@@ -682,7 +683,7 @@ describe('catalog: admin writes, reads, cache', () => {
   });
 
   it("a shared cache entry written by a host whose clock runs a minute behind the reader's is a hit until Redis expires it — the reader never takes it for expired and deletes it for every process", async () => {
-    const store = createCatalogStore(t.config);
+    const store = createCatalogStore(t.config, new MetricsService());
     try {
       // (connected first: without an offline queue, a command sent before fails — a miss)
       const adapter = store.store as { getClient(): Promise<{ isReady: boolean }> };

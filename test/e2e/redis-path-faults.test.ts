@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import Redis from 'ioredis';
 import { PasswordHasher } from '../../src/auth/password-hasher';
 import { CatalogCache } from '../../src/catalog/catalog-cache';
+import { MetricsService } from '../../src/metrics/metrics.service';
 import { ProductRepository } from '../../src/catalog/product.repository';
 import {
   RedisThrottlerStorage,
@@ -159,6 +160,27 @@ describe('the API when the path to Redis fails', () => {
       builds.mockRestore();
       warn.mockRestore();
       info.mockRestore();
+    }
+  }, 30_000);
+
+  it('catalog_store_failing is 1 while the catalog store has failed for seconds with no answer, and 0 once it answers again', async () => {
+    const failing = async () =>
+      (await t.app.get(MetricsService).registry.getSingleMetric('catalog_store_failing')!.get())
+        .values[0]?.value;
+    expect(await failing()).toBe(0);
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      proxy.stall(6_000); // (every connection: its heartbeat's PINGs go unanswered, new ones too)
+      await waitFor('the gauge to say the store is failing', failing, {
+        until: (v) => v === 1,
+        timeoutMs: 6_000,
+      });
+      await waitFor('the gauge to say the store answers again', failing, {
+        until: (v) => v === 0,
+        timeoutMs: 10_000,
+      });
+    } finally {
+      warn.mockRestore();
     }
   }, 30_000);
 });
