@@ -321,6 +321,11 @@ export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS
       );
       return;
     }
+    const ifMatch = header(req.headers, 'x-amz-copy-source-if-match');
+    if (method === 'PUT' && header(req.headers, 'x-amz-copy-source') && ifMatch !== undefined) {
+      copyIfMatch(req, res, url, ifMatch);
+      return;
+    }
     const upstream = httpRequest(
       { host: '127.0.0.1', port: inner.port, method, path: url, headers: req.headers },
       (up) => {
@@ -340,6 +345,54 @@ export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS
     upstream.on('error', () => s3Error(res, 502, 'BadGateway', 'local s3rver unreachable'));
     req.pipe(upstream);
   });
+  /**
+   * A copy with `x-amz-copy-source-if-match`, which s3rver ignores (it copies whatever the source
+   * holds): S3, MinIO and R2 refuse it with 412 PreconditionFailed when the source's ETag is not
+   * the one named. s3rver copies, and its answer names the copy's ETag (the MD5 of the bytes it
+   * copied, as the source's is for a single PUT): when that is not the one named, the copy is
+   * removed and the answer is 412 — the destination never keeps other bytes than those named.
+   */
+  const copyIfMatch = (req: IncomingMessage, res: ServerResponse, url: string, ifMatch: string) => {
+    const unquote = (etag: string) => etag.replace(/&quot;|"/g, '').trim();
+    const upstream = httpRequest(
+      { host: '127.0.0.1', port: inner.port, method: 'PUT', path: url, headers: req.headers },
+      (up) => {
+        const chunks: Buffer[] = [];
+        up.on('data', (c: Buffer) => chunks.push(c));
+        up.on('end', () => {
+          const body = Buffer.concat(chunks);
+          const copied = /<ETag>([^<]*)<\/ETag>/.exec(body.toString('utf8'))?.[1];
+          if (
+            up.statusCode !== 200 ||
+            (copied !== undefined && unquote(copied) === unquote(ifMatch))
+          ) {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            res.end(body);
+            return;
+          }
+          const removal = httpRequest(
+            { host: '127.0.0.1', port: inner.port, method: 'DELETE', path: url.split('?')[0] },
+            (gone) => {
+              gone.resume();
+              gone.on('end', () =>
+                s3Error(
+                  res,
+                  412,
+                  'PreconditionFailed',
+                  'At least one of the pre-conditions you specified did not hold',
+                ),
+              );
+            },
+          );
+          removal.on('error', () => s3Error(res, 502, 'BadGateway', 'local s3rver unreachable'));
+          removal.end();
+        });
+      },
+    );
+    upstream.on('error', () => s3Error(res, 502, 'BadGateway', 'local s3rver unreachable'));
+    req.pipe(upstream);
+  };
+
   try {
     await new Promise<void>((resolve, reject) => {
       gate.once('error', reject);

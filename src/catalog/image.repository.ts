@@ -6,6 +6,8 @@ import { ProductRepository } from './product.repository';
 /** A product image row as the storage notification needs it. */
 interface StoredImage {
   productId: string;
+  /** The key it is served from: its upload's while pending (and if made ready before 2026-12). */
+  key: string;
   contentType: string;
   sizeBytes: number;
   status: ProductImageStatus;
@@ -71,14 +73,19 @@ export class ImageRepository {
     });
   }
 
-  /** The image waiting for (or done with) an upload to this storage key. */
-  async findByKey(key: string): Promise<StoredImage | null> {
+  /**
+   * The image an upload key (`products/<product id>/<image id>`) was handed out for, pending or
+   * ready — a ready one is served from a key of its own (markReady), or from the upload's own
+   * when an earlier build made it ready.
+   */
+  async findByUpload(productId: string, imageId: string): Promise<StoredImage | null> {
     const image = await this.tx.withManager((m) =>
-      m.getRepository(ProductImageEntity).findOneBy({ storageKey: key }),
+      m.getRepository(ProductImageEntity).findOneBy({ id: imageId, productId }),
     );
     return image
       ? {
           productId: image.productId,
+          key: image.storageKey,
           contentType: image.contentType,
           sizeBytes: image.sizeBytes,
           status: image.status,
@@ -87,26 +94,50 @@ export class ImageRepository {
   }
 
   /**
-   * Marks a pending image ready and makes it the product's main image if it has none, in one
-   * transaction. Guarded (`WHERE status = 'pending'`): of two concurrent or repeated
-   * notifications only one changes anything. Returns the product id, or null when nothing was
-   * pending under this key.
+   * Marks a pending image ready, served from `servedKey` (its checked copy), and makes that the
+   * product's main image if it has none, in one transaction. Guarded (`WHERE status = 'pending'`
+   * and the upload's key): of two concurrent or repeated notifications only one changes anything.
+   * Returns the product id, or null when nothing was pending under this key.
    */
-  markReady(key: string, at: Date): Promise<string | null> {
+  markReady(uploadKey: string, servedKey: string, at: Date): Promise<string | null> {
     return this.tx.run(async () => {
       const result = await this.tx.withManager((m) =>
         m
           .createQueryBuilder()
           .update(ProductImageEntity)
-          .set({ status: 'ready', readyAt: at })
-          .where('storage_key = :key', { key })
+          .set({ status: 'ready', readyAt: at, storageKey: servedKey })
+          .where('storage_key = :uploadKey', { uploadKey })
           .andWhere(`status = 'pending'`)
           .returning(['productId'])
           .execute(),
       );
       const productId = (result.raw as { product_id: string }[])[0]?.product_id ?? null;
-      if (productId !== null) await this.products.setImageIfNone(productId, key, at);
+      if (productId !== null) await this.products.setImageIfNone(productId, servedKey, at);
       return productId;
+    });
+  }
+
+  /**
+   * Moves a ready image still served from its upload's key (made ready by a build before
+   * 2026-12) to its checked copy `servedKey`, the product's main image too if it was that one.
+   * Guarded on the upload's key: of two at once one moves it. False when nothing moved.
+   */
+  moveToServedKey(uploadKey: string, servedKey: string, at: Date): Promise<boolean> {
+    return this.tx.run(async () => {
+      const result = await this.tx.withManager((m) =>
+        m
+          .createQueryBuilder()
+          .update(ProductImageEntity)
+          .set({ storageKey: servedKey })
+          .where('storage_key = :uploadKey', { uploadKey })
+          .andWhere(`status = 'ready'`)
+          .returning(['productId'])
+          .execute(),
+      );
+      const productId = (result.raw as { product_id: string }[])[0]?.product_id ?? null;
+      if (productId === null) return false;
+      await this.products.replaceImage(productId, uploadKey, servedKey, at);
+      return true;
     });
   }
 

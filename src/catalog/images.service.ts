@@ -24,8 +24,16 @@ import { productNotFound } from './product-not-found';
 /** Images a product may have, ready and pending together (its page lists every ready one). */
 export const MAX_IMAGES_PER_PRODUCT = 20;
 
-/** The only keys we hand out: products/<product uuid>/<image uuid>. */
-const IMAGE_KEY = /^products\/[0-9a-f-]{36}\/[0-9a-f-]{36}$/;
+/** The only keys we hand out upload URLs for: products/<product uuid>/<image uuid>. */
+const IMAGE_KEY =
+  /^products\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
+/** The file extension of a served image's key, by its checked type. */
+const EXTENSIONS: Record<string, string> = {
+  'image/jpeg': 'jpg',
+  'image/png': 'png',
+  'image/webp': 'webp',
+};
 
 /**
  * An S3 event notification as MinIO's webhook target (and S3 via EventBridge/SQS relays)
@@ -207,13 +215,17 @@ export class ImagesService {
     if (!/^(s3:)?ObjectCreated:/.test(record.eventName)) return false;
     if (!this.storage.isOurBucket(record.s3.bucket.name)) return false;
     const key = decodeEventKey(record.s3.object.key);
-    if (!key || !IMAGE_KEY.test(key)) return false;
-    const image = await this.images.findByKey(key);
-    if (!image || image.status === 'ready') return false;
+    const ids = key ? IMAGE_KEY.exec(key) : null;
+    if (!key || !ids) return false;
+    const image = await this.images.findByUpload(ids[1], ids[2]);
+    if (!image) return false;
 
     let outcome: Settled;
     try {
-      outcome = await this.settle(key, image);
+      outcome =
+        image.status === 'pending'
+          ? await this.settle(key, image)
+          : await this.afterReady(key, image);
     } catch (err) {
       if (err instanceof ObjectStorageRefused) {
         // about this object (403: a key without s3:ListBucket asking for a missing one), not the
@@ -318,8 +330,13 @@ export class ImagesService {
   }
 
   /**
-   * Asks the store about a pending image: marked ready (guarded) when the object is there with
-   * the declared size and type. Throws ObjectStorageUnavailable when the store cannot be asked.
+   * Asks the store about a pending image: when the object is there with the declared size and
+   * type and no header that breaks it, it is copied to a key of its own, as those bytes, with our
+   * headers only (copyForServing), and the image is marked ready (guarded), served from the copy;
+   * the upload is removed. The upload URL stays valid for its 15 minutes, but writes only the
+   * upload's key, which nobody is served. Throws ObjectStorageUnavailable when the store cannot be
+   * asked. A crash between the copy and the update leaves an unused copy and a pending image: the
+   * next notification or pass makes another copy.
    */
   private async settle(
     key: string,
@@ -345,8 +362,77 @@ export class ImagesService {
       );
       return 'mismatch';
     }
-    const productId = await this.images.markReady(key, this.clock.now());
-    return productId !== null ? 'ready' : 'unchanged';
+    const servedKey = this.servedKey(key, image.contentType);
+    const copied = await this.storage.copyForServing(key, servedKey, {
+      contentType: image.contentType,
+      etag: stored.etag,
+    });
+    if (copied === 'absent') return 'absent';
+    if (copied === 'changed') {
+      // another PUT through the URL since the HeadObject: its own notification checks it
+      this.logger.warn(`storage object ${key} changed while it was checked: left pending`);
+      return 'unchanged';
+    }
+    const productId = await this.images.markReady(key, servedKey, this.clock.now());
+    if (productId === null) {
+      // a concurrent confirmation made it ready from its own copy: this one is served to no one
+      await this.removeQuietly(servedKey);
+      return 'unchanged';
+    }
+    await this.removeQuietly(key);
+    return 'ready';
+  }
+
+  /**
+   * A notification for an image already ready: another PUT through its upload URL (valid 15
+   * minutes), or a late duplicate. One served from a copy of its own is not touched by it; the
+   * upload's object, served to no one, is removed. One an earlier build made ready is served from
+   * the upload's key itself, which that PUT just replaced: it gets a copy of its own now, as a
+   * new upload does (its size and type are the signed ones; the headers become ours), and the
+   * upload URL can change it no more.
+   */
+  private async afterReady(
+    key: string,
+    image: { key: string; contentType: string },
+  ): Promise<Settled> {
+    if (image.key !== key) {
+      await this.removeQuietly(key);
+      return 'unchanged';
+    }
+    const stored = await this.storage.head(key);
+    if (!stored) return 'absent';
+    const servedKey = this.servedKey(key, image.contentType);
+    const copied = await this.storage.copyForServing(key, servedKey, {
+      contentType: image.contentType,
+      etag: stored.etag,
+    });
+    if (copied !== 'copied') return 'unchanged';
+    if (!(await this.images.moveToServedKey(key, servedKey, this.clock.now()))) {
+      await this.removeQuietly(servedKey);
+      return 'unchanged';
+    }
+    this.logger.warn(
+      `ready image ${key} was uploaded again through its URL: now served from a copy of its own (${servedKey})`,
+    );
+    await this.removeQuietly(key);
+    return 'ready';
+  }
+
+  /**
+   * A key of its own for each copy: written once, by us, and never by an upload URL (those sign
+   * `products/<product>/<image>` exactly); two confirmations at once never write the same one.
+   */
+  private servedKey(uploadKey: string, contentType: string): string {
+    return `${uploadKey}.${this.ids.uuid()}.${EXTENSIONS[contentType] ?? 'img'}`;
+  }
+
+  /** Removes an object served to no one; a failure leaves it (logged), harmless but for its space. */
+  private async removeQuietly(key: string): Promise<void> {
+    try {
+      await this.storage.delete(key);
+    } catch (err) {
+      this.logger.warn(`storage object ${key} (served to no one) not removed: ${String(err)}`);
+    }
   }
 }
 

@@ -1,5 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
   HeadObjectCommand,
   NotFound,
   PutObjectCommand,
@@ -17,10 +19,18 @@ export interface PresignedUpload {
   expiresAt: Date;
 }
 
+/**
+ * The Cache-Control a ready image is served with: each is copied to a key of its own, written once
+ * (ObjectStorage#copyForServing), so a cache may keep it for good.
+ */
+const SERVED_CACHE_CONTROL = 'public, max-age=31536000, immutable';
+
 /** What the store says it holds under a key. */
 export interface StoredObject {
   sizeBytes: number;
   contentType: string | undefined;
+  /** The store's ETag of these bytes (quoted, as S3 sends it), when it sent one. */
+  etag: string | undefined;
   /**
    * Headers the store serves the object with that the upload set beside the signed ones (the
    * presigned URL binds only content-type and content-length): `Content-Encoding: gzip` on an
@@ -129,6 +139,7 @@ export class ObjectStorage implements OnApplicationShutdown {
       return {
         sizeBytes: res.ContentLength ?? -1,
         contentType: res.ContentType,
+        etag: res.ETag || undefined,
         servedWith: {
           contentEncoding: res.ContentEncoding || undefined,
           cacheControl: res.CacheControl || undefined,
@@ -139,9 +150,53 @@ export class ObjectStorage implements OnApplicationShutdown {
       if (err instanceof NotFound) return null;
       const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
       if (status === 404) return null;
-      if (status !== undefined && status >= 400 && status < 500)
-        throw new ObjectStorageRefused(key, status, err);
-      throw new ObjectStorageUnavailable(err);
+      throw storeError(key, err);
+    }
+  }
+
+  /**
+   * Copies an upload, inside the store, to the key it is served from — one no upload URL can
+   * write — as exactly the bytes that were checked (`CopySourceIfMatch` their ETag: the store
+   * refuses the copy, 412, when another PUT replaced them meanwhile) and with only the headers we
+   * set (`MetadataDirective: REPLACE`: the checked Content-Type and SERVED_CACHE_CONTROL; no
+   * Content-Encoding, Content-Disposition or metadata the uploader added). 'changed' when the
+   * upload is no longer those bytes, 'absent' when it is gone.
+   */
+  async copyForServing(
+    uploadKey: string,
+    servedKey: string,
+    checked: { contentType: string; etag: string | undefined },
+  ): Promise<'copied' | 'changed' | 'absent'> {
+    try {
+      await this.client.send(
+        new CopyObjectCommand({
+          Bucket: this.bucket,
+          Key: servedKey,
+          // our keys are letters, digits, '-' and '/': nothing to encode
+          CopySource: `${this.bucket}/${uploadKey}`,
+          CopySourceIfMatch: checked.etag,
+          MetadataDirective: 'REPLACE',
+          ContentType: checked.contentType,
+          CacheControl: SERVED_CACHE_CONTROL,
+        }),
+      );
+      return 'copied';
+    } catch (err) {
+      const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+      if (status === 412) return 'changed';
+      if (status === 404) return 'absent';
+      throw storeError(uploadKey, err);
+    }
+  }
+
+  /** Removes an object (none there: nothing to do, as S3 answers). */
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (err) {
+      const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+      if (status === 404) return;
+      throw storeError(key, err);
     }
   }
 
@@ -158,4 +213,12 @@ export class ObjectStorage implements OnApplicationShutdown {
   onApplicationShutdown(): void {
     this.client.destroy();
   }
+}
+
+/** A 4xx about this key: ObjectStorageRefused; anything else: the store could not be asked. */
+function storeError(key: string, err: unknown): ObjectStorageUnavailable {
+  const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+  return status !== undefined && status >= 400 && status < 500
+    ? new ObjectStorageRefused(key, status, err)
+    : new ObjectStorageUnavailable(err);
 }

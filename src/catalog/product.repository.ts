@@ -424,6 +424,19 @@ export class ProductRepository {
     );
   }
 
+  /** Makes `to` the product's main image where it was `from` (an image's key moved). */
+  async replaceImage(productId: string, from: string, to: string, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(ProductEntity)
+        .set({ imageUrl: to, updatedAt: at })
+        .where('id = :id', { id: productId })
+        .andWhere('image_url = :from', { from })
+        .execute(),
+    );
+  }
+
   /** False when the slug is taken (nothing is written then). */
   async insertCategory(c: Category): Promise<boolean> {
     const result = await this.tx.withManager((m) =>

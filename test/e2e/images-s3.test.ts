@@ -9,12 +9,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { type AddressInfo, type Socket, createServer } from 'node:net';
+import { type IncomingHttpHeaders, get as httpGet } from 'node:http';
 import {
+  CopyObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
+import { CatalogCache } from '../../src/catalog/catalog-cache';
 import { ImageRepository } from '../../src/catalog/image.repository';
 import { ImagesService } from '../../src/catalog/images.service';
 import { ObjectStorage, ObjectStorageUnavailable } from '../../src/catalog/object-storage';
@@ -75,6 +78,23 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       )
     ).rows[0];
 
+  /**
+   * The key a ready image is served from: a copy of its upload made when it was confirmed,
+   * `<upload key>.<uuid>.<extension>` (checked against that shape here).
+   */
+  const servedKey = async (imageId: string) => {
+    const { storage_key: key, product_id: productId } = (
+      await t.db.pool.query<{ storage_key: string; product_id: string }>(
+        `SELECT storage_key, product_id FROM product_images WHERE id = $1 AND status = 'ready'`,
+        [imageId],
+      )
+    ).rows[0];
+    expect(key).toMatch(
+      new RegExp(`^products/${productId}/${imageId}\\.[0-9a-f-]{36}\\.(png|jpg|webp)$`),
+    );
+    return key;
+  };
+
   /** The store's own event for the n-th object written (1-based), as it emitted it. */
   const storeEvent = async (n: number) => (await s3.waitForEvents(n))[n - 1];
 
@@ -114,11 +134,14 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
 
     const product = await t.http.get(`/v1/products/${p.id}`);
     expect(product.status).toBe(200);
-    expect(product.body.imageUrl).toBe(`${s3.endpoint}/${s3.bucket}/${key}`);
+    const served = await servedKey(up.imageId);
+    expect(product.body.imageUrl).toBe(`${s3.endpoint}/${s3.bucket}/${served}`);
     expect(product.body.images).toEqual([product.body.imageUrl]);
-    const served = await fetch(product.body.imageUrl);
-    expect(served.status).toBe(200);
-    expect(Buffer.from(await served.arrayBuffer()).equals(bytes)).toBe(true);
+    const fetched = await fetch(product.body.imageUrl);
+    expect(fetched.status).toBe(200);
+    expect(Buffer.from(await fetched.arrayBuffer()).equals(bytes)).toBe(true);
+    // the upload itself is removed: the copy is what is served
+    expect((await fetch(`${s3.endpoint}/${s3.bucket}/${key}`)).status).toBe(404);
 
     // a later duplicate changes nothing
     expect((await notify(event)).status).toBe(204);
@@ -133,7 +156,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     expect(both.body.imageUrl).toBe(product.body.imageUrl);
     expect(both.body.images).toEqual([
       product.body.imageUrl,
-      `${s3.endpoint}/${s3.bucket}/products/${p.id}/${second.imageId}`,
+      `${s3.endpoint}/${s3.bucket}/${await servedKey(second.imageId)}`,
     ]);
     // the admin's answers show the same product
     const edited = await t.http.patch(
@@ -155,14 +178,14 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     });
     try {
       const viaCdn = await cdn.http.get(`/v1/products/${p.id}`);
-      expect(viaCdn.body.imageUrl).toBe(`https://cdn.shop.test/img/${key}`);
+      expect(viaCdn.body.imageUrl).toBe(`https://cdn.shop.test/img/${served}`);
       expect(viaCdn.body.images).toEqual([
-        `https://cdn.shop.test/img/${key}`,
-        `https://cdn.shop.test/img/products/${p.id}/${second.imageId}`,
+        `https://cdn.shop.test/img/${served}`,
+        `https://cdn.shop.test/img/${await servedKey(second.imageId)}`,
       ]);
       const listed = await cdn.http.get(`/v1/products?limit=100&sort=newest`);
       expect(listed.body.items.find((i: { id: string }) => i.id === p.id).imageUrl).toBe(
-        `https://cdn.shop.test/img/${key}`,
+        `https://cdn.shop.test/img/${served}`,
       );
     } finally {
       await cdn.close();
@@ -176,7 +199,9 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     const images = t.app.get(ImageRepository);
     const at = new Date();
     const winners = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => images.markReady(key, new Date(at.getTime() + i))),
+      Array.from({ length: 8 }, (_, i) =>
+        images.markReady(key, `${key}.${i}.png`, new Date(at.getTime() + i)),
+      ),
     );
     expect(winners.filter((w) => w !== null)).toEqual([p.id]);
     const product = await t.db.pool.query<{ image_url: string }>(
@@ -184,8 +209,12 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       [p.id],
     );
     const row = await imageRow(up.imageId);
-    // the one winner's values: its time, and the key as the product's main image
-    expect(product.rows[0].image_url).toBe(key);
+    // the one winner's values: its time, and its key as the product's main image
+    expect(product.rows[0].image_url).toBe(
+      (await t.db.pool.query(`SELECT storage_key FROM product_images WHERE id = $1`, [up.imageId]))
+        .rows[0].storage_key,
+    );
+    expect(product.rows[0].image_url).toMatch(new RegExp(`^${key}\\.[0-7]\\.png$`));
     expect(row.ready_at!.getTime() - at.getTime()).toBeGreaterThanOrEqual(0);
     expect(row.ready_at!.getTime() - at.getTime()).toBeLessThan(8);
   });
@@ -214,7 +243,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     expect((await notify(minio)).status).toBe(204);
     expect((await imageRow(up.imageId)).status).toBe('ready');
     expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(
-      `${s3.endpoint}/${s3.bucket}/${key}`,
+      `${s3.endpoint}/${s3.bucket}/${await servedKey(up.imageId)}`,
     );
   });
 
@@ -483,7 +512,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     }
     expect((await imageRow(a.imageId)).status).toBe('ready');
     expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(
-      `${s3.endpoint}/${s3.bucket}/products/${p.id}/${a.imageId}`,
+      `${s3.endpoint}/${s3.bucket}/${await servedKey(a.imageId)}`,
     );
   });
 
@@ -579,6 +608,171 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     }
   }, 60_000);
 
+  describe('a ready image is what was checked, whatever its upload URL does next', () => {
+    /** GET as a browser's first request would be answered, bytes and headers as sent (no decoding). */
+    const fetchRaw = (url: string) =>
+      new Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }>(
+        (resolve, reject) =>
+          httpGet(url, (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () =>
+              resolve({
+                status: res.statusCode!,
+                headers: res.headers,
+                body: Buffer.concat(chunks),
+              }),
+            );
+          }).on('error', reject),
+      );
+    const servedAs = (r: { status: number; headers: IncomingHttpHeaders; body: Buffer }) => ({
+      status: r.status,
+      type: r.headers['content-type'],
+      encoding: r.headers['content-encoding'],
+      disposition: r.headers['content-disposition'],
+      cacheControl: r.headers['cache-control'],
+    });
+    const harmful = {
+      'content-encoding': 'gzip',
+      'content-disposition': 'attachment; filename="x.html"',
+      'cache-control': 'no-store',
+    };
+    /** A PUT through the upload URL, and the store's event for it, delivered. */
+    const upload = async (url: string, bytes: Buffer, headers: Record<string, string> = {}) => {
+      const n = s3.events.length;
+      const res = await fetch(url, {
+        method: 'PUT',
+        headers: { 'content-type': 'image/png', ...headers },
+        body: bytes,
+      });
+      expect(res.status).toBe(200);
+      return storeEvent(n + 1);
+    };
+
+    it('a second PUT through the same URL after the image is ready changes neither the bytes nor the headers customers are served', async () => {
+      const p = await createProduct(t, admin);
+      const good = randomBytes(300);
+      const up = await requestUpload(p.id, 'image/png', good.length);
+      expect((await notify(await upload(up.uploadUrl, good))).status).toBe(204);
+      const served = await servedKey(up.imageId);
+      const detail = (await t.http.get(`/v1/products/${p.id}`)).body;
+      expect(detail.images).toEqual([`${s3.endpoint}/${s3.bucket}/${served}`]);
+      const before = await fetchRaw(detail.imageUrl);
+      expect(servedAs(before)).toEqual({
+        status: 200,
+        type: 'image/png',
+        encoding: undefined,
+        disposition: undefined,
+        cacheControl: 'public, max-age=31536000, immutable',
+      });
+      expect(before.body.equals(good)).toBe(true);
+
+      // the reviewer's scenario: within the URL's 15 minutes, other bytes and headers that break it
+      const bad = Buffer.alloc(good.length, 0x41);
+      expect((await notify(await upload(up.uploadUrl, bad, harmful))).status).toBe(204);
+      const after = await fetchRaw(detail.imageUrl);
+      expect(servedAs(after)).toEqual(servedAs(before));
+      expect(after.body.equals(good)).toBe(true);
+      expect(await servedKey(up.imageId)).toBe(served);
+      expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual(detail.images);
+      // and the second upload, served to no one, is removed once it is told of
+      expect(
+        (await fetchRaw(`${s3.endpoint}/${s3.bucket}/products/${p.id}/${up.imageId}`)).status,
+      ).toBe(404);
+    });
+
+    it('the bytes copied are the bytes checked: an upload replaced between the check and the copy is left pending, then made ready as its own notification says', async () => {
+      const p = await createProduct(t, admin);
+      const first = randomBytes(200);
+      const second = randomBytes(200);
+      const up = await requestUpload(p.id, 'image/png', first.length);
+      const event = await upload(up.uploadUrl, first);
+      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
+        .client;
+      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+      let secondEvent: unknown;
+      const spy = jest.spyOn(client, 'send').mockImplementation((async (command: unknown) => {
+        // after the HeadObject read the first upload's ETag, before the copy: the URL is used again
+        if (command instanceof CopyObjectCommand && secondEvent === undefined)
+          secondEvent = await upload(up.uploadUrl, second);
+        return send(command);
+      }) as never);
+      try {
+        expect((await notify(event)).status).toBe(204);
+      } finally {
+        spy.mockRestore();
+      }
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+      expect((await notify(secondEvent)).status).toBe(204);
+      const served = await fetchRaw((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl);
+      expect(served.body.equals(second)).toBe(true);
+    });
+
+    it("a crash between the copy and the update leaves the image pending, and the store's retry makes it ready once", async () => {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(128);
+      const up = await requestUpload(p.id, 'image/png', bytes.length);
+      const event = await upload(up.uploadUrl, bytes);
+      const spy = jest
+        .spyOn(t.app.get(ImageRepository), 'markReady')
+        .mockRejectedValueOnce(new Error('connection terminated'));
+      try {
+        expect((await notify(event)).status).toBe(500);
+      } finally {
+        spy.mockRestore();
+      }
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+      // the store retries (here twice at once)
+      expect((await Promise.all([notify(event), notify(event)])).map((r) => r.status)).toEqual([
+        204, 204,
+      ]);
+      const served = await servedKey(up.imageId);
+      const detail = (await t.http.get(`/v1/products/${p.id}`)).body;
+      expect(detail.images).toEqual([`${s3.endpoint}/${s3.bucket}/${served}`]);
+      expect((await fetchRaw(detail.imageUrl)).body.equals(bytes)).toBe(true);
+    });
+
+    it('an image an earlier build made ready is still served from its upload key, and a later PUT through its URL moves it to a checked copy', async () => {
+      const p = await createProduct(t, admin);
+      const good = randomBytes(256);
+      const up = await requestUpload(p.id, 'image/png', good.length);
+      const key = `products/${p.id}/${up.imageId}`;
+      await upload(up.uploadUrl, good);
+      // as the previous build left it: ready, served from the upload's own key
+      await t.db.pool.query(
+        `UPDATE product_images SET status = 'ready', ready_at = now() WHERE id = $1`,
+        [up.imageId],
+      );
+      await t.db.pool.query(`UPDATE products SET image_url = $2 WHERE id = $1`, [p.id, key]);
+      await t.app.get(CatalogCache).invalidate();
+      const legacyUrl = `${s3.endpoint}/${s3.bucket}/${key}`;
+      const detail = (await t.http.get(`/v1/products/${p.id}`)).body;
+      expect([detail.imageUrl, detail.images]).toEqual([legacyUrl, [legacyUrl]]);
+      expect((await fetchRaw(legacyUrl)).body.equals(good)).toBe(true);
+
+      const other = randomBytes(256);
+      expect((await notify(await upload(up.uploadUrl, other, harmful))).status).toBe(204);
+      const served = await servedKey(up.imageId);
+      const moved = (await t.http.get(`/v1/products/${p.id}`)).body;
+      expect([moved.imageUrl, moved.images]).toEqual([
+        `${s3.endpoint}/${s3.bucket}/${served}`,
+        [`${s3.endpoint}/${s3.bucket}/${served}`],
+      ]);
+      const now = await fetchRaw(moved.imageUrl);
+      expect(servedAs(now)).toEqual({
+        status: 200,
+        type: 'image/png',
+        encoding: undefined,
+        disposition: undefined,
+        cacheControl: 'public, max-age=31536000, immutable',
+      });
+      // (the bytes are the URL's last upload, of the signed size and type: what was first checked
+      // is gone from the store)
+      expect(now.body.equals(other)).toBe(true);
+      expect((await fetchRaw(legacyUrl)).status).toBe(404);
+    });
+  });
+
   describe('the reconciliation pass (notifications lost, or never configured)', () => {
     const reconcile = () => t.app.get(ImagesService).reconcilePending();
     const age = (imageId: string, interval: string) =>
@@ -631,7 +825,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       // visible at once: the catalog cache was invalidated
       const key = `products/${p.id}/${up.imageId}`;
       expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(
-        `${s3.endpoint}/${s3.bucket}/${key}`,
+        `${s3.endpoint}/${s3.bucket}/${await servedKey(up.imageId)}`,
       );
       // again, or a late notification: nothing changes
       expect(await reconcile()).toEqual({ ready: 0, removed: 0 });

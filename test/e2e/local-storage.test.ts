@@ -124,8 +124,19 @@ describe('the local image store of npm start (development)', () => {
         ).rowCount === 1,
       { context: store.output },
     );
-    const url = `${endpoint}/shop-images/products/${p.id}/${up.body.imageId}`;
+    // served from the copy its confirmation made (`<upload key>.<uuid>.png`), the upload removed
+    const { storage_key: servedKey } = (
+      await t.db.pool.query<{ storage_key: string }>(
+        `SELECT storage_key FROM product_images WHERE id = $1`,
+        [up.body.imageId],
+      )
+    ).rows[0];
+    expect(servedKey.startsWith(`products/${p.id}/${up.body.imageId}.`)).toBe(true);
+    const url = `${endpoint}/shop-images/${servedKey}`;
     expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([url]);
+    expect(
+      (await fetch(`${endpoint}/shop-images/products/${p.id}/${up.body.imageId}`)).status,
+    ).toBe(404);
     const served = await fetch(url);
     expect(served.status).toBe(200);
     expect(Buffer.from(await served.arrayBuffer()).equals(bytes)).toBe(true);
