@@ -289,8 +289,10 @@ export class ImagesService {
             if (!(err instanceof ObjectStorageRefused)) throw err;
             refused++;
             firstRefused ??= err;
-            if (age >= REFUSED_ABANDONED_AFTER_MS && (await this.images.deletePending(image.key)))
+            if (age >= REFUSED_ABANDONED_AFTER_MS && (await this.images.deletePending(image.key))) {
               removed++;
+              await this.removeQuietly(image.key); // (whatever is there: refused, or missing)
+            }
             // refused about everything (the key itself): the store cannot be asked, as above
             if (age < ABANDONED_AFTER_MS && ++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
             continue;
@@ -303,6 +305,10 @@ export class ImagesService {
             (await this.images.deletePending(image.key))
           ) {
             removed++;
+            // an object refused (another size or type, a header that breaks it) goes with its
+            // row: it stayed in the bucket for good, at a key anyone may fetch from a public one
+            // (growth review); its URL expired long ago, so no PUT can bring it back
+            if (outcome === 'mismatch') await this.removeQuietly(image.key);
           }
         }
         if (pending.length < RECONCILE_BATCH) break;

@@ -849,6 +849,27 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([]);
     });
 
+    it('an abandoned upload the checks refused is removed from the store with its row', async () => {
+      const p = await createProduct(t, admin);
+      const up = await requestUpload(p.id, 'image/png', 300);
+      const n = s3.events.length;
+      const res = await fetch(up.uploadUrl, {
+        method: 'PUT',
+        headers: { 'content-type': 'image/png', 'content-encoding': 'gzip' },
+        body: randomBytes(300),
+      });
+      expect(res.status).toBe(200);
+      expect((await notify(await storeEvent(n + 1))).status).toBe(204);
+      expect((await imageRow(up.imageId)).status).toBe('pending'); // refused: a header breaks it
+      const object = `${s3.endpoint}/${s3.bucket}/products/${p.id}/${up.imageId}`;
+      expect((await fetch(object)).status).toBe(200);
+      await age(up.imageId, '2 hours');
+      expect(await reconcile()).toEqual({ ready: 0, removed: 1 });
+      expect(await imageRow(up.imageId)).toBeUndefined();
+      // (it stayed in the bucket for good, fetchable at its key)
+      expect((await fetch(object)).status).toBe(404);
+    });
+
     it('an object the store refuses to describe (403) is left pending; the pass goes on to the others', async () => {
       const p = await createProduct(t, admin);
       const bytes = randomBytes(256);
