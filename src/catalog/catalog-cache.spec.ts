@@ -29,19 +29,32 @@ const noTransaction = mockOf<TransactionHost>(
   'tx',
 );
 
+/** A CatalogCache over fakes: these, or a miss-only store, a version of 1, development's config. */
+function cacheOf(
+  parts: {
+    redis?: Redis;
+    shared?: Cache;
+    config?: AppConfig;
+    clock?: Clock;
+    metrics?: MetricsService;
+  } = {},
+): CatalogCache {
+  return new CatalogCache(
+    parts.redis ?? fakeRedis(),
+    parts.shared ?? fakeShared(),
+    parts.config ?? loadConfig({ NODE_ENV: 'development' }),
+    parts.clock ?? new Clock(),
+    noTransaction,
+    parts.metrics ?? new MetricsService(),
+  );
+}
+
 describe('CatalogCache memory copies', () => {
   const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
   const memoryOf = (cache: CatalogCache) => cache['memory'];
 
   it('holds at most 16 Mi characters of pages, however many distinct URLs are asked for', async () => {
-    const cache = new CatalogCache(
-      fakeRedis(),
-      fakeShared(),
-      config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ config });
     const page = 'x'.repeat(900_000); // a listing page of 100 long items, give or take
     for (let i = 0; i < 60; i++) {
       // each asked for twice: a first miss is kept nowhere
@@ -57,14 +70,7 @@ describe('CatalogCache memory copies', () => {
   });
 
   it('keeps small pages up to the entry bound, and never copies one answer over 1 Mi characters', async () => {
-    const cache = new CatalogCache(
-      fakeRedis(),
-      fakeShared(),
-      config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ config });
     for (const _ of [1, 2])
       await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
     expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
@@ -86,20 +92,12 @@ describe('catalog_reads_total', () => {
       'shared',
     );
     const metrics = new MetricsService();
-    const cacheOf = () =>
-      new CatalogCache(
-        fakeRedis(),
-        shared,
-        loadConfig({ NODE_ENV: 'development' }),
-        new Clock(),
-        noTransaction,
-        metrics,
-      );
-    const cache = cacheOf();
+    const sharing = () => cacheOf({ shared, metrics });
+    const cache = sharing();
     const url = '/v1/products/x';
     for (let i = 0; i < 3; i++) await cache.getOrBuild(url, async () => ({ x: 1 }));
     // (another process of the same registry's shape: its first read finds the shared entry)
-    await cacheOf().getOrBuild(url, async () => ({ x: 2 }));
+    await sharing().getOrBuild(url, async () => ({ x: 2 }));
     const values = (await metrics.registry.getSingleMetric('catalog_reads_total')!.get()).values;
     const count = (answered: string) =>
       values.find((v) => v.labels.answered === answered)?.value ?? 0;
@@ -117,14 +115,7 @@ describe('CatalogCache: one-off URLs', () => {
       { get: async () => undefined, set: async (k: string, v: unknown) => (stored.push(k), v) },
       'shared',
     );
-    const cache = new CatalogCache(
-      fakeRedis(),
-      shared,
-      config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ shared, config });
     // a flood of distinct cursors (each a key of its own): nothing written to Redis, nothing kept
     for (let i = 0; i < 500; i++) {
       expect(await cache.getOrBuild(`/v1/products?cursor=c${i}`, async () => ({ i }))).toBe(
@@ -158,14 +149,7 @@ describe('CatalogCache: a shared entry written by a host whose clock runs ahead'
       },
       'shared',
     );
-    const cache = new CatalogCache(
-      fakeRedis(),
-      shared,
-      config,
-      clock,
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ shared, config, clock });
     expect(await cache.getOrBuild('/v1/products/x', async () => 'fresh')).toBe('"stale"');
     const copy = cache['memory'].get('/v1/products/x');
     // (the copy's deadline is on this process's monotonic clock)
@@ -187,14 +171,7 @@ describe('CatalogCache: a page another process built', () => {
       },
       'shared',
     );
-    const cache = new CatalogCache(
-      fakeRedis(),
-      shared,
-      config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ shared, config });
     let builds = 0;
     const build = async () => ((builds += 1), 'built here');
     const pending = Array.from({ length: 50 }, () => cache.getOrBuild('/v1/products/hot', build));
@@ -229,14 +206,7 @@ describe('CatalogCache version bump', () => {
       },
       'redis',
     );
-    const cache = new CatalogCache(
-      redis,
-      fakeShared(),
-      config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ redis, config });
     const started = Date.now();
     await cache.invalidate(); // answers after ~1 s of tries, the bump still owed
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
@@ -255,14 +225,10 @@ describe('CatalogCache version bump', () => {
       throw refusal;
     });
     const del = jest.fn(async () => 1);
-    const cache = new CatalogCache(
-      mockOf<Redis>({ get: async () => '7', eval: bump, del }, 'redis'),
-      fakeShared(),
+    const cache = cacheOf({
+      redis: mockOf<Redis>({ get: async () => '7', eval: bump, del }, 'redis'),
       config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    });
     const started = Date.now();
     await cache.invalidate();
     expect(Date.now() - started).toBeLessThan(500); // no retries: it took
@@ -276,14 +242,10 @@ describe('CatalogCache version bump', () => {
       if (failures-- > 0) throw new Error('ECONNRESET');
       return 2;
     });
-    const cache = new CatalogCache(
-      mockOf<Redis>({ get: async () => '1', eval: bump }, 'redis'),
-      fakeShared(),
+    const cache = cacheOf({
+      redis: mockOf<Redis>({ get: async () => '1', eval: bump }, 'redis'),
       config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    });
     await cache.invalidate();
     expect(bump).toHaveBeenCalledTimes(4);
     expect(cache['bumpOwed']).toBeUndefined();
@@ -302,14 +264,7 @@ describe('CatalogCache with the version unknown (Redis failed a moment ago)', ()
       },
       'redis',
     );
-    const cache = new CatalogCache(
-      redis,
-      fakeShared(),
-      config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ redis, config });
     let release!: () => void;
     const before = cache.getOrBuild(
       '/v1/products/p',
@@ -360,14 +315,7 @@ describe('CatalogCache version counter', () => {
       },
       'redis',
     );
-    const cache = new CatalogCache(
-      redis,
-      fakeShared(),
-      config,
-      clock,
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ redis, config, clock });
     const version = () => cache['versions'].current();
     expect(await version()).toBe('1000'); // first read: started from the clock, not 0
     await cache.invalidate();
@@ -395,14 +343,7 @@ describe('CatalogCache: pages shared by processes configured alike only', () => 
       'shared',
     );
     const processUnder = (env: Record<string, string>) =>
-      new CatalogCache(
-        fakeRedis(),
-        shared,
-        loadConfig({ NODE_ENV: 'development', ...env }),
-        new Clock(),
-        noTransaction,
-        new MetricsService(),
-      );
+      cacheOf({ shared, config: loadConfig({ NODE_ENV: 'development', ...env }) });
     const inr = processUnder({ SHOP_CURRENCY: 'INR' });
     const url = '/v1/products?sort=price_asc&limit=10';
     for (const _ of [1, 2]) await inr.getOrBuild(url, async () => ({ currency: 'INR' }));
@@ -433,14 +374,7 @@ describe('CatalogCache: pages shared by processes configured alike only', () => 
     const OLD = 'the-old-secret-0123456789-abcdefghij';
     const NEW = 'the-new-secret-0123456789-abcdefghij';
     const processUnder = (env: Record<string, string>) =>
-      new CatalogCache(
-        fakeRedis(),
-        shared,
-        loadConfig({ NODE_ENV: 'development', ...env }),
-        new Clock(),
-        noTransaction,
-        new MetricsService(),
-      );
+      cacheOf({ shared, config: loadConfig({ NODE_ENV: 'development', ...env }) });
     const url = '/v1/products?sort=price_asc&limit=10';
     /** The page a process under `env` serves (asked twice: a page is stored once read again). */
     const pageOf = async (env: Record<string, string>, built: string) => {
@@ -511,14 +445,7 @@ describe('CatalogCache: a build its own client’s cap holds back', () => {
       RATE_LIMIT_ENABLED: 'true',
       DATABASE_POOL_WAIT_MS: '300',
     });
-    const cache = new CatalogCache(
-      fakeRedis(),
-      fakeShared(),
-      config,
-      new Clock(),
-      noTransaction,
-      new MetricsService(),
-    );
+    const cache = cacheOf({ config });
     const x = payerOf('198.51.100.7');
     let endSlow!: () => void;
     const slow = new Promise<void>((resolve) => (endSlow = resolve));
