@@ -53,7 +53,11 @@ export class ReviewsService {
       await this.products.addRating(productId, dto.rating);
       return (await this.reviews.findById(id))!; // as the listing shows it: the author's name too
     });
-    await this.cache.invalidate();
+    // No catalog version bump: a product's rating shows on its cached pages within their TTL, as
+    // units sold and availability do. The bump made every cached page of the shop — every
+    // listing, every detail — a miss in every process: one customer reviewing the lines of a
+    // paid order, one a quarter second, took the cache's hits from 97% to 2% (cart review). The
+    // review list itself is not cached.
     return { ...review, createdAt: review.createdAt.toISOString() };
   }
 

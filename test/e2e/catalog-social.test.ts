@@ -13,6 +13,7 @@ import { newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { repairOrders } from '../support/order-status';
+import { waitFor } from '../support/wait-for';
 
 describe('catalog: reviews, recommendations, images', () => {
   let t: TestApp;
@@ -169,6 +170,37 @@ describe('catalog: reviews, recommendations, images', () => {
     expect(
       (await t.http.patch(`/v1/admin/products/${p.id}`, { active: true }, { token: admin })).status,
     ).toBe(200);
+  });
+
+  it("a review leaves the shop's cached pages cached: the product's rating shows within their TTL", async () => {
+    const [reviewed, other] = [await createProduct(t, admin), await createProduct(t, admin)];
+    const [reader] = await buyers(t.http, 1);
+    await paidOrder(reader, [reviewed.id]);
+    const detail = (id: string) => t.http.get(`/v1/products/${id}`);
+    for (const _ of [1, 2]) for (const p of [reviewed, other]) await detail(p.id); // (kept from the second miss)
+    const builds = jest.spyOn(t.app.get(ProductRepository), 'findDetail');
+    try {
+      const res = await t.http.post(
+        `/v1/products/${reviewed.id}/reviews`,
+        { rating: 5, comment: 'lovely' },
+        { token: reader.token },
+      );
+      expect(res.status).toBe(201);
+      // every cached page of the shop was a miss in every process after each review
+      expect((await detail(other.id)).status).toBe(200);
+      expect((await detail(reviewed.id)).body.rating).toEqual({ average: null, count: 0 });
+      expect(builds).not.toHaveBeenCalled();
+      await waitFor(
+        'the rating on the cached page',
+        async () => (await detail(reviewed.id)).body.rating,
+        {
+          until: (rating) => rating.count === 1,
+          timeoutMs: 10_000,
+        },
+      );
+    } finally {
+      builds.mockRestore();
+    }
   });
 
   it('keeps the rating average and count consistent under concurrent reviews', async () => {
