@@ -795,7 +795,7 @@ export interface components {
              */
             password: string;
             /**
-             * @description One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)
+             * @description One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters; at most 6 combining marks on one character (400)
              * @example Asha
              */
             name: string;
@@ -1013,7 +1013,7 @@ export interface components {
             /** @example 5 */
             rating: number;
             /**
-             * @description Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused
+             * @description Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) and more than 6 combining marks on one character are refused
              * @example Strong and fresh.
              */
             comment: string;

@@ -99,6 +99,7 @@ describe('look-alike input: addresses, names, review text', () => {
     for (const name of [
       '\u3164',
       '\u2800',
+      'Asha' + '\u0301'.repeat(50),
       '\u200B',
       'Admin\u200B',
       'As\u2060ha',
@@ -121,6 +122,9 @@ describe('look-alike input: addresses, names, review text', () => {
       'Rhys \u{1F3F4}\u{E0067}\u{E0062}\u{E0077}\u{E006C}\u{E0073}\u{E007F}', // the Welsh flag: TAG characters
       '\u182E\u1823\u1829\u182D\u1823\u180E\u1828', // the Mongolian vowel separator
       'Family \u{1F468}\u200D\u{1F469}\u200D\u{1F467}',
+      'Nguy\u1EC5n Th\u1ECB', // Vietnamese, precomposed
+      'Nguye\u0302\u0303n', // … and decomposed: two marks on one letter
+      '\u0915\u094D\u0937\u093F', // Devanagari with its signs
     ]) {
       const res = await register(`${randomUUID()}@example.com`, name);
       expect({ name, status: res.status }).toEqual({ name, status: 201 });
@@ -147,7 +151,13 @@ describe('look-alike input: addresses, names, review text', () => {
     await repairOrders(t.db.pool, `UPDATE orders SET status = 'PAID' WHERE id = $1`, [
       order.body.id,
     ]);
-    for (const comment of ['Refunds: \u202Emoc.elpmaxe-live//:sptth\u202C', 'nice \u2067tea']) {
+    // (and a tower of stacked accents, drawn over the lines around it on the product's page)
+    for (const comment of [
+      'Refunds: \u202Emoc.elpmaxe-live//:sptth\u202C',
+      'nice \u2067tea',
+      'e' + '\u0301'.repeat(3999),
+      `ok ${'a\u0300\u0301\u0302\u0303\u0304\u0305\u0306'.repeat(3)}`,
+    ]) {
       const res = await t.http.post(
         `/v1/products/${p.id}/reviews`,
         { rating: 5, comment },

@@ -9,7 +9,12 @@ import {
 } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
-import { SingleLine, VisibleName, withoutDirectionMarks } from '../../common/http/single-line';
+import {
+  NoStackedMarks,
+  SingleLine,
+  VisibleName,
+  withoutDirectionMarks,
+} from '../../common/http/single-line';
 import { PasswordLength, typedPasswordMax } from '../password-form';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
@@ -78,13 +83,14 @@ export class RegisterDto {
     minLength: 1,
     maxLength: 200,
     description:
-      'One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)',
+      'One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters; at most 6 combining marks on one character (400)',
   })
   @Transform(nameForm)
   @IsString()
   @CharLength(1, 200)
   @SingleLine()
   @VisibleName()
+  @NoStackedMarks()
   name!: string;
 }
 

@@ -20,6 +20,7 @@ import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
 import {
   NoDirectionControls,
+  NoStackedMarks,
   PlainCode,
   SingleLine,
   VisibleName,
@@ -235,11 +236,12 @@ export class CreateReviewDto {
     maxLength: 4000,
     example: 'Strong and fresh.',
     description:
-      'Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused',
+      'Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) and more than 6 combining marks on one character are refused',
   })
   @IsString()
   @MaxChars(4000)
   @NoDirectionControls()
+  @NoStackedMarks()
   comment!: string;
 }
 

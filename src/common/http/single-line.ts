@@ -56,6 +56,33 @@ export function NoDirectionControls(options?: ValidationOptions): PropertyDecora
   );
 }
 
+/**
+ * The most combining marks one character may carry in text shown to other people: Vietnamese,
+ * Indic and Thai text carries up to three or four, a keycap emoji two. More is a "tower" of
+ * stacked accents that one character draws over the lines above and below it, defacing the page
+ * it is shown on (`e` with 3,999 accents, a review the cart review posted).
+ */
+const MAX_STACKED_MARKS = 6;
+const STACKED_MARKS = new RegExp(`\\p{M}{${MAX_STACKED_MARKS + 1}}`, 'u');
+
+/** Refuses text with more than MAX_STACKED_MARKS combining marks in a row. */
+export function NoStackedMarks(options?: ValidationOptions): PropertyDecorator {
+  return ValidateBy(
+    {
+      name: 'noStackedMarks',
+      validator: {
+        validate: (value: unknown) => typeof value === 'string' && !STACKED_MARKS.test(value),
+        defaultMessage: buildMessage(
+          (each) =>
+            `${each}$property must not stack more than ${MAX_STACKED_MARKS} combining marks on one character`,
+          options,
+        ),
+      },
+    },
+    options,
+  );
+}
+
 /** Characters that are letters or symbols by category yet show nothing (Hangul fillers, the braille blank). */
 const BLANK_LETTERS = /[\u115F\u1160\u3164\uFFA0\u2800]/gu;
 /** One of them (a test with no `g`: no lastIndex carried from one value to the next). */
