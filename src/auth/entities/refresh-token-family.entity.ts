@@ -3,7 +3,8 @@ import { UserEntity } from '../../users/entities/user.entity';
 
 /**
  * One sign-in session: the chain of refresh tokens issued by rotation. It ends at `expiresAt`
- * (absolute lifetime) or when revoked (logout, reuse detected, password changed).
+ * (absolute lifetime), when revoked (logout, reuse detected, password changed), or when its newest
+ * token's idle timeout runs out (`idleExpiresAt`).
  */
 @Entity('refresh_token_families')
 @Index('refresh_token_families_revoked_idx', ['revokedAt'], { where: 'revoked_at IS NOT NULL' })
@@ -24,11 +25,28 @@ export class RefreshTokenFamilyEntity {
   @Column('timestamptz', { name: 'created_at' })
   createdAt!: Date;
 
+  // the purge of ended sessions finds those past their lifetime by it (migration 1763800068000)
+  @Index('refresh_token_families_expires_idx')
   @Column('timestamptz', { name: 'expires_at' })
   expiresAt!: Date;
 
   @Column('timestamptz', { name: 'revoked_at', nullable: true })
   revokedAt!: Date | null;
+
+  /**
+   * The latest idle expiry of its tokens (null: none yet) — when it ends unless refreshed. Written
+   * by the database only (trigger `refresh_family_idle_expiry` on `refresh_tokens`, migration
+   * 1763800068000), never by the application; the purge of ended sessions finds idle ones by it.
+   */
+  @Index('refresh_token_families_idle_idx')
+  @Column({
+    type: 'timestamptz',
+    name: 'idle_expires_at',
+    nullable: true,
+    insert: false,
+    update: false,
+  })
+  idleExpiresAt!: Date | null;
 
   @Column('text', { name: 'revoked_reason', nullable: true })
   revokedReason!: string | null;

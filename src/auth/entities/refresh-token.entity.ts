@@ -9,6 +9,9 @@ import { RefreshTokenFamilyEntity } from './refresh-token-family.entity';
 @Index('refresh_tokens_token_hash_key', ['tokenHash'], { unique: true })
 // a family's last use, read by a sign-in's session-limit count (migration 1763800020000)
 @Index('refresh_tokens_unspent_idx', ['familyId', 'issuedAt'], { where: 'spent_at IS NULL' })
+// a family's tokens, and in one probe whether any is usable at a time: the purge of ended
+// sessions (migration 1763800068000)
+@Index('refresh_tokens_family_idle_idx', ['familyId', 'idleExpiresAt'])
 export class RefreshTokenEntity {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'refresh_tokens_pkey' })
   id!: string;
@@ -16,7 +19,6 @@ export class RefreshTokenEntity {
   @Column('text', { name: 'token_hash' })
   tokenHash!: string;
 
-  @Index('refresh_tokens_family_idx')
   @Column('uuid', { name: 'family_id' })
   familyId!: string;
 
