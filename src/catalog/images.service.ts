@@ -11,6 +11,7 @@ import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
 import { ImageRepository, PendingImage } from './image.repository';
 import {
   ObjectStorage,
+  ObjectStorageCopyRefused,
   ObjectStorageRefused,
   ObjectStorageUnavailable,
   UPLOAD_URL_TTL_SECONDS,
@@ -227,6 +228,12 @@ export class ImagesService {
           ? await this.settle(key, image)
           : await this.afterReady(key, image);
     } catch (err) {
+      if (err instanceof ObjectStorageCopyRefused) {
+        // the object passed its checks and the store would not copy it: our credentials or its
+        // policy, not the upload — 503, so the store retries until that is put right
+        this.logger.error(`storage notification for ${key}: ${err.message}; answered 503`);
+        throw storageUnavailable();
+      }
       if (err instanceof ObjectStorageRefused) {
         // about this object (403: a key without s3:ListBucket asking for a missing one), not the
         // store: acknowledged — a 503 would have the store retry it for as long as the object is
@@ -238,13 +245,7 @@ export class ImagesService {
       }
       if (err instanceof ObjectStorageUnavailable) {
         this.logger.warn(err.message);
-        throw new DomainError(
-          'SERVICE_UNAVAILABLE',
-          'Object storage is unavailable; retry the notification later.',
-          {
-            headers: { 'Retry-After': '5' },
-          },
-        );
+        throw storageUnavailable();
       }
       throw err;
     }
@@ -264,6 +265,9 @@ export class ImagesService {
    * object) is left pending, and the pass goes on to the others (one warning per pass counts
    * them); REFUSALS_ENDING_A_PASS in a row of images not yet abandoned end it, as a store that
    * cannot be asked does; one still refused REFUSED_ABANDONED_AFTER_MS after signing is removed.
+   * An upload that passed its checks and that the store would not copy (ObjectStorageCopyRefused:
+   * our credentials or its policy) is left pending, however old, logged as an error; as many in a
+   * row end the pass too.
    */
   @OnJob(JobName.ReconcileImages)
   async reconcilePending(): Promise<{ ready: number; removed: number }> {
@@ -273,6 +277,8 @@ export class ImagesService {
     let removed = 0;
     let refused = 0;
     let firstRefused: ObjectStorageRefused | undefined;
+    let copyRefused = 0;
+    let firstCopyRefused: ObjectStorageCopyRefused | undefined;
     let refusedInARow = 0;
     let after = this.resumeAfter;
     this.resumeAfter = undefined; // (a pass ended early starts the next one from the oldest)
@@ -286,6 +292,13 @@ export class ImagesService {
             outcome = await this.settle(image.key, image);
             refusedInARow = 0;
           } catch (err) {
+            if (err instanceof ObjectStorageCopyRefused) {
+              // checked, and not copied: kept pending however old (never removed as abandoned)
+              copyRefused++;
+              firstCopyRefused ??= err;
+              if (++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
+              continue;
+            }
             if (!(err instanceof ObjectStorageRefused)) throw err;
             refused++;
             firstRefused ??= err;
@@ -317,7 +330,9 @@ export class ImagesService {
       }
     } catch (err) {
       if (!(err instanceof ObjectStorageUnavailable)) throw err;
-      this.logger.warn(`pending images not reconciled: ${err.message}`);
+      // (a copy refused is logged below, as what it is)
+      if (!(err instanceof ObjectStorageCopyRefused))
+        this.logger.warn(`pending images not reconciled: ${err.message}`);
     } finally {
       if (ready > 0) await this.cache.invalidate();
     }
@@ -325,6 +340,11 @@ export class ImagesService {
       this.logger.warn(
         `${refused} pending image(s) left pending, the store refusing to describe them ` +
           `(${firstRefused.status} for ${firstRefused.key}, …): a key without s3:ListBucket gets 403 for a missing object`,
+      );
+    }
+    if (firstCopyRefused) {
+      this.logger.error(
+        `${copyRefused} checked upload(s) left pending, not made ready: ${firstCopyRefused.message}`,
       );
     }
     if (ready > 0 || removed > 0) {
@@ -341,7 +361,7 @@ export class ImagesService {
    * headers only (copyForServing), and the image is marked ready (guarded), served from the copy;
    * the upload is removed. The upload URL stays valid for its 15 minutes, but writes only the
    * upload's key, which nobody is served. Throws ObjectStorageUnavailable when the store cannot be
-   * asked. A crash between the copy and the update leaves an unused copy and a pending image: the
+   * asked (ObjectStorageCopyRefused when it described the upload and would not copy it). A crash between the copy and the update leaves an unused copy and a pending image: the
    * next notification or pass makes another copy.
    */
   private async settle(
@@ -440,6 +460,15 @@ export class ImagesService {
       this.logger.warn(`storage object ${key} (served to no one) not removed: ${String(err)}`);
     }
   }
+}
+
+/** 503 to the store's webhook target: it retries the notification later. */
+function storageUnavailable(): DomainError {
+  return new DomainError(
+    'SERVICE_UNAVAILABLE',
+    'Object storage is unavailable; retry the notification later.',
+    { headers: { 'Retry-After': '5' } },
+  );
 }
 
 /** The serving headers of a stored image that would break it for customers, by name. */

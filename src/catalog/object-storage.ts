@@ -64,6 +64,27 @@ export class ObjectStorageRefused extends ObjectStorageUnavailable {
 }
 
 /**
+ * The store refused to copy an upload it had just described (a 4xx other than 412 or 404 to
+ * CopyObject): not an object it will not describe, but credentials or a bucket policy lacking what
+ * CopyObject needs (s3:GetObject on the upload, s3:PutObject on its copy), or an upload it will not
+ * copy (an archived storage class). The object passed its checks: it is retried, never removed.
+ */
+export class ObjectStorageCopyRefused extends ObjectStorageUnavailable {
+  constructor(
+    readonly key: string,
+    readonly status: number,
+    cause: unknown,
+  ) {
+    super(cause);
+    this.name = 'ObjectStorageCopyRefused';
+    this.message =
+      `the store refused to copy ${key} (${status}: ${cause instanceof Error ? cause.message : String(cause)}) ` +
+      `after describing it: the credentials or the bucket policy lack what CopyObject needs ` +
+      `(s3:GetObject on the upload, s3:PutObject on its copy)`;
+  }
+}
+
+/**
  * The S3-compatible object store (MinIO, R2, S3) product images live in, behind one injectable
  * so tests can point it at a local server. Endpoint, bucket, region, credentials and path style
  * come from the configuration (STORAGE_*).
@@ -160,7 +181,8 @@ export class ObjectStorage implements OnApplicationShutdown {
    * refuses the copy, 412, when another PUT replaced them meanwhile) and with only the headers we
    * set (`MetadataDirective: REPLACE`: the checked Content-Type and SERVED_CACHE_CONTROL; no
    * Content-Encoding, Content-Disposition or metadata the uploader added). 'changed' when the
-   * upload is no longer those bytes, 'absent' when it is gone.
+   * upload is no longer those bytes, 'absent' when it is gone; another refusal throws
+   * ObjectStorageCopyRefused.
    */
   async copyForServing(
     uploadKey: string,
@@ -185,6 +207,9 @@ export class ObjectStorage implements OnApplicationShutdown {
       const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
       if (status === 412) return 'changed';
       if (status === 404) return 'absent';
+      // (not "would not describe it": HeadObject just did)
+      if (status !== undefined && status >= 400 && status < 500)
+        throw new ObjectStorageCopyRefused(uploadKey, status, err);
       throw storeError(uploadKey, err);
     }
   }

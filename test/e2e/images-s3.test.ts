@@ -17,6 +17,7 @@ import {
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
+import { Logger } from '@nestjs/common';
 import { CatalogCache } from '../../src/catalog/catalog-cache';
 import { ImageRepository } from '../../src/catalog/image.repository';
 import { ImagesService } from '../../src/catalog/images.service';
@@ -733,6 +734,58 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const detail = (await t.http.get(`/v1/products/${p.id}`)).body;
       expect(detail.images).toEqual([`${s3.endpoint}/${s3.bucket}/${served}`]);
       expect((await fetchRaw(detail.imageUrl)).body.equals(bytes)).toBe(true);
+    });
+
+    it('a copy the store refuses (credentials without what CopyObject needs) is answered 503 and logged as such; the checked upload stays pending, never removed as abandoned', async () => {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(300);
+      const up = await requestUpload(p.id, 'image/png', bytes.length);
+      const event = await upload(up.uploadUrl, bytes);
+      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
+        .client;
+      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) =>
+        command instanceof CopyObjectCommand
+          ? Promise.reject(
+              new S3ServiceException({
+                name: 'AccessDenied',
+                $fault: 'client',
+                $metadata: { httpStatusCode: 403 },
+                message: 'Access Denied',
+              }),
+            )
+          : send(command)) as never);
+      const errors = jest.spyOn(Logger.prototype, 'error');
+      try {
+        // the store retries it (not "the store would not describe it": HeadObject just did)
+        expect((await notify(event)).status).toBe(503);
+        expect(errors.mock.calls.map((c) => String(c[0]))).toContainEqual(
+          expect.stringMatching(/refused to copy .*CopyObject needs/),
+        );
+        expect((await imageRow(up.imageId)).status).toBe('pending');
+        // a week on, the pass still leaves it: the checked upload is not an abandoned one
+        await t.db.pool.query(
+          `UPDATE product_images SET created_at = created_at - interval '8 days' WHERE id = $1`,
+          [up.imageId],
+        );
+        expect(await t.app.get(ImagesService).reconcilePending()).toMatchObject({
+          ready: 0,
+          removed: 0,
+        });
+      } finally {
+        spy.mockRestore();
+        errors.mockRestore();
+      }
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+      const uploadUrl = `${s3.endpoint}/${s3.bucket}/products/${p.id}/${up.imageId}`;
+      expect((await fetchRaw(uploadUrl)).status).toBe(200);
+      // the policy put right, the store's retry makes it ready
+      expect((await notify(event)).status).toBe(204);
+      expect(
+        (await fetchRaw(`${s3.endpoint}/${s3.bucket}/${await servedKey(up.imageId)}`)).body.equals(
+          bytes,
+        ),
+      ).toBe(true);
     });
 
     it('an image an earlier build made ready is still served from its upload key, and a later PUT through its URL moves it to a checked copy', async () => {
