@@ -361,8 +361,10 @@ export class ImagesService {
    * headers only (copyForServing), and the image is marked ready (guarded), served from the copy;
    * the upload is removed. The upload URL stays valid for its 15 minutes, but writes only the
    * upload's key, which nobody is served. Throws ObjectStorageUnavailable when the store cannot be
-   * asked (ObjectStorageCopyRefused when it described the upload and would not copy it). A crash between the copy and the update leaves an unused copy and a pending image: the
-   * next notification or pass makes another copy.
+   * asked (ObjectStorageCopyRefused when it described the upload and would not copy it). An update
+   * that fails, or that a concurrent confirmation won, removes its copy; only a process dying
+   * between the copy and the update leaves one (a full copy, served to no one, that nothing
+   * sweeps) beside a pending image: the next notification or pass makes another.
    */
   private async settle(
     key: string,
@@ -399,7 +401,15 @@ export class ImagesService {
       this.logger.warn(`storage object ${key} changed while it was checked: left pending`);
       return 'unchanged';
     }
-    const productId = await this.images.markReady(key, servedKey, this.clock.now());
+    let productId: string | null;
+    try {
+      productId = await this.images.markReady(key, servedKey, this.clock.now());
+    } catch (err) {
+      // (a lock timeout, a connection lost): the copy is served to no one, and the store's retry
+      // makes another — each left behind was a full copy nothing removes
+      await this.removeQuietly(servedKey);
+      throw err;
+    }
     if (productId === null) {
       // a concurrent confirmation made it ready from its own copy: this one is served to no one
       await this.removeQuietly(servedKey);
@@ -433,7 +443,14 @@ export class ImagesService {
       etag: stored.etag,
     });
     if (copied !== 'copied') return 'unchanged';
-    if (!(await this.images.moveToServedKey(key, servedKey, this.clock.now()))) {
+    let moved: boolean;
+    try {
+      moved = await this.images.moveToServedKey(key, servedKey, this.clock.now());
+    } catch (err) {
+      await this.removeQuietly(servedKey); // (as in settle)
+      throw err;
+    }
+    if (!moved) {
       await this.removeQuietly(servedKey);
       return 'unchanged';
     }

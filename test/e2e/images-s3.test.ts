@@ -13,6 +13,7 @@ import { type IncomingHttpHeaders, get as httpGet } from 'node:http';
 import {
   CopyObjectCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
@@ -94,6 +95,16 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       new RegExp(`^products/${productId}/${imageId}\\.[0-9a-f-]{36}\\.(png|jpg|webp)$`),
     );
     return key;
+  };
+
+  /** The keys the store holds under a prefix, sorted. */
+  const objectsUnder = async (prefix: string) => {
+    const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
+      .client;
+    const listed = await client.send(
+      new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix }),
+    );
+    return (listed.Contents ?? []).map((o) => o.Key!).sort();
   };
 
   /** The store's own event for the n-th object written (1-based), as it emitted it. */
@@ -734,6 +745,52 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const detail = (await t.http.get(`/v1/products/${p.id}`)).body;
       expect(detail.images).toEqual([`${s3.endpoint}/${s3.bucket}/${served}`]);
       expect((await fetchRaw(detail.imageUrl)).body.equals(bytes)).toBe(true);
+    });
+
+    it('an update that fails after the copy removes that copy: retries leave only the one served', async () => {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(1000);
+      const up = await requestUpload(p.id, 'image/png', bytes.length);
+      const event = await upload(up.uploadUrl, bytes);
+      const spy = jest
+        .spyOn(t.app.get(ImageRepository), 'markReady')
+        .mockRejectedValue(new Error('lock timeout'));
+      try {
+        for (let i = 0; i < 3; i++) expect((await notify(event)).status).toBe(500);
+      } finally {
+        spy.mockRestore();
+      }
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([`products/${p.id}/${up.imageId}`]);
+      expect((await notify(event)).status).toBe(204);
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([await servedKey(up.imageId)]);
+    });
+
+    it("of confirmations racing past the copy, each loser removes its own copy: the store holds only the winner's", async () => {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(400);
+      const up = await requestUpload(p.id, 'image/png', bytes.length);
+      const event = await upload(up.uploadUrl, bytes);
+      // every confirmation has made its copy before any of them updates the row
+      const images = t.app.get(ImageRepository);
+      const markReady = images.markReady.bind(images);
+      let waiting = 0;
+      let release!: () => void;
+      const allCopied = new Promise<void>((resolve) => (release = resolve));
+      const spy = jest.spyOn(images, 'markReady').mockImplementation(async (...args) => {
+        if (++waiting === 3) release();
+        await allCopied;
+        return markReady(...args);
+      });
+      try {
+        const statuses = (await Promise.all([notify(event), notify(event), notify(event)])).map(
+          (r) => r.status,
+        );
+        expect(statuses).toEqual([204, 204, 204]);
+      } finally {
+        spy.mockRestore();
+      }
+      expect(waiting).toBe(3);
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([await servedKey(up.imageId)]);
     });
 
     it('a copy the store refuses (credentials without what CopyObject needs) is answered 503 and logged as such; the checked upload stays pending, never removed as abandoned', async () => {
