@@ -425,7 +425,8 @@ export class ImagesService {
    * upload's object, served to no one, is removed. One an earlier build made ready is served from
    * the upload's key itself, which that PUT just replaced: it gets a copy of its own now, as a
    * new upload does (its size and type are the signed ones; the headers become ours), and the
-   * upload URL can change it no more.
+   * upload URL can change it no more. Its upload's object stays in the store: pages handed out
+   * before the move still name it.
    */
   private async afterReady(
     key: string,
@@ -457,7 +458,9 @@ export class ImagesService {
     this.logger.warn(
       `ready image ${key} was uploaded again through its URL: now served from a copy of its own (${servedKey})`,
     );
-    await this.removeQuietly(key);
+    // the upload's object is left: pages handed out before the move name it (the catalog cache
+    // keeps them for seconds, a client that fetched one for as long as it likes), and a removal
+    // broke the image on each of them
     return 'ready';
   }
 
