@@ -13,7 +13,7 @@ interface StoredImage {
   status: ProductImageStatus;
 }
 
-/** A pending image as the reconciliation pass needs it. */
+/** An image as the reconciliation pass needs it (pending, or ready on its upload's key). */
 export interface PendingImage {
   id: string;
   key: string;
@@ -164,6 +164,44 @@ export class ImageRepository {
       contentType: r.contentType,
       sizeBytes: r.sizeBytes,
       createdAt: r.createdAt,
+    }));
+  }
+
+  /**
+   * Ready images still served from their upload's key, oldest first, keyset-paged after
+   * (`$1` created_at, `$2` id), `$3` of them. Raw SQL: its plan is asserted on this very text
+   * (test/schema/images-served-from-upload-plan.test.ts); the predicate is the partial index's
+   * (migration ImagesServedFromUploadIndex), so it matches under any plan.
+   */
+  static readonly SERVED_FROM_UPLOAD_SQL = `
+    SELECT id, storage_key, content_type, size_bytes, created_at FROM product_images
+     WHERE status = 'ready' AND storage_key = 'products/' || product_id::text || '/' || id::text
+       AND (created_at, id) > ($1::timestamptz, $2::uuid)
+     ORDER BY created_at, id
+     LIMIT $3::int`;
+
+  /**
+   * Ready images an earlier build made ready, served from their upload's key (which their upload
+   * URL writes), for the pass to move to a checked copy: oldest first, keyset-paged after `after`.
+   */
+  async findServedFromUpload(limit: number, after?: PendingImage): Promise<PendingImage[]> {
+    const rows = await this.tx.query<{
+      id: string;
+      storage_key: string;
+      content_type: string;
+      size_bytes: number;
+      created_at: Date;
+    }>(ImageRepository.SERVED_FROM_UPLOAD_SQL, [
+      after?.createdAt ?? new Date(0),
+      after?.id ?? '00000000-0000-0000-0000-000000000000',
+      limit,
+    ]);
+    return rows.map((r) => ({
+      id: r.id,
+      key: r.storage_key,
+      contentType: r.content_type,
+      sizeBytes: r.size_bytes,
+      createdAt: r.created_at,
     }));
   }
 

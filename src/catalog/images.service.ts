@@ -112,6 +112,8 @@ export class ImagesService {
    * behind them stayed pending until they aged out.
    */
   private resumeAfter?: PendingImage;
+  /** Where the last pass stopped among ready images still served from their upload key, as above. */
+  private resumeServedFromUploadAfter?: PendingImage;
   private readonly expectedAuthorization: Buffer;
 
   constructor(
@@ -251,6 +253,10 @@ export class ImagesService {
     }
     if (outcome === 'absent')
       this.logger.warn(`storage notification for ${key}, but the store has no such object`);
+    if (outcome === 'ready' && image.status === 'ready')
+      this.logger.warn(
+        `ready image ${key}, served from its upload key, was uploaded again through its URL: now served from a checked copy`,
+      );
     return outcome === 'ready';
   }
 
@@ -268,13 +274,22 @@ export class ImagesService {
    * An upload that passed its checks and that the store would not copy (ObjectStorageCopyRefused:
    * our credentials or its policy) is left pending, however old, logged as an error; as many in a
    * row end the pass too.
+   *
+   * Then each ready image still served from its upload's key (made ready by an earlier build) is
+   * moved to a checked copy, as a notification for it does (afterReady): that key is the one its
+   * upload URL writes, and a PUT through it whose notification was lost, went to an instance of
+   * the earlier build (which ignores notifications for ready images) or was refused a HeadObject
+   * replaced what customers were served, for good. Oldest first, in pages as the pending ones, a
+   * place kept between passes the same way; refusals count towards the same run.
    */
   @OnJob(JobName.ReconcileImages)
-  async reconcilePending(): Promise<{ ready: number; removed: number }> {
+  async reconcilePending(): Promise<{ ready: number; removed: number; moved: number }> {
     const now = this.clock.now().getTime();
     const before = new Date(now - NOTIFICATION_GRACE_MS);
     let ready = 0;
     let removed = 0;
+    let moved = 0;
+    let missing = 0;
     let refused = 0;
     let firstRefused: ObjectStorageRefused | undefined;
     let copyRefused = 0;
@@ -328,31 +343,63 @@ export class ImagesService {
         after = pending[pending.length - 1];
         if (page === RECONCILE_PAGES - 1) this.resumeAfter = after; // pages used up: on from here next time
       }
+
+      let afterServed = this.resumeServedFromUploadAfter;
+      this.resumeServedFromUploadAfter = undefined;
+      for (let page = 0; page < RECONCILE_PAGES; page++) {
+        const served = await this.images.findServedFromUpload(RECONCILE_BATCH, afterServed);
+        for (const image of served) {
+          try {
+            const outcome = await this.afterReady(image.key, image);
+            refusedInARow = 0;
+            if (outcome === 'ready') moved++;
+            if (outcome === 'absent') missing++;
+          } catch (err) {
+            if (err instanceof ObjectStorageCopyRefused) {
+              copyRefused++;
+              firstCopyRefused ??= err;
+            } else if (err instanceof ObjectStorageRefused) {
+              refused++;
+              firstRefused ??= err;
+            } else throw err;
+            if (++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
+          }
+        }
+        if (served.length < RECONCILE_BATCH) break;
+        afterServed = served[served.length - 1];
+        if (page === RECONCILE_PAGES - 1) this.resumeServedFromUploadAfter = afterServed;
+      }
     } catch (err) {
       if (!(err instanceof ObjectStorageUnavailable)) throw err;
       // (a copy refused is logged below, as what it is)
       if (!(err instanceof ObjectStorageCopyRefused))
         this.logger.warn(`pending images not reconciled: ${err.message}`);
     } finally {
-      if (ready > 0) await this.cache.invalidate();
+      if (ready > 0 || moved > 0) await this.cache.invalidate();
     }
     if (firstRefused) {
       this.logger.warn(
-        `${refused} pending image(s) left pending, the store refusing to describe them ` +
+        `${refused} image(s) left as they were, the store refusing to describe them ` +
           `(${firstRefused.status} for ${firstRefused.key}, …): a key without s3:ListBucket gets 403 for a missing object`,
       );
     }
     if (firstCopyRefused) {
       this.logger.error(
-        `${copyRefused} checked upload(s) left pending, not made ready: ${firstCopyRefused.message}`,
+        `${copyRefused} checked upload(s) not copied (left pending, or served from their upload key): ${firstCopyRefused.message}`,
       );
     }
-    if (ready > 0 || removed > 0) {
+    if (missing > 0) {
       this.logger.warn(
-        `pending images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed`,
+        `${missing} ready image(s) served from their upload key have no object in the store`,
       );
     }
-    return { ready, removed };
+    if (ready > 0 || removed > 0 || moved > 0) {
+      this.logger.warn(
+        `images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed, ` +
+          `${moved} made ready by an earlier build moved to a checked copy`,
+      );
+    }
+    return { ready, removed, moved };
   }
 
   /**
@@ -455,9 +502,6 @@ export class ImagesService {
       await this.removeQuietly(servedKey);
       return 'unchanged';
     }
-    this.logger.warn(
-      `ready image ${key} was uploaded again through its URL: now served from a copy of its own (${servedKey})`,
-    );
     // the upload's object is left: pages handed out before the move name it (the catalog cache
     // keeps them for seconds, a client that fetched one for as long as it likes), and a removal
     // broke the image on each of them

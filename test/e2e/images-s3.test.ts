@@ -925,11 +925,11 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBeNull(); // cached, no image
 
       // within the grace period the store's notification is waited for
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
       expect((await imageRow(up.imageId)).status).toBe('pending');
 
       await age(up.imageId, '3 minutes');
-      expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+      expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
       expect((await imageRow(up.imageId)).status).toBe('ready');
       // visible at once: the catalog cache was invalidated
       const key = `products/${p.id}/${up.imageId}`;
@@ -937,7 +937,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         `${s3.endpoint}/${s3.bucket}/${await servedKey(up.imageId)}`,
       );
       // again, or a late notification: nothing changes
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
       const late = await notify({
         Records: [
           { eventName: 'ObjectCreated:Put', s3: { bucket: { name: s3.bucket }, object: { key } } },
@@ -950,10 +950,10 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const p = await createProduct(t, admin);
       const up = await requestUpload(p.id, 'image/png', 64);
       await age(up.imageId, '30 minutes'); // URL expired, but a PUT begun in time may still be arriving
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
       expect((await imageRow(up.imageId)).status).toBe('pending');
       await age(up.imageId, '2 hours');
-      expect(await reconcile()).toEqual({ ready: 0, removed: 1 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0 });
       expect(await imageRow(up.imageId)).toBeUndefined();
       expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([]);
     });
@@ -973,7 +973,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const object = `${s3.endpoint}/${s3.bucket}/products/${p.id}/${up.imageId}`;
       expect((await fetch(object)).status).toBe(200);
       await age(up.imageId, '2 hours');
-      expect(await reconcile()).toEqual({ ready: 0, removed: 1 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0 });
       expect(await imageRow(up.imageId)).toBeUndefined();
       // (it stayed in the bucket for good, fetchable at its key)
       expect((await fetch(object)).status).toBe(404);
@@ -990,7 +990,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       await age(uploaded.imageId, '3 minutes');
       const store = refuseHeads((key) => key === `products/${p.id}/${refused.imageId}`);
       try {
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
       } finally {
         store.restore();
       }
@@ -1031,7 +1031,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       for (const up of ups) await age(up.imageId, '3 minutes');
       const store = refuseHeads(() => true);
       try {
-        expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
       } finally {
         store.restore();
       }
@@ -1058,9 +1058,9 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const staleKeys = new Set(stale.map((up) => `products/${up.productId}/${up.imageId}`));
       const store = refuseHeads((key) => staleKeys.has(key));
       try {
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
         for (const up of stale) await age(up.imageId, '8 days');
-        expect(await reconcile()).toEqual({ ready: 0, removed: 22 });
+        expect(await reconcile()).toEqual({ ready: 0, removed: 22, moved: 0 });
       } finally {
         store.restore();
       }
@@ -1086,14 +1086,126 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const uploadedKey = `products/${other.id}/${uploaded.imageId}`;
       const store = refuseHeads((key) => key !== uploadedKey);
       try {
-        expect(await reconcile()).toEqual({ ready: 0, removed: 0 }); // the oldest 2,000
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 }); // the oldest 2,000
         expect(store.heads()).toBe(2_000);
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0 }); // on from there: the rest, and the upload
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 }); // on from there: the rest, and the upload
       } finally {
         store.restore();
       }
       expect((await imageRow(uploaded.imageId)).status).toBe('ready');
       await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
+    });
+
+    /** An image as the previous build left it: ready, served from its upload's own key. */
+    const readyOnUploadKey = async (productId: string, bytes: Buffer) => {
+      const up = await requestUpload(productId, 'image/png', bytes.length);
+      expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
+      const key = `products/${productId}/${up.imageId}`;
+      await t.db.pool.query(
+        `UPDATE product_images SET status = 'ready', ready_at = now() WHERE id = $1`,
+        [up.imageId],
+      );
+      await t.db.pool.query(`UPDATE products SET image_url = $2 WHERE id = $1`, [productId, key]);
+      await t.app.get(CatalogCache).invalidate();
+      return { ...up, key };
+    };
+
+    it("an image an earlier build made ready, its URL used again and the notification lost, is moved to a checked copy by the pass: the second PUT's headers are not served", async () => {
+      const p = await createProduct(t, admin);
+      const good = randomBytes(256);
+      const up = await readyOnUploadKey(p.id, good);
+      // the URL used again (gzip, attachment): the notification lost, or taken by an instance of
+      // the previous build, which ignores notifications for ready images
+      const res = await fetch(up.uploadUrl, {
+        method: 'PUT',
+        headers: {
+          'content-type': 'image/png',
+          'content-encoding': 'gzip',
+          'content-disposition': 'attachment',
+        },
+        body: Buffer.alloc(256, 0x41),
+      });
+      expect(res.status).toBe(200);
+      await age(up.imageId, '1 day');
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1 });
+      const served = await servedKey(up.imageId);
+      const detail = (await t.http.get(`/v1/products/${p.id}`)).body;
+      expect([detail.imageUrl, detail.images]).toEqual([
+        `${s3.endpoint}/${s3.bucket}/${served}`,
+        [`${s3.endpoint}/${s3.bucket}/${served}`],
+      ]);
+      const fetched = await fetch(detail.imageUrl);
+      expect([
+        fetched.headers.get('content-encoding'),
+        fetched.headers.get('content-disposition'),
+        fetched.headers.get('cache-control'),
+      ]).toEqual([null, null, 'public, max-age=31536000, immutable']);
+      // once moved, nothing more to do; the upload's object is left for pages that name it
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
+      expect((await fetch(`${s3.endpoint}/${s3.bucket}/${up.key}`)).status).toBe(200);
+    });
+
+    it('an image an earlier build made ready whose notification the store refused to describe (403) is moved by the pass', async () => {
+      const p = await createProduct(t, admin);
+      const up = await readyOnUploadKey(p.id, randomBytes(128));
+      const store = refuseHeads(() => true);
+      try {
+        const res = await notify({
+          Records: [
+            {
+              eventName: 'ObjectCreated:Put',
+              s3: { bucket: { name: s3.bucket }, object: { key: up.key } },
+            },
+          ],
+        });
+        expect(res.status).toBe(204); // acknowledged: "left to the reconciliation pass"
+      } finally {
+        store.restore();
+      }
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1 });
+      await servedKey(up.imageId);
+    });
+
+    it("more images on their upload key than a pass's pages (2,000), their objects gone, do not hide the ones behind them: the next pass goes on where the last stopped", async () => {
+      const p = await createProduct(t, admin);
+      // 2,100 ready images whose objects are gone, older than any other
+      await t.db.pool.query(
+        `INSERT INTO product_images (id, product_id, storage_key, content_type, size_bytes, status, created_at, ready_at)
+         SELECT id, $1::uuid, 'products/' || $1::text || '/' || id, 'image/png', 64, 'ready',
+                now() - interval '400 days' - n * interval '1 ms', now() - interval '400 days'
+           FROM (SELECT gen_random_uuid() AS id, n FROM generate_series(1, 2100) n) s`,
+        [p.id],
+      );
+      const other = await createProduct(t, admin);
+      const up = await readyOnUploadKey(other.id, randomBytes(128));
+      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
+        .client;
+      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+      let heads = 0;
+      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
+        if (command instanceof HeadObjectCommand) {
+          if (command.input.Key!.startsWith(`products/${p.id}/`)) heads++;
+          if (command.input.Key !== up.key)
+            return Promise.reject(
+              new S3ServiceException({
+                name: 'NotFound',
+                $fault: 'client',
+                $metadata: { httpStatusCode: 404 },
+                message: 'Not Found',
+              }),
+            );
+        }
+        return send(command);
+      }) as never);
+      try {
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 }); // the oldest 2,000
+        expect(heads).toBe(2_000);
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1 }); // on from there
+      } finally {
+        spy.mockRestore();
+        await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
+      }
+      await servedKey(up.imageId);
     });
 
     it('a store that cannot be asked ends the pass quietly; the image stays pending for the next one', async () => {
@@ -1110,9 +1222,10 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         expect(await down.app.get(ImagesService).reconcilePending()).toEqual({
           ready: 0,
           removed: 0,
+          moved: 0,
         });
         expect((await imageRow(up.imageId)).status).toBe('pending');
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
       } finally {
         await down.close();
       }

@@ -20,6 +20,9 @@ export type ProductImageStatus = 'pending' | 'ready';
 @Entity('product_images')
 @Unique('product_images_storage_key_key', ['storageKey'])
 @Index('product_images_product_idx', ['productId', 'createdAt'])
+@Index('product_images_served_from_upload_idx', ['createdAt', 'id'], {
+  where: `status = 'ready' AND storage_key = 'products/' || product_id::text || '/' || id::text`,
+})
 @Check(
   'product_images_content_type_check',
   `content_type IN ('image/jpeg', 'image/png', 'image/webp')`,
@@ -37,7 +40,11 @@ export class ProductImageEntity {
   @JoinColumn({ name: 'product_id', foreignKeyConstraintName: 'product_images_product_id_fkey' })
   product?: ProductEntity;
 
-  /** products/<product id>/<image id> in the bucket. */
+  /**
+   * The key in the bucket it is served from: its upload's, products/<product id>/<image id>, while
+   * pending (and if an earlier build made it ready, until the reconciliation pass moves it); a
+   * checked copy's, <upload key>.<uuid>.<ext>, once ready.
+   */
   @Column('text', { name: 'storage_key' })
   storageKey!: string;
 
