@@ -426,6 +426,26 @@ describe("isPermanentRejection (a bounce for good, or the shop's own problem?)",
     expect(isPermanentRejection(refusal('RCPT TO', '550 5.4.1 Relay Access Denied'))).toBe(false);
   });
 
+  it('is final for an internationalized address a server without SMTPUTF8 cannot take (each retry is sent and refused alike)', () => {
+    for (const response of [
+      '553 5.6.7 Must declare SMTPUTF8 to send unicode address',
+      '550 5.6.7 Non-ASCII addresses are not permitted for that recipient',
+      '555 SMTPUTF8 is required, but was not offered',
+    ]) {
+      expect([response, isPermanentRejection(refusal('RCPT TO', response))]).toEqual([
+        response,
+        true,
+      ]);
+    }
+    // (a 4xx is never final, and the sender's own refusals stay the shop's problem)
+    expect(isPermanentRejection(refusal('RCPT TO', '450 4.6.7 SMTPUTF8 not available now'))).toBe(
+      false,
+    );
+    expect(
+      isPermanentRejection(refusal('MAIL FROM', '553 5.6.7 Must declare SMTPUTF8', 'EENVELOPE')),
+    ).toBe(false);
+  });
+
   it('is not final for what concerns the sender, a policy or a quota, nor for a 4xx', () => {
     for (const [command, response, code] of [
       ['MAIL FROM', '530 5.7.0 Authentication required'],

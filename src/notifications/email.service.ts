@@ -396,7 +396,8 @@ const MAILBOX_GONE =
 
 /**
  * The mail server refused the recipient's address for good: a 5xx reply to RCPT TO whose
- * enhanced status says the address is bad (5.1.x: no such mailbox, bad domain), or, without an
+ * enhanced status says the address is bad (5.1.x: no such mailbox, bad domain; 5.6.7 or a reply
+ * naming SMTPUTF8: an internationalized address this server cannot take), or, without an
  * enhanced status, 550/551/553 not naming a policy. Anything about the shop's own account is
  * not final — a 5xx at MAIL FROM or DATA (authentication required, sender not verified, a daily
  * quota reached), 5.7.x (relaying denied, policy) or 5.4.x: retried for a day like a server that
@@ -421,6 +422,10 @@ export function isPermanentRejection(err: unknown): boolean {
   const enhanced =
     /^\d{3}[ -]5\.(\d{1,3})\.(\d{1,3})\b/.exec(reply) ?? /\(#5\.(\d{1,3})\.(\d{1,3})\)/.exec(reply);
   const policy = /relay|auth|quota|limit|polic|spam|block|rate|sender|reputation|rcpthosts/i;
+  // an address with non-ASCII characters (its local part: registration takes `jösé@…`) that a
+  // server without SMTPUTF8 cannot take (`553 5.6.7 Must declare SMTPUTF8 …`): every retry is
+  // sent the same way and refused the same way — four days of them
+  if ((enhanced?.[1] === '6' && enhanced[2] === '7') || /\bSMTPUTF8\b/i.test(reply)) return true;
   if (enhanced) {
     const [, subject, detail] = enhanced;
     // 5.1.x: bad mailbox or domain — but 5.1.7/5.1.8 (and a 5.1.x naming the sender) are about

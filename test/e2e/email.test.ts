@@ -1,6 +1,6 @@
 import Stripe from 'stripe';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
-import { INestApplicationContext } from '@nestjs/common';
+import { INestApplicationContext, Logger } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Job, Queue } from 'bullmq';
 import { randomUUID } from 'node:crypto';
@@ -356,6 +356,40 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     expect(await worker.get(EmailReconciler).reconcile()).toBe(0);
     expect(await worker.get(EmailService).send({ orderId, kind: 'cancellation' })).toBe('skipped');
     expect(smtp.forOrder(orderId)).toHaveLength(0);
+  }, 30_000);
+
+  it('an address with a non-ASCII local part, to a server without SMTPUTF8 (553 5.6.7 at RCPT TO): one attempt, recorded as rejected, said once — not retried for days', async () => {
+    smtp.offerSmtpUtf8 = false;
+    const warnings = jest.spyOn(Logger.prototype, 'warn');
+    try {
+      const local = await registerCustomer(t.http, {
+        email: `jösé-${randomUUID().slice(0, 8)}@test.local`,
+      });
+      const who: Buyer = { userId: local.user.id, token: local.accessToken };
+      const orderId = await twoLineOrder(t, who);
+      await cancel(t, who, orderId);
+      const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
+      const job = await waitFor(
+        'the email job to finish',
+        () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
+        { until: (j) => j?.finishedOn != null, timeoutMs: 15_000 },
+      );
+      expect([job?.attemptsMade, await job?.getState(), job?.returnvalue]).toEqual([
+        1,
+        'completed',
+        'rejected',
+      ]);
+      const rows = await deliveriesOf(t, orderId);
+      expect(rows).toMatchObject([{ kind: 'cancellation', status: 'rejected', attempts: 1 }]);
+      expect(rows[0].last_error).toMatch(/5\.6\.7/);
+      expect(rows[0].last_error).not.toContain(local.email);
+      const said = warnings.mock.calls.map(([m]) => String(m)).filter((m) => m.includes(orderId));
+      expect(said).toEqual([expect.stringContaining('refused by the mail server for good')]);
+      expect(smtp.forOrder(orderId)).toHaveLength(0);
+    } finally {
+      smtp.offerSmtpUtf8 = true;
+      warnings.mockRestore();
+    }
   }, 30_000);
 
   it('a sender the mail server refuses (530 at MAIL FROM: credentials missing) is retried, not taken for a bounce: sent once fixed', async () => {

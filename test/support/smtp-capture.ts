@@ -54,6 +54,18 @@ export class SmtpCapture {
 
   private constructor(private port: number) {}
 
+  /**
+   * Whether the server offers SMTPUTF8 in its EHLO reply (from the next conversation on). Either
+   * way a recipient address with non-ASCII characters whose MAIL FROM did not declare SMTPUTF8
+   * is refused at RCPT TO with `553 5.6.7 Must declare SMTPUTF8 to send unicode address`, as
+   * Postfix refuses it — and a client sends it undeclared to a server that does not offer it.
+   */
+  set offerSmtpUtf8(offered: boolean) {
+    this.hideSmtpUtf8 = !offered;
+    if (this.server) this.server.options.hideSMTPUTF8 = !offered;
+  }
+  private hideSmtpUtf8 = false;
+
   static async start(): Promise<SmtpCapture> {
     const capture = new SmtpCapture(0);
     await capture.start();
@@ -67,6 +79,7 @@ export class SmtpCapture {
   async start(): Promise<void> {
     const server = new SMTPServer({
       authOptional: true,
+      hideSMTPUTF8: this.hideSmtpUtf8,
       disabledCommands: ['AUTH', 'STARTTLS'],
       logger: false,
       onMailFrom: (_address, session, callback) => {
@@ -78,7 +91,16 @@ export class SmtpCapture {
         this.refuseSenderTimes--;
         callback(Object.assign(new Error('5.7.0 Authentication required'), { responseCode: 530 }));
       },
-      onRcptTo: (address, _session, callback) => {
+      onRcptTo: (address, session, callback) => {
+        const from = session.envelope.mailFrom;
+        const declared = from && from.args && from.args.SMTPUTF8 === true;
+        if (/[^\p{ASCII}]/u.test(address.address) && !declared) {
+          return callback(
+            Object.assign(new Error('5.6.7 Must declare SMTPUTF8 to send unicode address'), {
+              responseCode: 553,
+            }),
+          );
+        }
         if (!this.refusedRecipients.has(address.address.toLowerCase())) return callback();
         const err = Object.assign(
           new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`),
