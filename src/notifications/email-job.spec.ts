@@ -1,4 +1,12 @@
-import { EMAIL_BACKOFF, EMAIL_JOB_OPTIONS, emailBackoff, emailJobId, emailKey } from './email-job';
+import {
+  EMAIL_BACKOFF,
+  EMAIL_JOB_OPTIONS,
+  UNANSWERED_HANDOVER_RETRY_MS,
+  emailBackoff,
+  emailJobId,
+  emailKey,
+} from './email-job';
+import { UnansweredHandoverError } from './mail-transport';
 
 describe('email job ids', () => {
   const orderId = '0c8e4f2a-1111-4222-8333-944445555666';
@@ -36,5 +44,14 @@ describe('email job retries', () => {
     expect(delays.slice(0, 3)).toEqual([2_000, 4_000, 8_000]);
     expect(Math.max(...delays)).toBe(30 * 60_000);
     expect(delays.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(24 * 3_600_000);
+  });
+
+  it('wait out the incident after a message handed over whole with no answer: its one resend must not be lost in the same blip', () => {
+    const unanswered = new UnansweredHandoverError('email k attempt 1 failed: handed over whole');
+    expect(UNANSWERED_HANDOVER_RETRY_MS).toBeGreaterThanOrEqual(10 * 60_000);
+    expect(emailBackoff(1, EMAIL_BACKOFF, unanswered)).toBe(UNANSWERED_HANDOVER_RETRY_MS);
+    expect(emailBackoff(1, EMAIL_BACKOFF, new Error('ECONNREFUSED'))).toBe(2_000);
+    // later in the schedule, the longer of the two
+    expect(emailBackoff(40, EMAIL_BACKOFF, unanswered)).toBe(30 * 60_000);
   });
 });

@@ -2,6 +2,7 @@ import type { JobsOptions } from 'bullmq';
 import type { OutboxTopic } from '../outbox/outbox-events';
 import type { JobQueues } from '../queue/job-queues';
 import { JobName } from '../queue/queues';
+import { UnansweredHandoverError } from './mail-transport';
 
 /** The emails the shop sends, one per (order, kind) — per (order, kind, refund) for refunds. */
 export type EmailKind = 'order_confirmation' | 'payment_receipt' | 'cancellation' | 'refund';
@@ -56,8 +57,9 @@ const EMAIL_BACKOFF_CAP_MS = 30 * 60_000;
 
 /**
  * Mail servers can be down for a long while (a provider's outage, an expired credential found on
- * a Sunday): 60 attempts, 2 s, 4 s … apart, then every 30 min — a little over a day in all —
- * before a job fails for good (a failed job stays in the failed set: removeOnFail keeps it for 7
+ * a Sunday): 60 attempts, 2 s, 4 s … apart, then every 30 min (15 min at least after an attempt
+ * that handed the message over and had no answer) — a little over a day in all — before a job
+ * fails for good (a failed job stays in the failed set: removeOnFail keeps it for 7
  * days). A delivery that another live attempt is sending right now is not a failure: the job's
  * handler puts it back for EMAIL_BUSY_RETRY_MS without spending an attempt (at most
  * EMAIL_BUSY_RETRIES times).
@@ -67,10 +69,30 @@ export const EMAIL_JOB_OPTIONS: Pick<JobsOptions, 'attempts' | 'backoff'> = {
   backoff: { type: EMAIL_BACKOFF },
 };
 
-/** BullMQ backoff strategy of the email queue: 2 s doubling, capped at 30 min. */
-export function emailBackoff(attemptsMade: number, type?: string): number {
+/**
+ * The least wait before the retry of an attempt that handed the mail server the whole message and
+ * had no answer (UnansweredHandoverError). The second such attempt takes the message for delivered
+ * (UNANSWERED_HANDOVERS_LIMIT: one resend at most of a message the server may have), so that
+ * resend must fall outside the incident that lost the first: a relay killed or restarted while it
+ * took messages, a failover of a managed relay, a rolling restart of a relay pool — seconds to a
+ * few minutes. At 2 s, then 4 s, a 10–20 s blip lost the receipt twice and it was recorded sent,
+ * never delivered. 15 minutes outlasts those with room, and costs only a rare lost message a
+ * quarter of an hour (the regular schedule is 17 min apart by its 10th attempt anyway); a relay
+ * that drops messages for longer than that is an outage that no count of copies can tell from a
+ * middlebox dropping the answer, and is taken as delivered (said at error) after its second.
+ */
+export const UNANSWERED_HANDOVER_RETRY_MS = 15 * 60_000;
+
+/**
+ * BullMQ backoff strategy of the email queue: 2 s doubling, capped at 30 min — at least
+ * UNANSWERED_HANDOVER_RETRY_MS after an attempt that handed the message over with no answer.
+ */
+export function emailBackoff(attemptsMade: number, type?: string, err?: Error): number {
   if (type !== EMAIL_BACKOFF) return 2_000;
-  return Math.min(2_000 * 2 ** Math.max(0, attemptsMade - 1), EMAIL_BACKOFF_CAP_MS);
+  const delay = Math.min(2_000 * 2 ** Math.max(0, attemptsMade - 1), EMAIL_BACKOFF_CAP_MS);
+  return err instanceof UnansweredHandoverError
+    ? Math.max(delay, UNANSWERED_HANDOVER_RETRY_MS)
+    : delay;
 }
 
 /** Worker deaths under one email job before BullMQ fails it (the other queues: 2). */

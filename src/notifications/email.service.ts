@@ -14,7 +14,7 @@ import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS, EmailJob, emailKey, emailRef } from './email-job';
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailContent, EmailContext, renderEmail } from './email-templates';
-import { MailTransport, OutgoingEmail } from './mail-transport';
+import { MailTransport, OutgoingEmail, UnansweredHandoverError } from './mail-transport';
 import { PRODUCT_WITHDRAWN_ACTOR, UNCHARGEABLE_TOTAL_ACTOR } from '../orders/order-state-machine';
 
 /**
@@ -205,8 +205,12 @@ export class EmailService {
       this.logger.warn(`email ${key} attempt ${claim.attempt} failed: ${message}`);
       await this.releaseClaim(claim, key, message);
       // the job's failure reason is a record too (BullMQ keeps it in Redis, Bull Board shows
-      // it, for a day of retries and a week after): the cleaned message, never the server's
-      throw new Error(`email ${key} attempt ${claim.attempt} failed: ${message}`);
+      // it, for a day of retries and a week after): the cleaned message, never the server's —
+      // of the same kind, as the job's backoff reads it (an unanswered handover waits longer)
+      const failure = `email ${key} attempt ${claim.attempt} failed: ${message}`;
+      throw err instanceof UnansweredHandoverError
+        ? new UnansweredHandoverError(failure)
+        : new Error(failure);
     }
     // the transport's own record goes only once this attempt has recorded the delivery: were
     // it taken over meanwhile, the attempt that took it needs that record to not send again

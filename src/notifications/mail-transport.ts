@@ -90,9 +90,23 @@ const ACCEPTED_MARK_TIMEOUT_MS = 500;
  * Attempts that handed the mail server a whole message and had no answer (the connection lost or
  * timed out after the message's final ".") after which it is taken as delivered: such a message
  * may well have been accepted, and sending it on every retry mailed one customer up to 60 copies
- * a day (mail review). One resend is allowed, so a message lost on its way is still sent again.
+ * a day (mail review). One resend is allowed, so a message lost on its way is still sent again —
+ * and that resend comes UNANSWERED_HANDOVER_RETRY_MS (email-job.ts) after the unanswered attempt,
+ * past the incident that lost it: 2 s later, inside the same relay restart, it was lost the same
+ * way and the message taken as delivered after a 10-second blip.
  */
 export const UNANSWERED_HANDOVERS_LIMIT = 2;
+
+/**
+ * A send that handed the server the whole message and had no answer (counted: see
+ * UNANSWERED_HANDOVERS_LIMIT). The email's job retries it later than other failures.
+ */
+export class UnansweredHandoverError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'UnansweredHandoverError';
+  }
+}
 
 /**
  * A bunyan-style logger for one nodemailer conversation that calls `handedOver` once the whole
@@ -137,7 +151,9 @@ const answered = (err: unknown): boolean =>
  * its answer, may have been accepted: it is counted (`<prefix>:email-handed:<key>`, 7 days), and
  * once UNANSWERED_HANDOVERS_LIMIT attempts have ended so the message is taken as delivered (said
  * at error, with its key) — a relay behind a middlebox that drops the connection while it writes
- * the message to its queue had every retry mail the customer another copy. A send that failed
+ * the message to its queue had every retry mail the customer another copy. Such a send rejects
+ * with UnansweredHandoverError, and the job's retry waits out the incident (email-job.ts), so a
+ * second unanswered handover is not the same blip's. A send that failed
  * before the message was whole (refused, the connection lost during the envelope), or that the
  * server answered with a refusal after it (454 throttling, 452 storage: not taken), is not counted.
  */
@@ -173,7 +189,13 @@ class SmtpMailTransport extends MailTransport {
     } catch (err) {
       // (the server's answer to the message — a 4xx or 5xx after DATA, e.g. a relay's rate limit —
       // says it was not taken: retried as ever, never counted)
-      if (handedOver && !answered(err)) await this.countHandover(message);
+      if (handedOver && !answered(err)) {
+        await this.countHandover(message);
+        throw new UnansweredHandoverError(
+          `handed over whole, no answer: ${err instanceof Error ? err.message : String(err)}`,
+          { cause: err },
+        );
+      }
       throw err;
     } finally {
       transporter.close();

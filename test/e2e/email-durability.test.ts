@@ -8,6 +8,10 @@ import {
   OutgoingEmail,
   UNANSWERED_HANDOVERS_LIMIT,
 } from '../../src/notifications/mail-transport';
+import { UNANSWERED_HANDOVER_RETRY_MS, emailJobId } from '../../src/notifications/email-job';
+import { QueueName } from '../../src/queue/queues';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import { REDIS } from '../../src/redis/redis.module';
 import { registerCustomer } from '../support/auth';
@@ -31,6 +35,30 @@ async function retakeAbandoned(t: TestApp, worker: INestApplicationContext, orde
     [orderId],
   );
   return worker.get(EmailService, { strict: false }).send({ orderId, kind: 'cancellation' });
+}
+
+/**
+ * Waits until the email job `jobId` has failed `attempts` attempts and waits for its retry: how
+ * long it would wait for it (ms), and the retry run now.
+ */
+async function awaitRetry(
+  worker: INestApplicationContext,
+  jobId: string,
+  attempts: number,
+): Promise<{ waitMs: number; runNow: () => Promise<void> }> {
+  const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
+  const client = await queue.client;
+  const score = await waitFor(
+    `attempt ${attempts} of ${jobId} to wait for its retry`,
+    async () =>
+      (await queue.getJob(jobId))?.attemptsMade === attempts
+        ? await client.zscore(queue.keys.delayed, jobId)
+        : null,
+    { until: (s) => s !== null, timeoutMs: 20_000 },
+  );
+  // (a delayed job's score: its due time in ms × 0x1000 + a counter)
+  const waitMs = Math.floor(Number(score) / 0x1000) - Date.now();
+  return { waitMs, runNow: async () => (await queue.getJob(jobId))?.promote() };
 }
 
 /** A new customer's order of a new product, placed and cancelled: its cancellation email is owed. */
@@ -147,8 +175,15 @@ describe('an email that went out stays recorded as sent across a database restar
       ).rows;
     try {
       // the server keeps each copy and the connection is lost before its answer, every time
+      // (each retry after such an attempt waits 15 minutes: run now)
       smtp.dropBeforeAnswerTimes = 100;
       const unanswered = await cancelledOrder(t);
+      const jobId = emailJobId({ orderId: unanswered, kind: 'cancellation' });
+      for (let attempt = 1; attempt <= UNANSWERED_HANDOVERS_LIMIT; attempt++) {
+        const retry = await awaitRetry(worker, jobId, attempt);
+        expect(retry.waitMs).toBeGreaterThan(UNANSWERED_HANDOVER_RETRY_MS - 60_000);
+        await retry.runNow();
+      }
       await drain(worker, t.db.pool);
       expect(smtp.forOrder(unanswered)).toHaveLength(UNANSWERED_HANDOVERS_LIMIT);
       expect(await delivery(unanswered)).toEqual([
@@ -198,6 +233,47 @@ describe('an email that went out stays recorded as sent across a database restar
       errors.mockRestore();
     }
   }, 60_000);
+});
+
+describe('a relay that loses whole messages for a while (its process dies writing them to its queue)', () => {
+  let smtp: SmtpCapture;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+
+  beforeAll(async () => {
+    smtp = await SmtpCapture.start();
+    t = await bootTestApp({ env: { SMTP_URL: smtp.url } });
+    worker = await bootTestWorker(t.config);
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await smtp?.stop();
+  });
+
+  it('the resend of a message handed over with no answer waits out the blip, and is delivered once it is over — not taken as delivered after a second loss 2 s later', async () => {
+    smtp.loseBeforeAnswerTimes = 100; // every message, while the blip lasts
+    let orderId: string;
+    let retry: Awaited<ReturnType<typeof awaitRetry>>;
+    try {
+      orderId = await cancelledOrder(t);
+      // the first attempt handed the message over whole and lost the connection: its retry
+      // waits out the blip (at 2 s, then 4 s, the second loss took it for delivered)
+      retry = await awaitRetry(worker, emailJobId({ orderId, kind: 'cancellation' }), 1);
+      expect(retry.waitMs).toBeGreaterThan(UNANSWERED_HANDOVER_RETRY_MS - 60_000);
+      expect(smtp.forOrder(orderId)).toEqual([]);
+    } finally {
+      smtp.loseBeforeAnswerTimes = 0; // the blip is over
+    }
+    await retry.runNow(); // (as it runs 15 minutes on)
+    await drain(worker, t.db.pool);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+    const { rows } = await t.db.pool.query<{ status: string; attempts: number }>(
+      `SELECT status, attempts FROM email_deliveries WHERE order_id = $1 AND kind = 'cancellation'`,
+      [orderId],
+    );
+    expect(rows).toEqual([{ status: 'sent', attempts: 2 }]);
+  });
 });
 
 describe('a worker that died between the send and the record (.eml transport)', () => {

@@ -42,6 +42,11 @@ export class SmtpCapture {
    */
   dropBeforeAnswerTimes = 0;
   /**
+   * The next this-many messages are received whole, then lost with the connection before the
+   * answer, not kept — a relay whose process dies while it writes the message to its queue.
+   */
+  loseBeforeAnswerTimes = 0;
+  /**
    * The next this-many messages are received whole and refused with `454 4.7.0 Throttling failure`
    * (a relay's sending-rate limit): answered, not kept.
    */
@@ -125,6 +130,10 @@ export class SmtpCapture {
                 responseCode: 454,
               }),
             );
+          }
+          if (this.loseBeforeAnswerTimes > 0) {
+            this.loseBeforeAnswerTimes--;
+            return this.dropConnection(session.id);
           }
           this.messages.push(
             parseMail(
