@@ -1,6 +1,7 @@
 import { Logger, OnModuleInit, Provider } from '@nestjs/common';
 import { access, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createTransport, type Transporter } from 'nodemailer';
 import { parseConnectionUrl } from 'nodemailer/lib/shared';
@@ -49,13 +50,26 @@ export abstract class MailTransport {
  * minutes) outlives it. The server's answer to the message (after DATA's final ".") is waited for
  * the 10 minutes RFC 5321 (4.5.3.2.6) sets: a server still writing the message to its queue has
  * accepted it, and giving up sooner sent it again — a second copy per retry of a slow server.
- * Query parameters of SMTP_URL override them.
+ * nodemailer applies socketTimeout to the whole conversation; until the message is handed over
+ * SMTP_IDLE_BEFORE_HANDOVER_MS ends it sooner. Query parameters of SMTP_URL override them.
  */
 export const SMTP_TIMEOUTS = {
   connectionTimeout: 10_000,
   greetingTimeout: 10_000,
   socketTimeout: 10 * 60_000,
 };
+
+/**
+ * Silence (nothing said by either side) that ends a conversation before the message has been
+ * handed over whole (its final "." written). Nothing is delivered before that moment, so giving
+ * up costs a retry, never a copy — while the 10 minutes of socketTimeout held one of the worker's
+ * 4 email slots for each conversation a relay left unanswered: a 5-second stall at MAIL FROM held
+ * every email of the worker for 10 minutes (email review). A healthy relay answers each command
+ * within seconds — its slowest checks before the message (DNS of the sender, a recipient
+ * callout: Exim gives those 30 s) included; 60 s leaves them twice that, and a stalled relay costs
+ * a slot one minute.
+ */
+export const SMTP_IDLE_BEFORE_HANDOVER_MS = 60_000;
 
 /**
  * The transport's options from SMTP_URL. An `smtp://` server is upgraded with STARTTLS only when
@@ -109,24 +123,57 @@ export class UnansweredHandoverError extends Error {
 }
 
 /**
- * A bunyan-style logger for one nodemailer conversation that calls `handedOver` once the whole
- * message, with its final ".", has been written to the server (nodemailer's info line for the
- * message's data stream ending: `{ tnx: 'message', outByteCount }`); everything else is dropped.
+ * A bunyan-style logger for one nodemailer conversation (with `transactionLog`: a line for each
+ * command sent and each reply) that calls `activity` for every line and `handedOver` once the
+ * whole message, with its final ".", has been written to the server (nodemailer's info line for
+ * the message's data stream ending: `{ tnx: 'message', outByteCount }`); nothing is kept.
  */
-function handoverWatcher(handedOver: () => void): NodemailerLogger {
-  const ignore = () => undefined;
+function conversationWatcher(activity: () => void, handedOver: () => void): NodemailerLogger {
+  const seen = () => activity();
   return {
-    level: ignore,
-    trace: ignore,
-    debug: ignore,
-    warn: ignore,
-    error: ignore,
-    fatal: ignore,
+    level: () => undefined,
+    trace: seen,
+    debug: seen,
+    warn: seen,
+    error: seen,
+    fatal: seen,
     info: (data: unknown) => {
       const entry = data as { tnx?: unknown; outByteCount?: unknown } | null;
       if (entry?.tnx === 'message' && entry.outByteCount !== undefined) handedOver();
+      else activity();
     },
   };
+}
+
+/**
+ * The TCP connection to the mail server, opened here (within connectionTimeout) and handed to
+ * nodemailer (its `getSocket`), which speaks SMTP over it — TLS from the start for smtps:// — so
+ * the transport can end a conversation that fell silent. A name is resolved by the system.
+ */
+function openSocket(options: SMTPTransport.Options): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host: options.host ?? 'localhost',
+      port: Number(options.port) || (options.secure ? 465 : 587),
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+    });
+    const failed = (err: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    };
+    const timer = setTimeout(
+      () => failed(Object.assign(new Error('Connection timeout'), { code: 'ETIMEDOUT' })),
+      options.connectionTimeout ?? SMTP_TIMEOUTS.connectionTimeout,
+    );
+    socket.once('error', failed);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', failed); // nodemailer's own from here
+      socket.setKeepAlive(true);
+      resolve(socket);
+    });
+  });
 }
 
 /** Whether a failed send had the server's answer (an SMTP reply code), not a lost connection or a timeout. */
@@ -179,14 +226,54 @@ class SmtpMailTransport extends MailTransport {
     // a transporter per message (one connection each, as nodemailer's unpooled SMTP has anyway),
     // so its log tells whether this message was handed over whole
     let handedOver = false;
+    let socket: Socket | undefined;
+    let silent: NodeJS.Timeout | undefined;
+    let fellSilent = false;
+    let ended = false;
+    // until the message is handed over, SMTP_IDLE_BEFORE_HANDOVER_MS of silence ends the
+    // conversation; from then on only socketTimeout (the RFC's 10 minutes for the answer)
+    const watch = () => {
+      clearTimeout(silent);
+      if (handedOver || ended || !socket) return;
+      silent = setTimeout(() => {
+        fellSilent = true;
+        socket?.destroy(
+          new Error(
+            `no word from the mail server for ${SMTP_IDLE_BEFORE_HANDOVER_MS / 1000} s before the message was handed over`,
+          ),
+        );
+      }, SMTP_IDLE_BEFORE_HANDOVER_MS);
+    };
     const options: SMTPTransport.Options = {
       ...this.options,
-      logger: handoverWatcher(() => (handedOver = true)),
+      transactionLog: true,
+      logger: conversationWatcher(watch, () => {
+        handedOver = true;
+        clearTimeout(silent);
+      }),
+      getSocket: (opts, done) => {
+        openSocket(opts).then(
+          (opened) => {
+            socket = opened;
+            watch();
+            done(null, { connection: opened });
+          },
+          (err: Error) => done(err, null),
+        );
+      },
     };
     const transporter = createTransport(options);
     try {
       await transporter.sendMail(toMail(message));
     } catch (err) {
+      // silent before the handover: the server never had the whole message — not delivered, a
+      // retry like any other (not counted as an unanswered handover)
+      if (fellSilent && !handedOver) {
+        throw new Error(
+          `no word from the mail server for ${SMTP_IDLE_BEFORE_HANDOVER_MS / 1000} s before the message was handed over (not delivered)`,
+          { cause: err },
+        );
+      }
       // (the server's answer to the message — a 4xx or 5xx after DATA, e.g. a relay's rate limit —
       // says it was not taken: retried as ever, never counted)
       if (handedOver && !answered(err)) {
@@ -198,6 +285,8 @@ class SmtpMailTransport extends MailTransport {
       }
       throw err;
     } finally {
+      ended = true; // (nodemailer's last lines, the connection closing, arm nothing)
+      clearTimeout(silent);
       transporter.close();
     }
     await withTimeout(

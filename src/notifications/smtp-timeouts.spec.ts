@@ -1,5 +1,9 @@
 import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS } from './email-job';
-import { SMTP_TIMEOUTS, smtpTransportOptions } from './mail-transport';
+import {
+  SMTP_IDLE_BEFORE_HANDOVER_MS,
+  SMTP_TIMEOUTS,
+  smtpTransportOptions,
+} from './mail-transport';
 
 /**
  * A reply to the message (after DATA's ".") that comes late must not be taken for a failure: the
@@ -9,6 +13,11 @@ import { SMTP_TIMEOUTS, smtpTransportOptions } from './mail-transport';
 describe('SMTP timeouts', () => {
   it("wait the RFC's 10 minutes for the answer to a message", () => {
     expect(SMTP_TIMEOUTS.socketTimeout).toBeGreaterThanOrEqual(10 * 60_000);
+  });
+
+  it('before the message is handed over, a minute of silence ends the conversation (the 10 minutes held each email slot behind a stalled relay)', () => {
+    expect(SMTP_IDLE_BEFORE_HANDOVER_MS).toBeLessThanOrEqual(60_000);
+    expect(SMTP_IDLE_BEFORE_HANDOVER_MS).toBeGreaterThanOrEqual(30_000); // a recipient callout's 30 s
   });
 
   it('a twin job waits out a whole conversation before it counts an attempt', () => {

@@ -42,6 +42,11 @@ export class SmtpCapture {
    */
   dropBeforeAnswerTimes = 0;
   /**
+   * The next this-many conversations are never answered at MAIL FROM (a relay stalled: the
+   * connection stays open, silent, until the client ends it).
+   */
+  stallAtSenderTimes = 0;
+  /**
    * The next this-many messages are received whole, then lost with the connection before the
    * answer, not kept — a relay whose process dies while it writes the message to its queue.
    */
@@ -91,6 +96,10 @@ export class SmtpCapture {
         if (this.dropAtSenderTimes > 0) {
           this.dropAtSenderTimes--;
           return this.dropConnection(session.id);
+        }
+        if (this.stallAtSenderTimes > 0) {
+          this.stallAtSenderTimes--;
+          return; // never answered
         }
         if (this.refuseSenderTimes <= 0) return callback();
         this.refuseSenderTimes--;
