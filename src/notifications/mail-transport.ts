@@ -71,6 +71,9 @@ export const SMTP_TIMEOUTS = {
  */
 export const SMTP_IDLE_BEFORE_HANDOVER_MS = 60_000;
 
+/** The silence limit in force (SMTP_IDLE_BEFORE_HANDOVER_MS; a test shortens it, not a setting). */
+export const smtpIdle = { beforeHandoverMs: SMTP_IDLE_BEFORE_HANDOVER_MS };
+
 /**
  * The transport's options from SMTP_URL. An `smtp://` server is upgraded with STARTTLS only when
  * it offers it, and anyone on the path can strike the offer from its EHLO reply: the credentials
@@ -239,10 +242,10 @@ class SmtpMailTransport extends MailTransport {
         fellSilent = true;
         socket?.destroy(
           new Error(
-            `no word from the mail server for ${SMTP_IDLE_BEFORE_HANDOVER_MS / 1000} s before the message was handed over`,
+            `no word from the mail server for ${smtpIdle.beforeHandoverMs / 1000} s before the message was handed over`,
           ),
         );
-      }, SMTP_IDLE_BEFORE_HANDOVER_MS);
+      }, smtpIdle.beforeHandoverMs);
     };
     const options: SMTPTransport.Options = {
       ...this.options,
@@ -270,7 +273,7 @@ class SmtpMailTransport extends MailTransport {
       // retry like any other (not counted as an unanswered handover)
       if (fellSilent && !handedOver) {
         throw new Error(
-          `no word from the mail server for ${SMTP_IDLE_BEFORE_HANDOVER_MS / 1000} s before the message was handed over (not delivered)`,
+          `no word from the mail server for ${smtpIdle.beforeHandoverMs / 1000} s before the message was handed over (not delivered)`,
           { cause: err },
         );
       }
