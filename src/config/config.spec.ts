@@ -319,6 +319,8 @@ describe('loadConfig', () => {
       ['PURCHASE_LIMIT_UNITS_PER_PRODUCT', 'five'],
       ['PURCHASE_LIMIT_UNITS_PER_PRODUCT', '-1'],
       ['PURCHASE_LIMIT_OPEN_ORDERS', ' '],
+      ['CANCELLATION_EMAILS_UNPROVEN_PER_DAY', '-1'],
+      ['CANCELLATION_EMAILS_UNPROVEN_PER_DAY', 'many'],
       ['RATE_LIMIT_ENABLED', 'no'],
       ['DATABASE_URL', 'mysql://db/shop'],
       ['REDIS_URL', 'http://cache:6379'],
@@ -331,6 +333,14 @@ describe('loadConfig', () => {
         refused: named(problemsOf({ NODE_ENV: 'development', [name]: value })),
       }).toEqual({ name, value, refused: [name] });
     }
+  });
+
+  it('CANCELLATION_EMAILS_UNPROVEN_PER_DAY: 100 a day unless set; 0 is none (not "off")', () => {
+    const budget = (env: Record<string, string>) =>
+      loadConfig({ NODE_ENV: 'development', ...env }).mail.cancellationsUnprovenPerDay;
+    expect(budget({})).toBe(100);
+    expect(budget({ CANCELLATION_EMAILS_UNPROVEN_PER_DAY: '0' })).toBe(0);
+    expect(budget({ CANCELLATION_EMAILS_UNPROVEN_PER_DAY: '2500' })).toBe(2500);
   });
 
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {

@@ -444,6 +444,9 @@ const envSchema = z.object({
     )
     .default(PLACEHOLDER_MAIL_FROM),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
+  // cancellation emails a day, shop-wide, to inboxes nobody has proven (no receipt sent to them);
+  // 0: none (CancellationLimits)
+  CANCELLATION_EMAILS_UNPROVEN_PER_DAY: int(100, 0, 1_000_000),
   // at least RESERVATION_TTL_MINIMUM outside development (loadConfig): a short one is for tests
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   PURCHASE_LIMIT_UNITS_PER_PRODUCT: int(5, 0, 1_000_000),
@@ -611,7 +614,16 @@ export interface AppConfig {
    * account for (PAYMENT_ORPHAN_SWEEP_INTERVAL_MS; 0: never).
    */
   paymentOrphanSweepIntervalMs: number;
-  mail: { smtpUrl?: string; from: string; outboxDir: string };
+  mail: {
+    smtpUrl?: string;
+    from: string;
+    outboxDir: string;
+    /**
+     * Cancellation emails the shop sends in 24 h to inboxes nobody has proven — no payment
+     * receipt sent to them (CANCELLATION_EMAILS_UNPROVEN_PER_DAY; 0: none); more are suppressed.
+     */
+    cancellationsUnprovenPerDay: number;
+  };
   reservationTtlSeconds: number;
   /**
    * Per-customer caps on open unpaid orders (INVENTORY_RESERVED / PAYMENT_PENDING), the new one
@@ -1837,7 +1849,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       startBudgetMs: e.PAYMENT_START_BUDGET_MS,
     },
     paymentOrphanSweepIntervalMs: e.PAYMENT_ORPHAN_SWEEP_INTERVAL_MS,
-    mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
+    mail: {
+      smtpUrl: e.SMTP_URL,
+      from: e.MAIL_FROM,
+      outboxDir: e.MAIL_OUTBOX_DIR,
+      cancellationsUnprovenPerDay: e.CANCELLATION_EMAILS_UNPROVEN_PER_DAY,
+    },
     reservationTtlSeconds: e.RESERVATION_TTL_SECONDS,
     purchaseLimits: {
       unitsPerProduct: e.PURCHASE_LIMIT_UNITS_PER_PRODUCT,

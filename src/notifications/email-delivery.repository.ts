@@ -16,6 +16,8 @@ export interface DeliveryClaim {
 
 /** Advisory-lock class of an inbox's allowance decisions (two-int4 key space); "EA" in ASCII. */
 const INBOX_LOCK_CLASS = 0x4541;
+/** Advisory-lock class of the shop-wide budget for unproven inboxes (one key, 0); "EB" in ASCII. */
+const UNPROVEN_BUDGET_LOCK_CLASS = 0x4542;
 
 /** An email an outbox event owes and no delivery has recorded as sent (see findUnsent). */
 export interface OwedEmail {
@@ -216,6 +218,69 @@ export class EmailDeliveryRepository {
         return rows[0]?.held ?? 0;
       });
       if (held < limit) return false;
+      await this.markSuppressed(claim.id, claim.attempt, reason, at);
+      return true;
+    });
+  }
+
+  /** Whether a payment receipt was sent to inbox $1 (proven): through email_deliveries_inbox_sent_idx. */
+  static readonly PROVEN_SQL = `SELECT EXISTS (SELECT 1 FROM email_deliveries
+    WHERE inbox = $1 AND kind = 'payment_receipt' AND status = 'sent') AS proven`;
+
+  /**
+   * The budget's count: deliveries let go to an unproven inbox (stamped `unproven_at`) since $2,
+   * but the claim deciding ($1) — whatever became of them (sent, in flight, refused by the mail
+   * server: each was a message sent to an address nobody had proven). Through
+   * `email_deliveries_unproven_idx`, which holds the stamped rows alone.
+   */
+  static readonly UNPROVEN_COUNT_SQL = `SELECT count(*)::int AS held FROM email_deliveries
+    WHERE unproven_at IS NOT NULL AND unproven_at >= $2 AND id <> $1`;
+
+  /**
+   * The shop-wide daily budget of cancellation emails to inboxes nobody has proven — an inbox is
+   * proven once a payment receipt was sent to it (the owner of suppressOverAllowance). A claim to a
+   * proven inbox is not counted nor held (answers false). Otherwise, under a transaction lock on
+   * the budget (one for the whole shop: workers deciding at once decide one after the other, each
+   * seeing the others' stamps), the claim is let go and stamped `unproven_at` while fewer than
+   * `limit` were let go since `since` (false), or recorded suppressed (true). A claim stamped
+   * within the window already (a retry of one let go) keeps its place.
+   */
+  async suppressOverUnprovenBudget(
+    claim: { id: string; attempt: number; recipient: string },
+    limit: number,
+    since: Date,
+    reason: string,
+    at: Date,
+  ): Promise<boolean> {
+    // a receipt once sent stays sent: asked outside the lock, so proven inboxes never wait on it
+    const proven = await this.tx.query<{ proven: boolean }>(EmailDeliveryRepository.PROVEN_SQL, [
+      inboxKey(claim.recipient),
+    ]);
+    if (proven[0]?.proven) return false;
+    return this.tx.run(async () => {
+      const held = await this.tx.withManager(async (m) => {
+        await m.query(`SELECT pg_advisory_xact_lock(${UNPROVEN_BUDGET_LOCK_CLASS}, 0)`);
+        const own = await m.query<{ unproven_at: Date | null }[]>(
+          `SELECT unproven_at FROM email_deliveries WHERE id = $1`,
+          [claim.id],
+        );
+        const stamped = own[0]?.unproven_at;
+        if (stamped && stamped >= since) return null;
+        const rows = await m.query<{ held: number }[]>(EmailDeliveryRepository.UNPROVEN_COUNT_SQL, [
+          claim.id,
+          since,
+        ]);
+        const count = rows[0]?.held ?? 0;
+        if (count < limit)
+          await m
+            .getRepository(EmailDeliveryEntity)
+            .update(
+              { id: claim.id, attempts: claim.attempt, status: 'sending' },
+              { unprovenAt: at },
+            );
+        return count;
+      });
+      if (held === null || held < limit) return false;
       await this.markSuppressed(claim.id, claim.attempt, reason, at);
       return true;
     });

@@ -5,6 +5,7 @@ import type { OrderRepository } from '../orders/order.repository';
 import { JobName, type JobOf, type JobPayloads } from '../queue/queues';
 import type { PaymentReader } from '../payments/payment-reader';
 import type { UserRepository } from '../users/user.repository';
+import type { CancellationLimits } from './cancellation-limits';
 import type { EmailDeliveryRepository } from './email-delivery.repository';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
 import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS } from './email-job';
@@ -21,6 +22,7 @@ function setup(data: JobPayloads[JobName.SendEmail], error: Error) {
     {} as OrderRepository,
     {} as UserRepository,
     {} as PaymentReader,
+    {} as CancellationLimits,
     {} as MailTransport,
     { now: () => new Date() },
     { uuid: () => 'id' },

@@ -4,6 +4,7 @@ import type { OrderRepository } from '../orders/order.repository';
 import type { OrderWithHistory } from '../orders/order.model';
 import type { PaymentReader, RefundForEmail } from '../payments/payment-reader';
 import type { UserRepository } from '../users/user.repository';
+import type { CancellationLimits } from './cancellation-limits';
 import type { EmailDeliveryRepository } from './email-delivery.repository';
 import type { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
@@ -51,6 +52,7 @@ const delivery = (status: EmailDeliveryEntity['status']): EmailDeliveryEntity =>
   status,
   attempts: 1,
   messageId: `<${orderId}.payment_receipt@shop.example>`,
+  unprovenAt: null,
   claimedAt: status === 'sending' ? NOW : null,
   sentAt: status === 'sent' ? NOW : null,
   lastError: null,
@@ -65,9 +67,12 @@ function setup() {
       find: jest.fn().mockResolvedValue(null),
       markSent: jest.fn().mockResolvedValue(true),
       release: jest.fn().mockResolvedValue(undefined),
-      suppressOverAllowance: jest.fn().mockResolvedValue(false),
     },
     'deliveries',
+  );
+  const cancellations = mockOf<CancellationLimits>(
+    { suppressed: jest.fn().mockResolvedValue(false) },
+    'cancellations',
   );
   const payments = mockOf<PaymentReader>(
     { findRefund: jest.fn().mockResolvedValue(null) },
@@ -95,6 +100,7 @@ function setup() {
     orders,
     users,
     payments,
+    cancellations,
     transport,
     { now: () => NOW },
     { uuid: () => 'new-id' },

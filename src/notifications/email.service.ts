@@ -10,6 +10,7 @@ import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobOf, JobPayloads } from '../queue/queues';
 import { PaymentReader } from '../payments/payment-reader';
 import { UserRepository } from '../users/user.repository';
+import { CancellationLimits } from './cancellation-limits';
 import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS, EmailJob, emailKey, emailRef } from './email-job';
 import { EmailDeliveryLocks } from './email-delivery-locks';
@@ -23,15 +24,6 @@ import { PRODUCT_WITHDRAWN_ACTOR, UNCHARGEABLE_TOTAL_ACTOR } from '../orders/ord
  */
 const EMAIL_RECORD_RETRY_MS = 2 * 60_000;
 const RECORD_BACKOFF_MAX_MS = 5_000;
-/**
- * Cancellation emails one address gets per 24 h; more are recorded 'suppressed', never sent.
- * Registration needs no proof of the address, and cancelling (or leaving to expire) an unpaid
- * order is free: without a bound a script could mail someone's inbox thousands of times a day in
- * the shop's name. Receipts, confirmations and refunds — money moved — are never held back by
- * it (a confirmation whose order was refunded before it went out is not sent: no longer true).
- */
-export const CANCELLATION_EMAILS_PER_DAY = 10;
-
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped' | 'rejected';
 
 /**
@@ -90,6 +82,7 @@ export class EmailService {
     private readonly orders: OrderRepository,
     private readonly users: UserRepository,
     private readonly payments: PaymentReader,
+    private readonly cancellations: CancellationLimits,
     private readonly transport: MailTransport,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
@@ -174,12 +167,13 @@ export class EmailService {
       logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
       return 'skipped';
     }
-    if (job.kind === 'cancellation' && (await this.suppressedOverAllowance(claim, recipient))) {
-      // a loop of orders cancelled (or left to expire) with someone else's address must not
-      // turn the shop into a mail cannon: over the allowance, recorded and never sent
-      this.logger.warn(
-        `email ${key} suppressed: over ${CANCELLATION_EMAILS_PER_DAY} cancellation emails to one address in a day`,
-      );
+    if (
+      job.kind === 'cancellation' &&
+      (await this.cancellations.suppressed(claim, recipient, key))
+    ) {
+      // a loop of orders cancelled (or left to expire) with someone else's address, or with
+      // thousands of strangers' addresses, must not turn the shop into a mail cannon: over the
+      // inbox's allowance or the shop's budget for unproven inboxes, recorded and never sent
       logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
       return 'skipped';
     }
@@ -257,25 +251,6 @@ export class EmailService {
       .catch((e: unknown) =>
         this.logger.error(`email ${key}: could not release claim: ${String(e)}`),
       );
-  }
-
-  /**
-   * Whether the inbox `recipient` reaches (sub-addresses together) has had its daily allowance of
-   * cancellation emails (sent, or being sent by another worker): then this claim is recorded
-   * suppressed.
-   */
-  private suppressedOverAllowance(
-    claim: { id: string; attempt: number },
-    recipient: string,
-  ): Promise<boolean> {
-    const now = this.clock.now();
-    return this.deliveries.suppressOverAllowance(
-      { ...claim, recipient, kind: 'cancellation' },
-      CANCELLATION_EMAILS_PER_DAY,
-      new Date(now.getTime() - 86_400_000),
-      'over the daily allowance of cancellation emails',
-      now,
-    );
   }
 
   /**

@@ -4,6 +4,7 @@ import { OrderEntity } from '../orders/entities/order.entity';
 import { OrdersModule } from '../orders/orders.module';
 import { PaymentReaderModule } from '../payments/payment-reader.module';
 import { UsersModule } from '../users/users.module';
+import { CancellationLimits } from './cancellation-limits';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailDeliveryRepository } from './email-delivery.repository';
@@ -26,6 +27,7 @@ import { mailTransportProvider } from './mail-transport';
   providers: [
     EmailDeliveryRepository,
     EmailDeliveryLocks,
+    CancellationLimits,
     EmailService,
     EmailReconciler,
     mailTransportProvider,

@@ -20,7 +20,7 @@ import { insertRefund } from '../support/refunds';
 import { Buyer, buyers, payOrder, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
 import { drain } from '../support/drain';
-import { CANCELLATION_EMAILS_PER_DAY } from '../../src/notifications/email.service';
+import { CANCELLATION_EMAILS_PER_DAY } from '../../src/notifications/cancellation-limits';
 import { APP_CONFIG, AppConfig } from '../../src/config/config';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';

@@ -17,7 +17,8 @@ import type { EmailKind } from '../email-job';
  * most one email per (order, kind, ref) — `ref` is the refund id for refund emails, '' otherwise.
  * A 'sent' row is final; so is a 'rejected' one (the mail server refused it for good: a 5xx
  * for the recipient or the message), and a 'suppressed' one (a cancellation email over the
- * recipient's daily allowance: never sent).
+ * recipient's daily allowance, or over the shop's daily budget for inboxes nobody has proven:
+ * never sent).
  */
 @Entity('email_deliveries')
 @Unique('email_deliveries_once', ['orderId', 'kind', 'ref'])
@@ -31,6 +32,8 @@ import type { EmailKind } from '../email-job';
 @Index('email_deliveries_inbox_sending_idx', ['inbox', 'kind', 'updatedAt'], {
   where: "status = 'sending'",
 })
+// the shop-wide budget of cancellation emails to unproven inboxes: those let go in the last day
+@Index('email_deliveries_unproven_idx', ['unprovenAt'], { where: 'unproven_at IS NOT NULL' })
 @Check('email_deliveries_attempts_check', `attempts >= 0`)
 @Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
 @Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)
@@ -68,6 +71,14 @@ export class EmailDeliveryEntity {
   /** The deterministic Message-ID (`<orderId.kind[.ref]@domain>`). */
   @Column('text', { name: 'message_id' })
   messageId!: string;
+
+  /**
+   * When this cancellation email was let go to an inbox nobody had proven (no receipt sent to it),
+   * counted against the shop's daily budget of such emails (EmailDeliveryRepository
+   * #suppressOverUnprovenBudget); NULL for every other email.
+   */
+  @Column('timestamptz', { name: 'unproven_at', nullable: true })
+  unprovenAt!: Date | null;
 
   @Column('timestamptz', { name: 'claimed_at', nullable: true })
   claimedAt!: Date | null;
