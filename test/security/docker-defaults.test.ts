@@ -84,6 +84,18 @@ describe('the Docker image keeps the secure defaults', () => {
     }
   });
 
+  it("README's Configuration table and .env.example name every setting the app reads (one missing from either was a setting nobody could find)", () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## Commands'));
+    const example = readFileSync(join(ROOT, '.env.example'), 'utf8');
+    expect(
+      CONFIG_VARIABLES.filter((name) => !new RegExp(`^\\| [^|]*\`${name}\``, 'm').test(table)),
+    ).toEqual([]);
+    expect(
+      CONFIG_VARIABLES.filter((name) => !new RegExp(`^(# ?)?${name}=`, 'm').test(example)),
+    ).toEqual([]);
+  });
+
   it('the compose file passes on the settings a deployment behind a proxy must be able to give (they were dropped)', () => {
     const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
     for (const name of [
