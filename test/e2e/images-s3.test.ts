@@ -890,32 +890,41 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         [imageId, interval],
       );
     /**
-     * The store refuses to describe (403) the objects whose key `refused` picks — as it answers a
-     * key without s3:ListBucket asking for a missing object — and answers the rest as it is.
+     * The store answers HeadObject for the keys `answer` gives a status for with that error — 403,
+     * as it answers a key without s3:ListBucket asking for a missing object, or 404 — and the rest
+     * as it is. `heads(prefix)`: the HeadObjects asked so far (of keys under `prefix`).
      */
-    const refuseHeads = (refused: (key: string) => boolean) => {
+    const failHeads = (answer: (key: string) => 403 | 404 | undefined) => {
       const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
         .client;
       const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
-      let heads = 0;
+      const asked: string[] = [];
       const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
         if (command instanceof HeadObjectCommand) {
-          heads++;
-          if (refused(command.input.Key!)) {
+          const key = command.input.Key!;
+          asked.push(key);
+          const status = answer(key);
+          if (status !== undefined) {
             return Promise.reject(
               new S3ServiceException({
-                name: 'Forbidden',
+                name: status === 403 ? 'Forbidden' : 'NotFound',
                 $fault: 'client',
-                $metadata: { httpStatusCode: 403 },
-                message: 'Forbidden',
+                $metadata: { httpStatusCode: status },
+                message: status === 403 ? 'Forbidden' : 'Not Found',
               }),
             );
           }
         }
         return send(command);
       }) as never);
-      return { restore: () => spy.mockRestore(), heads: () => heads };
+      return {
+        restore: () => spy.mockRestore(),
+        heads: (prefix = '') => asked.filter((key) => key.startsWith(prefix)).length,
+      };
     };
+    /** The store refuses to describe (403) the objects whose key `refused` picks. */
+    const refuseHeads = (refused: (key: string) => boolean) =>
+      failHeads((key) => (refused(key) ? 403 : undefined));
 
     it('an uploaded image whose notification never came is made ready by the pass (after a grace period), once', async () => {
       const p = await createProduct(t, admin);
@@ -1178,31 +1187,13 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       );
       const other = await createProduct(t, admin);
       const up = await readyOnUploadKey(other.id, randomBytes(128));
-      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
-        .client;
-      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
-      let heads = 0;
-      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
-        if (command instanceof HeadObjectCommand) {
-          if (command.input.Key!.startsWith(`products/${p.id}/`)) heads++;
-          if (command.input.Key !== up.key)
-            return Promise.reject(
-              new S3ServiceException({
-                name: 'NotFound',
-                $fault: 'client',
-                $metadata: { httpStatusCode: 404 },
-                message: 'Not Found',
-              }),
-            );
-        }
-        return send(command);
-      }) as never);
+      const store = failHeads((key) => (key === up.key ? undefined : 404));
       try {
         expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 }); // the oldest 2,000
-        expect(heads).toBe(2_000);
+        expect(store.heads(`products/${p.id}/`)).toBe(2_000);
         expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1 }); // on from there
       } finally {
-        spy.mockRestore();
+        store.restore();
         await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
       }
       await servedKey(up.imageId);
