@@ -8,7 +8,7 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmailDeliveryBusyError, EmailService } from '../../src/notifications/email.service';
-import { emailJobId } from '../../src/notifications/email-job';
+import { EmailKind, emailJobId } from '../../src/notifications/email-job';
 import { SMTP_IDLE_BEFORE_HANDOVER_MS, smtpIdle } from '../../src/notifications/mail-transport';
 import { EmailReconciler } from '../../src/notifications/email-reconciler';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
@@ -54,6 +54,13 @@ async function twoLineOrder(t: TestApp, buyer: Buyer): Promise<string> {
 
 const pay = (t: TestApp, buyer: Buyer, orderId: string, outcome: 'succeeded' | 'failed') =>
   payOrder(t.http, buyer, orderId, outcome);
+
+/** The email job of `orderId` and `kind` once it has finished (its outcome recorded by BullMQ). */
+const finishedEmailJob = (queue: Queue, orderId: string, kind: EmailKind, timeoutMs?: number) =>
+  waitFor('the email job to finish', () => queue.getJob(emailJobId({ orderId, kind })), {
+    until: (j) => j?.finishedOn != null,
+    ...(timeoutMs ? { timeoutMs } : {}),
+  });
 
 async function cancel(t: TestApp, buyer: Buyer, orderId: string) {
   const res = await t.http.post(
@@ -337,13 +344,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
 
     // the row is recorded before BullMQ completes the job: wait for the job's own outcome
     const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
-    const job = await waitFor(
-      'the email job to finish',
-      () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
-      {
-        until: (j) => j?.finishedOn != null,
-      },
-    );
+    const job = await finishedEmailJob(queue, orderId, 'cancellation');
     expect(job?.returnvalue).toBe('sent');
     expect(job?.attemptsMade).toBeGreaterThanOrEqual(3);
     // bounded: 60 attempts a day (and the reconciler's rounds) of ~1 KB stacks each filled Redis
@@ -360,13 +361,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const orderId = await twoLineOrder(t, who);
     await cancel(t, who, orderId);
     const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
-    const job = await waitFor(
-      'the email job to finish',
-      () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
-      {
-        until: (j) => j?.finishedOn != null,
-      },
-    );
+    const job = await finishedEmailJob(queue, orderId, 'cancellation');
     expect(job?.attemptsMade).toBe(1); // not 60 tries over a day
     // completed with its outcome, not failed: the failed set is kept a week by age alone, and one
     // refused mailbox per account grew it at an anonymous registrant's rate (the row says why)
@@ -402,11 +397,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       const orderId = await twoLineOrder(t, who);
       await cancel(t, who, orderId);
       const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
-      const job = await waitFor(
-        'the email job to finish',
-        () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
-        { until: (j) => j?.finishedOn != null, timeoutMs: 15_000 },
-      );
+      const job = await finishedEmailJob(queue, orderId, 'cancellation', 15_000);
       expect([job?.attemptsMade, await job?.getState(), job?.returnvalue]).toEqual([
         1,
         'completed',
