@@ -3,7 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@nestjs/common';
 import { ConfigError, loadConfig } from '../config/config';
-import { MailTransport, UNANSWERED_HANDOVERS_LIMIT, mailTransportProvider } from './mail-transport';
+import { type AddressInfo, type Server, connect, createServer } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+import {
+  MailTransport,
+  SMTP_IDLE_BEFORE_HANDOVER_MS,
+  UNANSWERED_HANDOVERS_LIMIT,
+  mailTransportProvider,
+  smtpIdle,
+} from './mail-transport';
 
 /** The SMTP transport's record of a 250 it got ("accepted" mark in Redis), as a takeover reads it. */
 describe('SMTP transport: the record of an earlier delivery', () => {
@@ -148,4 +156,86 @@ describe('file transport: a folder that cannot be written refuses the boot', () 
       warn.mockRestore();
     }
   });
+});
+
+/** A message streaming to the server over a slow link is not silence (its bytes move). */
+describe('SMTP transport: the silence limit before the handover', () => {
+  let server: SMTPServer;
+  let relay: Server;
+  let received: number[];
+  beforeAll(async () => {
+    received = [];
+    server = new SMTPServer({
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      logger: false,
+      size: 100 * 1024 * 1024,
+      onData(stream, _session, done) {
+        let bytes = 0;
+        stream.on('data', (chunk: Buffer) => (bytes += chunk.length));
+        stream.on('end', () => {
+          received.push(bytes);
+          done();
+        });
+      },
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const serverPort = (server.server.address() as AddressInfo).port;
+    // a slow link: the client's bytes reach the server at RATE bytes a second, a slice every 50 ms
+    const RATE = 2 * 1024 * 1024;
+    relay = createServer((client) => {
+      const upstream = connect(serverPort, '127.0.0.1');
+      upstream.pipe(client);
+      let budget = RATE / 20;
+      client.on('data', (chunk: Buffer) => {
+        upstream.write(chunk);
+        budget -= chunk.length;
+        if (budget <= 0) client.pause();
+      });
+      const tick = setInterval(() => {
+        budget = Math.min(budget + RATE / 20, RATE / 20);
+        if (budget > 0) client.resume();
+      }, 50);
+      const end = () => {
+        clearInterval(tick);
+        upstream.destroy();
+      };
+      client.on('close', end);
+      client.on('error', end);
+      upstream.on('error', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => relay.close(resolve));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('an 8 MB message streaming for seconds at 2 MB/s is delivered under a 1 s limit: it was cut at every attempt', async () => {
+    const config = loadConfig({
+      NODE_ENV: 'development',
+      SMTP_URL: `smtp://127.0.0.1:${(relay.address() as AddressInfo).port}`,
+      REDIS_KEY_PREFIX: 'unit',
+    });
+    const transport = (
+      mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }
+    ).useFactory(config, { set: async () => 'OK' });
+    const text = 'x'.repeat(8 * 1024 * 1024);
+    smtpIdle.beforeHandoverMs = 1_000;
+    try {
+      await transport.send({
+        key: 'big',
+        messageId: '<big@shop.example>',
+        from: 'a@b.co',
+        to: 'c@d.co',
+        subject: 's',
+        text,
+        html: 'h',
+      });
+    } finally {
+      smtpIdle.beforeHandoverMs = SMTP_IDLE_BEFORE_HANDOVER_MS;
+    }
+    expect(received).toHaveLength(1);
+    expect(received[0]).toBeGreaterThan(text.length);
+  }, 30_000);
 });

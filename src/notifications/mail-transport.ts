@@ -127,12 +127,22 @@ export class UnansweredHandoverError extends Error {
 
 /**
  * A bunyan-style logger for one nodemailer conversation (with `transactionLog`: a line for each
- * command sent and each reply) that calls `activity` for every line and `handedOver` once the
- * whole message, with its final ".", has been written to the server (nodemailer's info line for
- * the message's data stream ending: `{ tnx: 'message', outByteCount }`); nothing is kept.
+ * command sent and each reply) that calls `activity` for every line, `streaming` when the server
+ * answers DATA with 354 (the message begins to flow) and `handedOver` once the whole message, with
+ * its final ".", has been written to the server (nodemailer's info line for the message's data
+ * stream ending: `{ tnx: 'message', outByteCount }`); nothing is kept.
  */
-function conversationWatcher(activity: () => void, handedOver: () => void): NodemailerLogger {
-  const seen = () => activity();
+function conversationWatcher(
+  activity: () => void,
+  streaming: () => void,
+  handedOver: () => void,
+): NodemailerLogger {
+  const seen = (data: unknown, message?: unknown) => {
+    const entry = data as { tnx?: unknown } | null;
+    if (entry?.tnx === 'server' && typeof message === 'string' && message.startsWith('354'))
+      streaming();
+    else activity();
+  };
   return {
     level: () => undefined,
     trace: seen,
@@ -140,10 +150,10 @@ function conversationWatcher(activity: () => void, handedOver: () => void): Node
     warn: seen,
     error: seen,
     fatal: seen,
-    info: (data: unknown) => {
+    info: (data: unknown, message?: unknown) => {
       const entry = data as { tnx?: unknown; outByteCount?: unknown } | null;
       if (entry?.tnx === 'message' && entry.outByteCount !== undefined) handedOver();
-      else activity();
+      else seen(data, message);
     },
   };
 }
@@ -232,13 +242,22 @@ class SmtpMailTransport extends MailTransport {
     let socket: Socket | undefined;
     let silent: NodeJS.Timeout | undefined;
     let fellSilent = false;
+    let streaming = false;
     let ended = false;
     // until the message is handed over, SMTP_IDLE_BEFORE_HANDOVER_MS of silence ends the
     // conversation; from then on only socketTimeout (the RFC's 10 minutes for the answer)
     const watch = () => {
       clearTimeout(silent);
-      if (handedOver || ended || !socket) return;
+      if (handedOver || streaming || ended || !socket) return;
+      const due = performance.now() + smtpIdle.beforeHandoverMs;
       silent = setTimeout(() => {
+        // fired late: this process was busy (building a large message, a stalled event loop),
+        // and timers run before the replies that came meanwhile are read — not the server's
+        // silence; armed again, after those replies
+        if (performance.now() - due > Math.max(250, smtpIdle.beforeHandoverMs / 4)) {
+          setImmediate(watch);
+          return;
+        }
         fellSilent = true;
         socket?.destroy(
           new Error(
@@ -250,10 +269,20 @@ class SmtpMailTransport extends MailTransport {
     const options: SMTPTransport.Options = {
       ...this.options,
       transactionLog: true,
-      logger: conversationWatcher(watch, () => {
-        handedOver = true;
-        clearTimeout(silent);
-      }),
+      logger: conversationWatcher(
+        watch,
+        () => {
+          // the message flows: its bytes say nothing in the log while a slow link carries them (8
+          // MB at 50 KB/s was cut at 60 s on every attempt: mail diff review), and a stream's
+          // progress is not to be seen from here — socketTimeout's 10 minutes from now on
+          streaming = true;
+          clearTimeout(silent);
+        },
+        () => {
+          handedOver = true;
+          clearTimeout(silent);
+        },
+      ),
       getSocket: (opts, done) => {
         openSocket(opts).then(
           (opened) => {
