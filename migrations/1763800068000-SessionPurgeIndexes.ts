@@ -37,6 +37,21 @@ export class SessionPurgeIndexes1763800068000 implements MigrationInterface {
   name = 'SessionPurgeIndexes1763800068000';
   transaction = false;
 
+  /**
+   * One batch of the backfill: the families with ids in ($1, $2], from their tokens. The range is
+   * said of both tables: said of the tokens alone, the families were joined by a hash join over a
+   * sequential scan of the whole table, every batch — quadratic (review, 800k families: 161
+   * batches, 0.5-1.4 s each, 98 s; ~55 min projected at 5 M, and a batch's row locks held past
+   * the app's 5 s LOCK_WAIT_MS beyond ~7 M); with it, the primary key's range (859 ms a batch,
+   * now 109 ms, whatever the table's size). Its plan: test/schema/session-purge-plan.test.ts.
+   */
+  static readonly BACKFILL_SQL = `
+    UPDATE refresh_token_families f SET idle_expires_at = t.latest
+      FROM (SELECT family_id, max(idle_expires_at) AS latest FROM refresh_tokens
+             WHERE family_id > $1::uuid AND family_id <= $2::uuid GROUP BY family_id) t
+     WHERE f.id > $1::uuid AND f.id <= $2::uuid
+       AND f.id = t.family_id AND (f.idle_expires_at IS NULL OR f.idle_expires_at < t.latest)`;
+
   async up(q: QueryRunner): Promise<void> {
     await q.query(
       `ALTER TABLE refresh_token_families ADD COLUMN IF NOT EXISTS idle_expires_at timestamptz`,
@@ -78,13 +93,7 @@ export class SessionPurgeIndexes1763800068000 implements MigrationInterface {
         [after, BACKFILL_BATCH],
       )) as { last: string }[];
       if (!batch) break;
-      await q.query(
-        `UPDATE refresh_token_families f SET idle_expires_at = t.latest
-           FROM (SELECT family_id, max(idle_expires_at) AS latest FROM refresh_tokens
-                  WHERE family_id > $1::uuid AND family_id <= $2::uuid GROUP BY family_id) t
-          WHERE f.id = t.family_id AND (f.idle_expires_at IS NULL OR f.idle_expires_at < t.latest)`,
-        [after, batch.last],
-      );
+      await q.query(SessionPurgeIndexes1763800068000.BACKFILL_SQL, [after, batch.last]);
       after = batch.last;
     }
 

@@ -1,3 +1,4 @@
+import { SessionPurgeIndexes1763800068000 } from '../../migrations/1763800068000-SessionPurgeIndexes';
 import { RefreshTokenRepository } from '../../src/auth/refresh-token.repository';
 import { migrate } from '../support/databases';
 import { migrateUpTo } from '../support/partial-migrations';
@@ -144,6 +145,19 @@ describe('the purge of ended sessions', () => {
     // a rotation (the spend) changes nothing of it
     await db.pool.query(`UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = 'idle-c'`);
     expect(await idleOf(family)).toBe('2030-01-14T23:59:59.000Z');
+  });
+
+  it("backfills a batch of 5,000 families through the primary key's range, not by reading all 40,000", async () => {
+    // the bounds of the backfill's first batch
+    const { rows } = await db.pool.query<{ last: string }>(
+      `SELECT id::text AS last FROM refresh_token_families ORDER BY id OFFSET 4999 LIMIT 1`,
+    );
+    const plan = await queryPlan(db, SessionPurgeIndexes1763800068000.BACKFILL_SQL, [
+      '00000000-0000-0000-0000-000000000000',
+      rows[0].last,
+    ]);
+    expect(plan).not.toMatch(/Seq Scan on refresh_token_families/);
+    expect(plan).toContain('refresh_token_families_pkey');
   });
 
   it('gives the sessions on record before the migration their latest token idle expiry (in batches: 12,001 families)', async () => {
