@@ -340,10 +340,11 @@ export class RefreshTokenRepository {
    * it returns, however many sessions are live and however many tokens they hold (before, one
    * condition over the whole table: every batch read every family, and walked the tokens of each
    * one opened before `$1` — measured 1.8-2.0 s and ~348k buffers a batch on 1.0 M sessions).
-   * Those left idle are found by the family's `idle_expires_at` (its tokens' latest, kept by a
-   * trigger: migration 1763800068000; NULL — no token yet, or not yet backfilled — is looked at
-   * too), and their tokens are still asked, one probe of `refresh_tokens_family_idle_idx`: the
-   * condition is the tokens', as it always was. A family that ended in more than one way is left
+   * Those left idle are found by the family's `idle_expires_at` (the whole hour after its tokens'
+   * latest, kept by a trigger: migration 1763800068000 — one found up to an hour later than its
+   * tokens alone say; NULL — no token yet, or not yet backfilled — is looked at too), and their
+   * tokens are still asked, one probe of `refresh_tokens_family_idle_idx`: the condition is the
+   * tokens', as it always was. A family that ended in more than one way is left
    * to the first part that finds it (which, when a later part runs, returned all it found). Each
    * part takes the longest ended first, in its index's order: a LIMIT alone let the planner read
    * the table from its start when it expected many to match (a backlog, after the purge stood

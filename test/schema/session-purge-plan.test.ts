@@ -110,41 +110,77 @@ describe('the purge of ended sessions', () => {
     expect(Number(buffers?.[1]) + Number(buffers?.[2] ?? 0)).toBeLessThan(2000);
   });
 
-  it("keeps each family's latest token idle expiry: raised by a token added, never lowered by an older one, recomputed when one is changed in place", async () => {
-    const idleOf = async (family: string) =>
-      (
-        await db.pool.query<{ at: Date | null }>(
-          `SELECT idle_expires_at AS at FROM refresh_token_families WHERE id = $1`,
-          [family],
-        )
-      ).rows[0].at?.toISOString() ?? null;
+  const idleOf = async (family: string) =>
+    (
+      await db.pool.query<{ at: Date | null }>(
+        `SELECT idle_expires_at AS at FROM refresh_token_families WHERE id = $1`,
+        [family],
+      )
+    ).rows[0].at?.toISOString() ?? null;
+  const newFamily = async () =>
+    (
+      await db.pool.query<{ id: string }>(
+        `INSERT INTO refresh_token_families (user_id, created_at, expires_at)
+         SELECT id, now(), now() + interval '30 days' FROM users LIMIT 1 RETURNING id`,
+      )
+    ).rows[0].id;
+
+  it("keeps the whole hour after each family's latest token idle expiry: raised by a token added, never lowered by an older one, recomputed when one is changed in place", async () => {
     const addToken = (family: string, hash: string, idle: string) =>
       db.pool.query(
         `INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at)
          VALUES ($1, $2, now(), $3)`,
         [hash, family, idle],
       );
-    const family = (
-      await db.pool.query<{ id: string }>(
-        `INSERT INTO refresh_token_families (user_id, created_at, expires_at)
-         SELECT id, now(), now() + interval '30 days' FROM users LIMIT 1 RETURNING id`,
-      )
-    ).rows[0].id;
+    const family = await newFamily();
     expect(await idleOf(family)).toBeNull();
     await addToken(family, 'idle-a', '2030-01-08T00:00:00Z');
-    expect(await idleOf(family)).toBe('2030-01-08T00:00:00.000Z');
-    await addToken(family, 'idle-b', '2030-01-15T00:00:00Z');
-    expect(await idleOf(family)).toBe('2030-01-15T00:00:00.000Z');
+    expect(await idleOf(family)).toBe('2030-01-08T01:00:00.000Z');
+    await addToken(family, 'idle-b', '2030-01-15T00:20:00Z');
+    expect(await idleOf(family)).toBe('2030-01-15T01:00:00.000Z');
     // one issued on a host whose clock runs behind
     await addToken(family, 'idle-c', '2030-01-14T23:59:59Z');
-    expect(await idleOf(family)).toBe('2030-01-15T00:00:00.000Z');
+    expect(await idleOf(family)).toBe('2030-01-15T01:00:00.000Z');
     await db.pool.query(
       `UPDATE refresh_tokens SET idle_expires_at = '2029-12-01T00:00:00Z' WHERE token_hash = 'idle-b'`,
     );
-    expect(await idleOf(family)).toBe('2030-01-14T23:59:59.000Z');
+    expect(await idleOf(family)).toBe('2030-01-15T00:00:00.000Z');
     // a rotation (the spend) changes nothing of it
     await db.pool.query(`UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = 'idle-c'`);
-    expect(await idleOf(family)).toBe('2030-01-14T23:59:59.000Z');
+    expect(await idleOf(family)).toBe('2030-01-15T00:00:00.000Z');
+  });
+
+  it("writes a family's row about once an hour of refreshes, not at each (a day refreshed every 15 min: 24 writes, not 96; a burst of 20: 1)", async () => {
+    const family = await newFamily();
+    const client = await db.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // this transaction's updates of the table's rows so far (the trigger's among them)
+      const updates = async () =>
+        Number(
+          (
+            await client.query<{ n: string }>(
+              `SELECT pg_stat_get_xact_tuples_updated('refresh_token_families'::regclass) AS n`,
+            )
+          ).rows[0].n,
+        );
+      const refreshes = async (times: number, from: string, every: string) => {
+        const before = await updates();
+        await client.query(
+          `INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at)
+           SELECT md5($1 || $2 || i), $1::uuid, now(), $2::timestamptz + i * $4::interval
+             FROM generate_series(0, $3::int - 1) i`,
+          [family, from, times, every],
+        );
+        return (await updates()) - before;
+      };
+      expect(await refreshes(96, '2030-02-01T00:00:00Z', '15 minutes')).toBe(24);
+      expect(await refreshes(20, '2030-02-02T00:00:00Z', '10 seconds')).toBe(1);
+      expect(await idleOf(family)).toBeNull(); // (not yet committed, seen from another session)
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
   });
 
   it("backfills a batch of 5,000 families through the primary key's range, not by reading all 40,000", async () => {
@@ -160,7 +196,7 @@ describe('the purge of ended sessions', () => {
     expect(plan).toContain('refresh_token_families_pkey');
   });
 
-  it('gives the sessions on record before the migration their latest token idle expiry (in batches: 12,001 families)', async () => {
+  it('gives the sessions on record before the migration the whole hour after their latest token idle expiry (in batches: 12,001 families)', async () => {
     const fresh = await createEmptyDatabase();
     try {
       await migrateUpTo(fresh.url, 1763800067000);
@@ -182,7 +218,8 @@ describe('the purge of ended sessions', () => {
       migrate(fresh.url); // this migration, through the real CLI
       const wrong = await fresh.pool.query<{ n: number; none: number }>(
         `SELECT count(*) FILTER (WHERE f.idle_expires_at IS DISTINCT FROM
-                                 (SELECT max(t.idle_expires_at) FROM refresh_tokens t WHERE t.family_id = f.id))::int AS n,
+                                 (SELECT date_trunc('hour', max(t.idle_expires_at), 'UTC') + interval '1 hour'
+                                    FROM refresh_tokens t WHERE t.family_id = f.id))::int AS n,
                 count(*) FILTER (WHERE f.idle_expires_at IS NULL)::int AS none
            FROM refresh_token_families f`,
       );

@@ -34,9 +34,11 @@ export class RefreshTokenFamilyEntity {
   revokedAt!: Date | null;
 
   /**
-   * The latest idle expiry of its tokens (null: none yet) — when it ends unless refreshed. Written
-   * by the database only (trigger `refresh_family_idle_expiry` on `refresh_tokens`, migration
-   * 1763800068000), never by the application; the purge of ended sessions finds idle ones by it.
+   * The whole hour (UTC) after the latest idle expiry of its tokens (null: none yet) — it has ended
+   * by then unless refreshed; a bound, up to an hour late, so that a refresh writes this row about
+   * once an hour, not each time. Written by the database only (trigger `refresh_family_idle_expiry`
+   * on `refresh_tokens`, migration 1763800068000), never by the application; the purge of ended
+   * sessions finds idle ones by it, and asks their tokens.
    */
   @Index('refresh_token_families_idle_idx')
   @Column({
