@@ -1,7 +1,41 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
 /** Families a backfill statement covers (by id, through the primary key). */
 const BACKFILL_BATCH = 5000;
+
+/**
+ * How long the column's and the trigger's statements wait for their table's lock at a time
+ * (lock_timeout), how often they ask, and the pause between: ~18 s in all, then the run fails as
+ * any other that cannot have its lock (run it again later).
+ */
+const TABLE_LOCK_WAIT_MS = 200;
+const TABLE_LOCK_TRIES = 15;
+const TABLE_LOCK_PAUSE_MS = 1000;
+
+/**
+ * Runs `sql` in a transaction of its own that waits TABLE_LOCK_WAIT_MS at most for a lock, asked
+ * again after a pause while the lock is not to be had (55P03). A statement waiting for a table's
+ * lock queues every later one on that table behind it: waiting the run's whole lock_timeout
+ * (MIGRATION_LOCK_TIMEOUT_MS, 5 s) for a long transaction to end held every sign-in and refresh
+ * that long. (`SET LOCAL`, in the transaction opened for it: outside one — `transaction = false`,
+ * each statement its own — it is ignored with a warning.)
+ */
+async function withShortLockWait(q: QueryRunner, sql: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    await q.startTransaction();
+    try {
+      await q.query(`SET LOCAL lock_timeout = ${TABLE_LOCK_WAIT_MS}`);
+      await q.query(sql);
+      await q.commitTransaction();
+      return;
+    } catch (err) {
+      await q.rollbackTransaction();
+      if ((err as { code?: unknown }).code !== '55P03' || attempt >= TABLE_LOCK_TRIES) throw err;
+    }
+    await delay(TABLE_LOCK_PAUSE_MS);
+  }
+}
 
 /**
  * What a family keeps of its tokens' latest idle expiry `latest` (SQL): the next whole hour (UTC)
@@ -47,8 +81,12 @@ const idleBound = (latest: string) => `(date_trunc('hour', ${latest}, 'UTC') + i
  * revocation of one waits that long at most), and the indexes are built CONCURRENTLY, the tables
  * being written by every sign-in and refresh. The trigger is in place before the backfill reads:
  * a token inserted after it raises its family's value, one inserted before is in the backfill's
- * snapshot (CREATE TRIGGER waits for the transactions writing `refresh_tokens`). Run again after a
- * failure, each step does the same (an INVALID index a failed build left is dropped first).
+ * snapshot (CREATE TRIGGER waits for the transactions writing `refresh_tokens`). The column's
+ * ALTER TABLE and CREATE TRIGGER wait for their locks 200 ms at a time, asking again a second
+ * later (withShortLockWait): behind a long transaction, every refresh queued behind them waits
+ * that long at most, not the run's 5 s. Run again after a failure, each step does the same (an
+ * INVALID index a failed build left is dropped first), and one done is not asked for again: the
+ * column is looked for first, the trigger too (no table lock taken for either).
  * `refresh_tokens_family_idx (family_id)` goes once the composite index, which serves every
  * lookup by family, is built: one index fewer written by every refresh.
  */
@@ -72,9 +110,18 @@ export class SessionPurgeIndexes1763800068000 implements MigrationInterface {
        AND f.id = t.family_id AND (f.idle_expires_at IS NULL OR f.idle_expires_at < t.bound)`;
 
   async up(q: QueryRunner): Promise<void> {
-    await q.query(
-      `ALTER TABLE refresh_token_families ADD COLUMN IF NOT EXISTS idle_expires_at timestamptz`,
-    );
+    // asked first: ALTER TABLE … ADD COLUMN IF NOT EXISTS takes its ACCESS EXCLUSIVE lock before
+    // it finds the column there, and a run again waited for every reader of the table
+    const column = (await q.query(
+      `SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'refresh_token_families'::regclass AND attname = 'idle_expires_at'
+          AND NOT attisdropped`,
+    )) as unknown[];
+    if (column.length === 0)
+      await withShortLockWait(
+        q,
+        `ALTER TABLE refresh_token_families ADD COLUMN IF NOT EXISTS idle_expires_at timestamptz`,
+      );
     await q.query(`
       CREATE OR REPLACE FUNCTION refresh_family_idle_expiry() RETURNS trigger
       LANGUAGE plpgsql AS $$
@@ -93,8 +140,11 @@ export class SessionPurgeIndexes1763800068000 implements MigrationInterface {
         END IF;
         RETURN NULL;
       END $$`);
-    // one statement, so that a second run never leaves a moment without the trigger
-    await q.query(`
+    // one statement, so that a second run never leaves a moment without the trigger; CREATE
+    // TRIGGER's SHARE ROW EXCLUSIVE lock waits for every transaction writing refresh_tokens
+    await withShortLockWait(
+      q,
+      `
       DO $$
       BEGIN
         IF NOT EXISTS (SELECT 1 FROM pg_trigger
@@ -104,7 +154,8 @@ export class SessionPurgeIndexes1763800068000 implements MigrationInterface {
             AFTER INSERT OR UPDATE OF idle_expires_at, family_id ON refresh_tokens
             FOR EACH ROW EXECUTE FUNCTION refresh_family_idle_expiry();
         END IF;
-      END $$`);
+      END $$`,
+    );
 
     for (let after = '00000000-0000-0000-0000-000000000000'; ; ) {
       const [batch] = (await q.query(
@@ -137,7 +188,12 @@ export class SessionPurgeIndexes1763800068000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    // (a revert runs in a transaction whatever the migration says: TypeORM's undoLastMigration)
+    // A revert runs in a transaction whatever the migration says (TypeORM's undoLastMigration
+    // opens one), so this index cannot be built CONCURRENTLY here: the build holds a SHARE lock on
+    // refresh_tokens, every sign-in and refresh waiting for it (giving up after LOCK_WAIT_MS, 5 s),
+    // and the DROPs below take ACCESS EXCLUSIVE locks on both tables. Revert in a quiet window, or
+    // build the index first by hand, `CREATE INDEX CONCURRENTLY refresh_tokens_family_idx ON
+    // refresh_tokens (family_id)`: IF NOT EXISTS then finds it.
     await q.query(`CREATE INDEX IF NOT EXISTS refresh_tokens_family_idx ON refresh_tokens (family_id)`);
     await q.query(`DROP INDEX IF EXISTS refresh_tokens_family_idle_idx`);
     await q.query(`DROP INDEX IF EXISTS refresh_token_families_idle_idx`);
