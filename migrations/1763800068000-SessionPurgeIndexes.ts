@@ -124,7 +124,11 @@ export class SessionPurgeIndexes1763800068000 implements MigrationInterface {
       );
     await q.query(`
       CREATE OR REPLACE FUNCTION refresh_family_idle_expiry() RETURNS trigger
-      LANGUAGE plpgsql AS $$
+      LANGUAGE plpgsql
+      -- (its UPDATEs planned once per connection, as the stock and order functions': a refresh's
+      -- path)
+      SET plan_cache_mode = force_generic_plan
+      AS $$
       BEGIN
         IF TG_OP = 'INSERT' THEN
           -- written only when the bound rises (a new hour): most refreshes write nothing here

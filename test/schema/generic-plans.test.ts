@@ -46,6 +46,7 @@ describe('stock and order functions keep their generic plans', () => {
     expect(rows.map((r) => r.name)).toEqual([
       'idempotency_claim',
       'place_order',
+      'refresh_family_idle_expiry',
       'refund_reserved_of_refunds',
       'reserve_stock',
       'settle_stock',
