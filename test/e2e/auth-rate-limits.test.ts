@@ -443,7 +443,15 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     // a read is not a write
     const read = await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.14.0.1') });
     expect(read.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
-    const rest = await Promise.all(Array.from({ length: 119 }, (_, i) => put(i + 1)));
+    // (20 at a time: all 119 at once on a loaded machine made a reply of the limits' store late
+    // past STORE_TIMEOUT_MS, and the policy, failing open for a second, let writes through
+    // uncounted — the design under a slow store, not what this counts)
+    const rest = [];
+    for (let i = 1; i < 120; i += 20)
+      rest.push(
+        ...(await Promise.all(Array.from({ length: Math.min(20, 120 - i) }, (_, j) => put(i + j)))),
+      );
+    expect(rest).toHaveLength(119);
     expect(rest.every((r) => r.status === 200)).toBe(true);
     const over = await put(120);
     expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
