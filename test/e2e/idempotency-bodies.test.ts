@@ -126,7 +126,7 @@ describe('idempotency records share their response bodies', () => {
         expect(res.text).toBe(body);
       }
     }
-  });
+  }, 120_000); // (~20 s idle; past 60 s while the whole suite ran on a slow day)
 
   it('a record written before idempotency_bodies (its body in its own row) still replays', async () => {
     const key = newKey();

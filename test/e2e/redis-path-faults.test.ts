@@ -150,10 +150,11 @@ describe('the API when the path to Redis fails', () => {
       // connection after REDIS_SOCKET_TIMEOUT_MS and a heartbeat
       await waitFor('catalog reads to be cached again', buildsInASecond, {
         until: (n) => n <= 1,
-        timeoutMs: 10_000,
+        timeoutMs: 15_000,
         intervalMs: 0,
       });
-      expect(performance.now() - vanishedAt).toBeLessThan(10_000);
+      // (~5 s; 11.5 s once on a loaded slow machine — the point is seconds, not TCP's ~15 min)
+      expect(performance.now() - vanishedAt).toBeLessThan(20_000);
       expect(said(warn, /catalog store failing/)).toHaveLength(1);
       expect(said(info, /catalog store answering again/)).toHaveLength(1);
     } finally {
@@ -161,7 +162,7 @@ describe('the API when the path to Redis fails', () => {
       warn.mockRestore();
       info.mockRestore();
     }
-  }, 30_000);
+  }, 45_000);
 
   it('catalog_store_failing is 1 while the catalog store has failed for seconds with no answer, and 0 once it answers again', async () => {
     const failing = async () =>
