@@ -107,6 +107,15 @@ describe('the worker in a Redis fault logs a bounded number of lines', () => {
       until: (n) => n >= 15,
       timeoutMs: 30_000,
     });
+    // … and each queue to have said so (a loaded machine heard the others' first: fifteen errors
+    // came before the maintenance queue's first line)
+    await waitFor('a line from each queue', queueLines, {
+      until: (lines) =>
+        ['orders', 'payments', 'email', 'catalog', 'maintenance'].every((name) =>
+          lines.some((line) => line.startsWith(`${name} queue: `)),
+        ),
+      timeoutMs: 30_000,
+    });
     expect(stderr).not.toHaveBeenCalled();
     expect(queueLines()).toContainEqual(
       expect.stringMatching(/^maintenance queue: .*ECONNREFUSED/),
