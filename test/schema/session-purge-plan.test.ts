@@ -29,9 +29,16 @@ describe('the purge of ended sessions', () => {
        SELECT 'purge-' || g || '@example.test', 'p', 'h' FROM generate_series(1, 100) g`,
     );
     // (kind, created days ago, lifetime days, revoked days ago, tokens, their first's idle
-    // expiry days ago — the next ones an hour later each)
-    await db.pool.query(
-      `WITH kinds (kind, n, created, lifetime, revoked, tokens, idle) AS (VALUES
+    // expiry days ago — the next ones an hour later each). Inserted with the family trigger off,
+    // then given their idle expiry by the migration's own backfill: the trigger, fired for each of
+    // the 120,000 tokens, wrote a family row version at each (each token a new hour) — over 60 s
+    // of the suite's hook on a loaded machine (CI, 2026-12-06); what it keeps is tested below
+    const seed = await db.pool.connect();
+    try {
+      await seed.query('BEGIN');
+      await seed.query('ALTER TABLE refresh_tokens DISABLE TRIGGER refresh_family_idle_expiry');
+      await seed.query(
+        `WITH kinds (kind, n, created, lifetime, revoked, tokens, idle) AS (VALUES
          -- opened in the last 30 days, live or ended: not yet the purge's
          ('recent', 20000, 15, 30, NULL, 2, -7),
          -- ended in the last 30 days (lifetime, logout, idle), kept for investigations
@@ -58,7 +65,16 @@ describe('the purge of ended sessions', () => {
               now() - (split_part(m.client_key, ':', 3)::int + 7) * interval '1 day' + i * interval '1 hour',
               now() - split_part(m.client_key, ':', 3)::int * interval '1 day' + i * interval '1 hour'
          FROM made m CROSS JOIN LATERAL generate_series(0, split_part(m.client_key, ':', 2)::int - 1) i`,
-    );
+      );
+      await seed.query('ALTER TABLE refresh_tokens ENABLE TRIGGER refresh_family_idle_expiry');
+      await seed.query('COMMIT');
+    } finally {
+      seed.release();
+    }
+    await db.pool.query(SessionPurgeIndexes1763800068000.BACKFILL_SQL, [
+      '00000000-0000-0000-0000-000000000000',
+      'ffffffff-ffff-ffff-ffff-ffffffffffff',
+    ]);
     await db.pool.query(
       `UPDATE refresh_token_families SET client_key = split_part(client_key, ':', 1)`,
     );
