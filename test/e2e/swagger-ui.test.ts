@@ -172,6 +172,7 @@ describeWithChromium('Swagger UI at /docs in a real browser (under the CSP)', ()
     expect(rows.rowCount).toBe(0);
   });
 
+  // (seven orders placed through the page and a reload: 100 s once on CI's loaded machine)
   it('derives the Idempotency-Key from the visit and the request unless one is typed: a retry replays, another body or a new visit is another order', async () => {
     await authorize(customerToken);
     const productId = await insertProduct(t.db.pool, { stock: 10 });
@@ -235,7 +236,7 @@ describeWithChromium('Swagger UI at /docs in a real browser (under the CSP)', ()
       page.off('request', onRequest);
       page.off('response', onResponse);
     }
-  });
+  }, 150_000);
 
   it('asks validator.swagger.io for nothing, and keeps no token across visits outside development', async () => {
     const init = await (await fetch(`${t.baseUrl}/docs/swagger-ui-init.js`)).text();
