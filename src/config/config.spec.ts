@@ -343,6 +343,18 @@ describe('loadConfig', () => {
     expect(budget({ CANCELLATION_EMAILS_UNPROVEN_PER_DAY: '2500' })).toBe(2500);
   });
 
+  it('RATE_LIMIT_STORE_TIMEOUT_MS: 500 ms unless set, 50 ms to 10 s, digits only', () => {
+    const timeout = (env: Record<string, string>) =>
+      loadConfig({ NODE_ENV: 'development', ...env }).rateLimitStoreTimeoutMs;
+    expect(timeout({})).toBe(500);
+    expect(timeout({ RATE_LIMIT_STORE_TIMEOUT_MS: '' })).toBe(500);
+    expect(timeout({ RATE_LIMIT_STORE_TIMEOUT_MS: '2000' })).toBe(2000);
+    for (const bad of ['0', '49', '10001', '1.5', '500ms', '-1'])
+      expect(() => timeout({ RATE_LIMIT_STORE_TIMEOUT_MS: bad })).toThrow(
+        /RATE_LIMIT_STORE_TIMEOUT_MS/,
+      );
+  });
+
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
     expect(
       loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled,

@@ -472,6 +472,9 @@ const envSchema = z.object({
   // same, so a shop sees in development what production will refuse
   ORDER_MAXIMUM_AMOUNT: int(STRIPE_MAXIMUM_CHARGE, 1, Number.MAX_SAFE_INTEGER),
   RATE_LIMIT_ENABLED: bool(true),
+  // how long a request waits for the limits' Redis before it counts as unavailable (each policy's
+  // fail-open / fail-closed choice applies): 500 ms, unless Redis is across a slower link
+  RATE_LIMIT_STORE_TIMEOUT_MS: int(500, 50, 10_000),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
   SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
   SIGN_IN_FAILURES_PER_IP: int(50, 1, 1_000_000),
@@ -660,6 +663,11 @@ export interface AppConfig {
   /** The largest order total checkout takes (minor units): more could never be charged. */
   orderMaximumAmount: number;
   rateLimitEnabled: boolean;
+  /**
+   * A limits' Redis slower than this counts as unavailable for the request asking (the request
+   * limits and the sign-in limiter: redis-throttler.storage.ts askStore).
+   */
+  rateLimitStoreTimeoutMs: number;
   /**
    * Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets.
    * `enabled` follows RATE_LIMIT_ENABLED only in development; anywhere else brute-force protection
@@ -1881,6 +1889,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     orderMinimumAmount: minimumOrderOf(e),
     orderMaximumAmount: e.ORDER_MAXIMUM_AMOUNT,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
+    rateLimitStoreTimeoutMs: e.RATE_LIMIT_STORE_TIMEOUT_MS,
     signIn: {
       enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV !== 'development',
       failuresPerClient: e.SIGN_IN_FAILURES_PER_CLIENT,

@@ -1088,7 +1088,13 @@ describe('rate limits with Redis unreachable', () => {
   beforeAll(async () => {
     // nothing listens on 6390; the shared client fails fast (no offline queue)
     t = await bootTestApp({
-      env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: 'redis://127.0.0.1:6390' },
+      env: {
+        RATE_LIMIT_ENABLED: 'true',
+        REDIS_URL: 'redis://127.0.0.1:6390',
+        // a Redis away waited for 500 ms (the production default: test apps wait longer,
+        // test/support/env.ts)
+        RATE_LIMIT_STORE_TIMEOUT_MS: '500',
+      },
     });
   });
   afterAll(async () => {
@@ -1128,7 +1134,15 @@ describe('rate limits with Redis stalled', () => {
   let t: TestApp;
   beforeAll(async () => {
     redis = await PrivateRedis.start();
-    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: redis.url } });
+    t = await bootTestApp({
+      env: {
+        RATE_LIMIT_ENABLED: 'true',
+        REDIS_URL: redis.url,
+        // a stalled Redis given up on after 500 ms (the production default: test apps wait longer,
+        // test/support/env.ts)
+        RATE_LIMIT_STORE_TIMEOUT_MS: '500',
+      },
+    });
   });
   afterAll(async () => {
     await t?.close();

@@ -33,6 +33,9 @@ describe('Redis outage: a private redis-server stopped for a while, then started
       env: {
         REDIS_URL: redis.url,
         RATE_LIMIT_ENABLED: 'true',
+        // a stalled Redis given up on after 500 ms (the production default: test apps wait
+        // longer, test/support/env.ts)
+        RATE_LIMIT_STORE_TIMEOUT_MS: '500',
         TRUST_PROXY: '127.0.0.1',
         SMTP_URL: smtp.url,
       },

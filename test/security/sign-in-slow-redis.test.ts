@@ -22,7 +22,14 @@ describe('sign-in limits when Redis is slow, not down', () => {
   beforeAll(async () => {
     redis = await PrivateRedis.start();
     t = await bootTestApp({
-      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', REDIS_URL: redis.url },
+      env: {
+        RATE_LIMIT_ENABLED: 'true',
+        TRUST_PROXY: '127.0.0.1',
+        REDIS_URL: redis.url,
+        // a slow Redis given up on after 500 ms (the production default: test apps wait longer,
+        // test/support/env.ts)
+        RATE_LIMIT_STORE_TIMEOUT_MS: '500',
+      },
     });
   });
   afterAll(async () => {

@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events';
 import { loadConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { FailedAttemptLimiter } from './failed-attempt-limiter';
-import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 import type { FailureBucket } from './rate-limit.policies';
 
 const bucket: FailureBucket = {
@@ -25,6 +24,9 @@ function setup(reserveAnswer: () => Promise<unknown>, env: Record<string, string
   const config = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit', ...env });
   return { limiter: new FailedAttemptLimiter(redis, config), redis, calls };
 }
+
+/** RATE_LIMIT_STORE_TIMEOUT_MS's default. */
+const STORE_TIMEOUT_MS = loadConfig({ NODE_ENV: 'development' }).rateLimitStoreTimeoutMs;
 
 /** The own-client mark's check (failed-attempt-limiter.ts IS_KNOWN). */
 const IS_KNOWN_SCRIPT = "redis.call('GET', KEYS[1]) == ARGV[1]";

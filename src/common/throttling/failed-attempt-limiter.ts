@@ -19,7 +19,7 @@ import {
   stateHeaderItem,
 } from './rate-limit.policies';
 import { storeDown } from './rate-limit.guard';
-import { STORE_TIMEOUT_MS, askStore } from './redis-throttler.storage';
+import { askStore } from './redis-throttler.storage';
 
 /** Per bucket, after the keys: kind (1 = progressive), limit, windowMs, baseMs, capMs. */
 const FIELDS = 5;
@@ -262,7 +262,7 @@ return 1`;
  * cannot all be verified before the first failure is counted; a success gives it back.
  *
  * The counters are plain Redis writes outside any database transaction: a failed attempt stays
- * counted although its request fails. Redis unreachable or slower than STORE_TIMEOUT_MS (a
+ * counted although its request fails. Redis unreachable or slower than RATE_LIMIT_STORE_TIMEOUT_MS (a
  * connection being replaced is waited for that long first): 503 SERVICE_UNAVAILABLE with
  * Retry-After (fail closed, like the login route's request limits). After a question or a
  * reservation failed, the store is not asked for a second (askStore, shared with the request
@@ -309,7 +309,8 @@ export class FailedAttemptLimiter {
     // a connection being replaced is waited out before the questions too: asked into its gap,
     // they went unanswered and the owner's own device was judged a stranger's (the account's
     // ceiling, which strangers may have spent, then refused the owner)
-    if (this.config.signIn.enabled) await whenConnected(this.redis, STORE_TIMEOUT_MS);
+    if (this.config.signIn.enabled)
+      await whenConnected(this.redis, this.config.rateLimitStoreTimeoutMs);
     const standing =
       this.config.signIn.enabled && device !== undefined
         ? await this.deviceStanding(account, device, credential)
@@ -396,7 +397,9 @@ export class FailedAttemptLimiter {
 
   /** A mark's standing (MARK_STANDING: 2, 1, 0); 0 when Redis cannot say in time (the stricter answer). */
   private async markStanding(key: string, field: string, credential: string): Promise<number> {
-    return askStore(this.redis, () => this.redis.eval(MARK_STANDING, 1, key, field, credential))
+    return askStore(this.redis, this.config.rateLimitStoreTimeoutMs, () =>
+      this.redis.eval(MARK_STANDING, 1, key, field, credential),
+    )
       .then(Number)
       .catch(() => 0);
   }
@@ -449,7 +452,7 @@ export class FailedAttemptLimiter {
 
   /** A script's yes (1); no when Redis cannot say in time (the stricter answer). */
   private async asks(answer: () => Promise<unknown>): Promise<boolean> {
-    return askStore(this.redis, answer)
+    return askStore(this.redis, this.config.rateLimitStoreTimeoutMs, answer)
       .then((n) => Number(n) === 1)
       .catch(() => false);
   }
@@ -483,7 +486,7 @@ export class FailedAttemptLimiter {
     let waitMs: number;
     let refusing: FailureBucket | undefined;
     // a connection being replaced (a blip) is waited for, not counted as the store down
-    await whenConnected(this.redis, STORE_TIMEOUT_MS);
+    await whenConnected(this.redis, this.config.rateLimitStoreTimeoutMs);
     try {
       const [wait, index] = await this.sendReserve(buckets);
       waitMs = Number(wait);
@@ -518,7 +521,7 @@ export class FailedAttemptLimiter {
   }
 
   /**
-   * RESERVE, answered within STORE_TIMEOUT_MS; not sent while the store is not asked (it failed a
+   * RESERVE, answered within RATE_LIMIT_STORE_TIMEOUT_MS; not sent while the store is not asked (it failed a
    * moment ago — for this request, which has paid its wait, or another: askStore).
    */
   private async sendReserve(buckets: readonly FailureBucket[]): Promise<[number, number]> {
@@ -526,6 +529,7 @@ export class FailedAttemptLimiter {
     try {
       return await askStore(
         this.redis,
+        this.config.rateLimitStoreTimeoutMs,
         () =>
           (reserving = this.redis.eval(
             RESERVE,
@@ -553,7 +557,7 @@ export class FailedAttemptLimiter {
    * counted as a failure, in flight for IN_FLIGHT_MS.
    */
   private async settle(buckets: readonly FailureBucket[], outcome: Outcome): Promise<void> {
-    await whenConnected(this.redis, STORE_TIMEOUT_MS);
+    await whenConnected(this.redis, this.config.rateLimitStoreTimeoutMs);
     try {
       await withTimeout(
         this.redis.eval(
@@ -563,7 +567,7 @@ export class FailedAttemptLimiter {
           outcome,
           ...args(buckets),
         ),
-        STORE_TIMEOUT_MS,
+        this.config.rateLimitStoreTimeoutMs,
       );
     } catch (err) {
       this.log.warn(`${String(err)}: a sign-in attempt could not be settled`);

@@ -81,7 +81,7 @@ export const storeDown = (detail: string): DomainError =>
  *   list item per policy that applied; a refusal is 429 RATE_LIMITED with Retry-After.
  * - Redis unreachable or stalled: fail-open policies let the request through, fail-closed ones
  *   (login, registration, password change) answer 503 SERVICE_UNAVAILABLE with Retry-After
- *   (storeDown). Never a 500; a request waits STORE_TIMEOUT_MS once at most, for its first policy
+ *   (storeDown). Never a 500; a request waits RATE_LIMIT_STORE_TIMEOUT_MS once at most, for its first policy
  *   that fails — the store is then not asked for a second (UNASKED_AFTER_FAILURE_MS) — besides a
  *   reconnect a fail-closed policy waits out (as long at most: connected).
  *

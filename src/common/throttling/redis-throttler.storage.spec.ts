@@ -3,11 +3,12 @@ import { loadConfig } from '../../config/config';
 import {
   RateLimitStoreUnavailable,
   RedisThrottlerStorage,
-  STORE_TIMEOUT_MS,
   UNASKED_AFTER_FAILURE_MS,
 } from './redis-throttler.storage';
 
 const config = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' });
+/** RATE_LIMIT_STORE_TIMEOUT_MS's default. */
+const STORE_TIMEOUT_MS = config.rateLimitStoreTimeoutMs;
 
 describe('RedisThrottlerStorage', () => {
   it('prefixes keys with REDIS_KEY_PREFIX and reports hits, seconds left and blocking', async () => {

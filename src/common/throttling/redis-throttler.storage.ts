@@ -28,13 +28,12 @@ if hits > 0 then redis.call('DECR', KEYS[1]) end
 return hits
 `;
 
-/** A Redis that answers slower than this counts as unavailable (no request waits on it). */
-export const STORE_TIMEOUT_MS = 500;
 /**
- * After a command failed — no answer within STORE_TIMEOUT_MS (a Redis stalled, a connection gone
+ * After a command failed — no answer within RATE_LIMIT_STORE_TIMEOUT_MS (500 ms by default;
+ * config.rateLimitStoreTimeoutMs) (a Redis stalled, a connection gone
  * silent) or refused (between connections, an error reply) — the store is not asked for this
  * long: the policies a request counts, and the requests after it, each waited their own
- * STORE_TIMEOUT_MS on a silent Redis, one after another (a checkout counts three: 1.8 s instead of
+ * RATE_LIMIT_STORE_TIMEOUT_MS on a silent Redis, one after another (a checkout counts three: 1.8 s instead of
  * 0.2 s, for as long as the silence lasted). Now a request pays one at most: the rest fail at once,
  * as the policy says (let through, or 503). Over at the client's next connection (its 'ready'): a
  * fail-closed policy that waited out a reconnect (connected) counts on the new one.
@@ -63,15 +62,20 @@ function storeUnasked(client: ConnectionEvents): boolean {
 }
 
 /**
- * What `send` sends to the limits' store (`client`), answered within STORE_TIMEOUT_MS; refused
+ * What `send` sends to the limits' store (`client`), answered within `timeoutMs`
+ * (RATE_LIMIT_STORE_TIMEOUT_MS: a Redis slower than that counts as unavailable); refused
  * at once, unsent, while the store is not asked (a command failed a moment ago), and a failure
  * makes it so for UNASKED_AFTER_FAILURE_MS (storeFailed). Shared by the request limits and the
  * sign-in limiter: one silent Redis costs a request one wait, whichever asks first.
  */
-export async function askStore<T>(client: ConnectionEvents, send: () => Promise<T>): Promise<T> {
+export async function askStore<T>(
+  client: ConnectionEvents,
+  timeoutMs: number,
+  send: () => Promise<T>,
+): Promise<T> {
   if (storeUnasked(client)) throw new Error('not asked: the store failed a moment ago');
   try {
-    return await withTimeout(send(), STORE_TIMEOUT_MS);
+    return await withTimeout(send(), timeoutMs);
   } catch (err) {
     storeFailed(client);
     throw err;
@@ -91,13 +95,14 @@ export class RateLimitStoreUnavailable extends Error {
  * @nestjs/throttler storage on the shared ioredis client, so every API instance counts
  * together. Keys: `<REDIS_KEY_PREFIX>:rl:<policy>:<sha256 of the tracker>`. The client fails
  * fast when Redis is down (no offline queue) and a stalled Redis is cut off after
- * STORE_TIMEOUT_MS: either way this throws RateLimitStoreUnavailable, and the guard applies the
+ * RATE_LIMIT_STORE_TIMEOUT_MS: either way this throws RateLimitStoreUnavailable, and the guard applies the
  * policy's fail-open / fail-closed choice — at once for a second after a failure
  * (UNASKED_AFTER_FAILURE_MS).
  */
 @Injectable()
 export class RedisThrottlerStorage implements ThrottlerStorage {
   private readonly prefix: string;
+  private readonly timeoutMs: number;
 
   constructor(
     @Inject(REDIS)
@@ -105,6 +110,7 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
+    this.timeoutMs = config.rateLimitStoreTimeoutMs;
   }
 
   /**
@@ -121,12 +127,12 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   }
 
   /**
-   * Resolves once the store's connection is up, or its allowance (STORE_TIMEOUT_MS from when it
+   * Resolves once the store's connection is up, or its allowance (RATE_LIMIT_STORE_TIMEOUT_MS from when it
    * was first found down) runs out: a fail-closed policy counts after a reconnect, not into its
    * gap (whenConnected).
    */
   connected(): Promise<void> {
-    return whenConnected(this.redis, STORE_TIMEOUT_MS);
+    return whenConnected(this.redis, this.timeoutMs);
   }
 
   async increment(
@@ -155,6 +161,8 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
 
   /** One script on `key` (askStore). */
   private ask(script: string, key: string, ...args: (string | number)[]): Promise<unknown> {
-    return askStore(this.redis, () => this.redis.eval(script, 1, this.prefix + key, ...args));
+    return askStore(this.redis, this.timeoutMs, () =>
+      this.redis.eval(script, 1, this.prefix + key, ...args),
+    );
   }
 }
