@@ -178,17 +178,20 @@ describe('the API when the path to Redis fails', () => {
     expect(await failing()).toBe(0);
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     try {
-      proxy.stall(6_000); // (every connection: its heartbeat's PINGs go unanswered, new ones too)
+      // (every connection: its heartbeat's PINGs go unanswered, new ones too) — for 12 s: the
+      // gauge says 1 after 3 s of failures reported, the first one a heartbeat's timeout after
+      // the stall began; a 6 s stall ended before that on a loaded machine (four files at once)
+      proxy.stall(12_000);
       await waitFor('the gauge to say the store is failing', failing, {
         until: (v) => v === 1,
-        timeoutMs: 6_000,
+        timeoutMs: 11_000,
       });
       await waitFor('the gauge to say the store answers again', failing, {
         until: (v) => v === 0,
-        timeoutMs: 10_000,
+        timeoutMs: 15_000,
       });
     } finally {
       warn.mockRestore();
     }
-  }, 30_000);
+  }, 45_000);
 });
