@@ -444,7 +444,7 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     const read = await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.14.0.1') });
     expect(read.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
     // (20 at a time: all 119 at once on a loaded machine made a reply of the limits' store late
-    // past STORE_TIMEOUT_MS, and the policy, failing open for a second, let writes through
+    // past RATE_LIMIT_STORE_TIMEOUT_MS, and the policy, failing open for a second, let writes through
     // uncounted — the design under a slow store, not what this counts)
     const rest = [];
     for (let i = 1; i < 120; i += 20)
