@@ -82,9 +82,12 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
       expect(res.body.code).toBe('SERVICE_UNAVAILABLE');
       expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     }
-    expect(burstMs).toBeLessThan(2000); // not 30 connection attempts timing out
+    // not 30 connection attempts timing out (5 s each): 2 s was the bound, past it once on a
+    // loaded machine (six files at once on two cores)
+    expect(burstMs).toBeLessThan(4000);
 
-    // each request on its own: answered well under 100 ms (the test's client shares the process)
+    // each request on its own: answered at once — well under 100 ms here alone, 250 ms the bound
+    // for a loaded machine (the test's client shares the process), against a 5 s connect timeout
     const single = [];
     const retriedKey = newKey();
     for (let i = 0; i < 9; i++) {
@@ -95,7 +98,7 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
       );
     }
     expect(single.every((r) => r.status === 503)).toBe(true);
-    expect(median(single.map((r) => r.ms))).toBeLessThan(100);
+    expect(median(single.map((r) => r.ms))).toBeLessThan(250);
 
     const down = await t.http.get('/health/ready');
     expect(down.status).toBe(503);
