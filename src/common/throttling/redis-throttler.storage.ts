@@ -29,12 +29,11 @@ return hits
 `;
 
 /**
- * After a command failed — no answer within RATE_LIMIT_STORE_TIMEOUT_MS (500 ms by default;
- * config.rateLimitStoreTimeoutMs) (a Redis stalled, a connection gone
- * silent) or refused (between connections, an error reply) — the store is not asked for this
- * long: the policies a request counts, and the requests after it, each waited their own
- * RATE_LIMIT_STORE_TIMEOUT_MS on a silent Redis, one after another (a checkout counts three: 1.8 s instead of
- * 0.2 s, for as long as the silence lasted). Now a request pays one at most: the rest fail at once,
+ * After a command failed — no answer within RATE_LIMIT_STORE_TIMEOUT_MS (500 ms by default: a
+ * Redis stalled, a connection gone silent) or refused (between connections, an error reply) — the
+ * store is not asked for this long: the policies a request counts, and the requests after it, each
+ * waited their own timeout on a silent Redis, one after another (a checkout counts three: 1.8 s
+ * instead of 0.2 s, for as long as the silence lasted). Now a request pays one at most: the rest fail at once,
  * as the policy says (let through, or 503). Over at the client's next connection (its 'ready'): a
  * fail-closed policy that waited out a reconnect (connected) counts on the new one.
  */
@@ -95,8 +94,8 @@ export class RateLimitStoreUnavailable extends Error {
  * @nestjs/throttler storage on the shared ioredis client, so every API instance counts
  * together. Keys: `<REDIS_KEY_PREFIX>:rl:<policy>:<sha256 of the tracker>`. The client fails
  * fast when Redis is down (no offline queue) and a stalled Redis is cut off after
- * RATE_LIMIT_STORE_TIMEOUT_MS: either way this throws RateLimitStoreUnavailable, and the guard applies the
- * policy's fail-open / fail-closed choice — at once for a second after a failure
+ * RATE_LIMIT_STORE_TIMEOUT_MS: either way this throws RateLimitStoreUnavailable, and the guard
+ * applies the policy's fail-open / fail-closed choice — at once for a second after a failure
  * (UNASKED_AFTER_FAILURE_MS).
  */
 @Injectable()
@@ -127,9 +126,9 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   }
 
   /**
-   * Resolves once the store's connection is up, or its allowance (RATE_LIMIT_STORE_TIMEOUT_MS from when it
-   * was first found down) runs out: a fail-closed policy counts after a reconnect, not into its
-   * gap (whenConnected).
+   * Resolves once the store's connection is up, or its allowance (RATE_LIMIT_STORE_TIMEOUT_MS
+   * from when it was first found down) runs out: a fail-closed policy counts after a reconnect,
+   * not into its gap (whenConnected).
    */
   connected(): Promise<void> {
     return whenConnected(this.redis, this.timeoutMs);
