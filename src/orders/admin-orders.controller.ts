@@ -53,7 +53,9 @@ export class AdminOrdersController {
     operationId: 'fulfilOrder',
     summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
     description:
-      'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. ' +
+      'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing, also ' +
+      'once a refund has moved it on (the order is answered as it is, `REFUNDED` or ' +
+      '`PARTIALLY_REFUNDED`). ' +
       'Refused (409) while refunds pending at the payment provider would return the whole total, ' +
       "and while the customer's bank disputes the payment (a dispute open or lost: see `disputes` in " +
       '`GET /v1/admin/orders/{id}`).',

@@ -71,12 +71,17 @@ export class OrdersService {
     });
   }
 
-  /** CONFIRMED → FULFILLED; repeating it is a no-op. */
+  /**
+   * CONFIRMED → FULFILLED; repeating it is a no-op — also once a refund has moved the fulfilled
+   * order on (a retry of a fulfilment whose answer was lost: the goods went; answered with the
+   * order as it is, not 409).
+   */
   async fulfil(actor: Principal, id: string): Promise<OrderDetailDto> {
     return this.tx.run(async () => {
       await this.transitions.fulfil(id, `user:${actor.userId}`);
       const order = await this.mustFind(id);
-      if (order.status !== 'FULFILLED') {
+      const fulfilled = order.history.some((h) => h.to === 'FULFILLED');
+      if (!fulfilled) {
         const dispute =
           order.status === 'CONFIRMED' ? await this.payments.holdingDispute(id) : null;
         throw new DomainError(

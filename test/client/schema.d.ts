@@ -551,7 +551,7 @@ export interface paths {
         put?: never;
         /**
          * Mark an order fulfilled (permission `orders:fulfil`)
-         * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. Refused (409) while refunds pending at the payment provider would return the whole total, and while the customer's bank disputes the payment (a dispute open or lost: see `disputes` in `GET /v1/admin/orders/{id}`).
+         * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing, also once a refund has moved it on (the order is answered as it is, `REFUNDED` or `PARTIALLY_REFUNDED`). Refused (409) while refunds pending at the payment provider would return the whole total, and while the customer's bank disputes the payment (a dispute open or lost: see `disputes` in `GET /v1/admin/orders/{id}`).
          */
         post: operations["fulfilOrder"];
         delete?: never;

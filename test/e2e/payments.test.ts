@@ -695,6 +695,43 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
   }, 30_000);
 
+  it('a fulfilment sent again after a refund moved the fulfilled order on is a no-op answered 200 with the order as it is (its first answer lost), not 409; an order never fulfilled stays 409', async () => {
+    const admin = await createAdmin(t);
+    const fulfil = (orderId: string) =>
+      t.http.post(`/v1/admin/orders/${orderId}/fulfil`, {}, { token: admin.accessToken });
+    const refund = (orderId: string, amount: number) =>
+      t.http.post(
+        `/v1/admin/orders/${orderId}/refunds`,
+        { amount: { amount, currency: 'INR' } },
+        { token: admin.accessToken, idempotencyKey: newKey() },
+      );
+    const fulfilledRows = async (orderId: string) =>
+      (
+        await t.db.pool.query(
+          `SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'FULFILLED'`,
+          [orderId],
+        )
+      ).rows[0].n;
+    const shipped = (await paidOrder(10_000)).order.body.id;
+    expect((await fulfil(shipped)).body.status).toBe('FULFILLED');
+    expect((await refund(shipped, 1000)).status).toBe(201);
+    const partly = await fulfil(shipped);
+    expect([partly.status, partly.body.status]).toEqual([200, 'PARTIALLY_REFUNDED']);
+    expect((await refund(shipped, 9000)).status).toBe(201);
+    const whole = await fulfil(shipped);
+    expect([whole.status, whole.body.status]).toEqual([200, 'REFUNDED']);
+    expect(whole.body.history.map((h: { to: string }) => h.to)).toEqual(
+      expect.arrayContaining(['FULFILLED', 'REFUNDED']),
+    );
+    expect(await fulfilledRows(shipped)).toBe(1);
+    // refunded in part before it was fulfilled: never shipped, so not fulfillable (409), unchanged
+    const unshipped = (await paidOrder(10_000)).order.body.id;
+    expect((await refund(unshipped, 1000)).status).toBe(201);
+    expectProblem(await fulfil(unshipped), 409, 'ORDER_NOT_FULFILLABLE');
+    expect((await statusOf(unshipped)).status).toBe('PARTIALLY_REFUNDED');
+    expect(await fulfilledRows(unshipped)).toBe(0);
+  }, 30_000);
+
   it("the refund route needs orders:refund: the order's own customer and staff (who lack it) get 403 problem+json, and nothing is refunded or recorded", async () => {
     const staff = await createStaff(t);
     const { order, pay } = await paidOrder(10_000);
