@@ -96,7 +96,8 @@ const UNROUTED_POLICY = 'unrouted';
  * client over the limit gets 429 RATE_LIMITED with Retry-After, and answers carry
  * RateLimit-Policy / RateLimit headers of that counter (`cached-reads`, the `default` policy's
  * limit and window). A miss is counted again, in Redis, by
- * the guard on the normal route. A request no route matches is counted here too, on a counter of
+ * the guard on the normal route, which appends its `default` item to those headers (both counters
+ * are named: either may refuse the next request). A request no route matches is counted here too, on a counter of
  * its own (UNROUTED_POLICY): no guard counts it either. With N API processes a client can get up
  * to N× the limit of cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
@@ -147,16 +148,25 @@ export function cachedReadsHook(
         return refuse(request, reply, policyHeader, limitHeader, state.resetSeconds);
       }
     }
+    // this counter's headers on every answer it counted — a miss's too, where the route's guard
+    // appends its own `default` item: a miss named only the guard's counter (298 left) and the
+    // next hit was refused by this one (0 left)
+    const counted = () => {
+      if (limitHeader)
+        void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+    };
     cache.peek(catalogCacheKey(request.url)).then(
       (hit) => {
+        counted();
         if (hit === null) return done();
         browserHeaders(reply, request.headers.origin);
         void reply.header('X-Request-Id', request.id);
-        if (limitHeader)
-          void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
         void reply.type('application/json; charset=utf-8').send(hit);
       },
-      () => done(),
+      () => {
+        counted();
+        done();
+      },
     );
   };
 }
