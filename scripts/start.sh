@@ -47,7 +47,7 @@ elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock
   echo "[start] installing dependencies (npm ci)"
   # dev dependencies too (swc runs the sources here: scripts/ts-register.js): a NODE_ENV=production from .env or
   # the shell would make npm leave them out
-  npm ci --no-audit --no-fund --include=dev
+  npm ci --ignore-scripts --no-audit --no-fund --include=dev
 fi
 echo "[start] applying migrations"
 # A DATABASE_URL (or DATABASE_LOCK_URL) whose server refuses the sign-in ends the start here with

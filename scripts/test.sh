@@ -16,7 +16,7 @@ if [ -L node_modules ]; then
   fi
 elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[test] installing dependencies (npm ci)"
-  npm ci --no-audit --no-fund --include=dev
+  npm ci --ignore-scripts --no-audit --no-fund --include=dev
 fi
 # Swagger UI is tested in a real browser (test/e2e/swagger-ui.test.ts): Debian's chromium,
 # installed here when missing; only where that is impossible does that suite skip (it says so).

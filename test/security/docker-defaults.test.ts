@@ -38,6 +38,19 @@ describe('the Docker image keeps the secure defaults', () => {
     expect(patterns).toContain('!.env.example');
   });
 
+  it("every install the project's commands run (npm start's, npm test's, the image's) runs no dependency's install scripts: npm 10 ignores package.json's allowScripts", () => {
+    const installs = ['scripts/start.sh', 'scripts/test.sh', 'docker/Dockerfile'].flatMap((file) =>
+      readFileSync(join(ROOT, file), 'utf8')
+        .split('\n')
+        .filter((line) => /^\s*(RUN\s+)?npm (ci|install|i)\b/.test(line))
+        .map((line) => [file, line.trim()]),
+    );
+    expect(installs.map(([file]) => file)).toEqual(
+      expect.arrayContaining(['scripts/start.sh', 'scripts/test.sh', 'docker/Dockerfile']),
+    );
+    expect(installs.filter(([, line]) => !/\s--ignore-scripts\b/.test(line))).toEqual([]);
+  });
+
   it('sets NODE_ENV=production and no HOST: production binds every interface, development only loopback', () => {
     const env = runtimeEnv();
     expect(env.NODE_ENV).toBe('production');
