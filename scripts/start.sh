@@ -91,7 +91,7 @@ if [ "$NODE_ENV" = development ] && [ -z "${STORAGE_ENDPOINT:-}" ]; then
     storage="images: the store on localhost:9000"
   else
     node -r ./scripts/ts-register.js scripts/local-storage.ts & pids+=($!)
-    storage="images: a local store on localhost:9000, files in var/storage"
+    storage="images: a local store on localhost:9000, files in ${LOCAL_STORAGE_DIR:-var/storage}"
   fi
 fi
 if [ "${DOCS_ENABLED:-true}" = true ] || [ "${DOCS_ENABLED:-}" = 1 ]; then
