@@ -9,7 +9,7 @@ import { EmailJob, emailJobId, emailKey, enqueueEmail } from './email-job';
  * How far back published email events are checked: several rounds of an email job's own retries
  * (a little over a day each) and inside the outbox's retention (7 days).
  */
-const RECONCILE_WINDOW_MS = 6 * 86_400_000;
+export const RECONCILE_WINDOW_MS = 6 * 86_400_000;
 /** An event published this recently is left to its job (normally sent within seconds). */
 const RECONCILE_GRACE_MS = 60_000;
 const PAGE = 500;

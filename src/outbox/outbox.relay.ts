@@ -11,6 +11,7 @@ import { OutboxRepository } from './outbox.repository';
 import { OutboxPublisher, UnknownTopicError } from './outbox.publisher';
 import { REDIS_OUTAGE_REPLY } from '../redis/outage-reply';
 import { OUTBOX_TOPICS } from './outbox-events';
+import { RECONCILE_WINDOW_MS } from '../notifications/email-reconciler';
 
 export const OUTBOX_MAX_ATTEMPTS = 10;
 const LEASE_MS = 30_000;
@@ -73,12 +74,15 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
   /**
    * Starts relaying — after giving the dead rows of every topic this build knows another round
    * of attempts: parked by a worker of an older build that did not know their topic (a rolling
-   * deploy), or by a failure a new build mends. Best effort: a database that cannot answer now
+   * deploy), or by a failure a new build mends. Only rows written within the email reconciler's
+   * window (6 days): an older one's email is past sending (the reconciler has given it up) and
+   * the database's sweeps have done the rest of its work — every boot relayed dead rows of any
+   * age, a cancellation mailed two months late. Best effort: a database that cannot answer now
    * leaves them for the next boot.
    */
   async onApplicationBootstrap(): Promise<void> {
     try {
-      const n = await this.outbox.redriveDead(OUTBOX_TOPICS);
+      const n = await this.outbox.redriveDead(OUTBOX_TOPICS, RECONCILE_WINDOW_MS);
       if (n > 0) this.logger.warn(`${n} dead outbox row(s) of known topics relayed again`);
     } catch (err) {
       this.logger.warn(`dead outbox rows not relayed again: ${String(err)}`);

@@ -174,18 +174,22 @@ export class OutboxRepository {
   }
 
   /**
-   * Gives dead rows of these topics their attempts back (pending, due now); how many. For a
-   * worker that knows them: rows parked by an older one that did not (a rolling deploy), or by a
-   * failure since mended.
+   * Gives dead rows of these topics written in the last `withinMs` (on the database's clock) their
+   * attempts back (pending, due now); how many. For a worker that knows them: rows parked by an
+   * older one that did not (a rolling deploy), or by a failure since mended. Older rows stay dead.
    */
-  async redriveDead(topics: readonly string[]): Promise<number> {
+  async redriveDead(topics: readonly string[], withinMs: number): Promise<number> {
     const result = await this.tx.withManager((m) =>
       m
         .getRepository(OutboxEntity)
-        .update(
-          { status: 'dead', topic: In([...topics]) },
-          { status: PENDING, attempts: 0, nextAttemptAt: () => 'statement_timestamp()' },
-        ),
+        .createQueryBuilder()
+        .update()
+        .set({ status: PENDING, attempts: 0, nextAttemptAt: () => 'statement_timestamp()' })
+        .where({ status: 'dead', topic: In([...topics]) })
+        .andWhere(`created_at > statement_timestamp() - make_interval(secs => :withinSeconds)`, {
+          withinSeconds: withinMs / 1000,
+        })
+        .execute(),
     );
     return result.affected ?? 0;
   }
