@@ -871,11 +871,11 @@ describe('PaymentFinalizer', () => {
       expect(s.gateway.cancelIntent).toHaveBeenCalledTimes(1);
     });
 
-    it('processes accepted events whose job gave up; one that fails again waits for the next run', async () => {
+    it('processes accepted events whose job gave up; one the gateway is unavailable for ends the run and goes to the back of the line (first in line, it stopped every run at itself)', async () => {
       const s = await setup();
       s.payments.findStalePending.mockResolvedValue([]);
       s.refunds.retryStale.mockResolvedValue(0);
-      s.events.findUnprocessed.mockResolvedValue(['evt_lost', 'evt_still_failing']);
+      s.events.findUnprocessed.mockResolvedValue(['evt_lost', 'evt_still_failing', 'evt_next']);
       s.events.find.mockImplementation(async (id) => ({
         id,
         type: 'payment_intent.succeeded',
@@ -895,7 +895,8 @@ describe('PaymentFinalizer', () => {
       );
       expect(s.events.markProcessed).toHaveBeenCalledTimes(1);
       expect(s.events.markProcessed).toHaveBeenCalledWith('evt_lost', NOW, 'confirmed');
-      expect(s.events.noteSweepFailed).not.toHaveBeenCalled(); // an outage moves nothing
+      expect(s.events.noteSweepFailed.mock.calls).toEqual([['evt_still_failing', NOW]]);
+      expect(s.gateway.retrieveIntent).toHaveBeenCalledTimes(2); // evt_next waits for the next run
     });
 
     it('an event that fails again (not an outage) goes to the back of the line; the run goes on', async () => {

@@ -562,8 +562,8 @@ export class PaymentFinalizer {
    * success on a cancelled order (to refund), a refund made in the dashboard (to record) would
    * otherwise be lost for good. Each is processed again — processEvent re-reads the gateway and
    * is idempotent, so a job still retrying it at the same time changes nothing — and one that
-   * fails again goes to the back of the line for the next run (a provider outage ends the run,
-   * and moves nothing).
+   * fails again goes to the back of the line for the next run (a provider outage also ends the
+   * run: one timeout per pass, not one per event).
    */
   private async sweepUnprocessedEvents(before: Date): Promise<number> {
     let done = 0;
@@ -574,9 +574,12 @@ export class PaymentFinalizer {
       } catch (err) {
         if (isUnknownIntent(err) && (await this.unknownForLong(eventId))) continue;
         this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
-        if (isGatewayUnavailable(err)) break;
-        // to the back of the line: events that keep failing must not hold the batch for ever
+        // to the back of the line: events that keep failing must not hold the batch for ever —
+        // also one the gateway answered unavailable for, as setAside does: a call about that
+        // object alone that always runs out of time stopped every pass at it, first in line, and
+        // no other lost event was processed again
         await this.events.noteSweepFailed(eventId, this.clock.now()).catch(() => undefined);
+        if (isGatewayUnavailable(err)) break;
       }
     }
     return done;
