@@ -12,6 +12,7 @@ import {
   PaymentFinalizer,
   RECONCILE_AFTER_MS,
   UNPROCESSED_EVENT_AFTER_MS,
+  STUCK_EVENT_MS,
   RETRY_REFUND_AFTER_MS,
   UNHANDLED_EVENT_GRACE_MS,
 } from './payment-finalizer.service';
@@ -919,6 +920,42 @@ describe('PaymentFinalizer', () => {
       expect(await s.finalizer.reconcile()).toBe(1);
       expect(s.events.noteSweepFailed).toHaveBeenCalledWith('evt_stuck', NOW);
       expect(s.events.markProcessed).toHaveBeenCalledWith('evt_behind', NOW, 'confirmed');
+    });
+
+    it('an event that fails again is a warning; one unprocessed for a day, an error at each failed retry (nothing else raised it)', async () => {
+      const s = await setup();
+      const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+      const warnings = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+      s.payments.findStalePending.mockResolvedValue([]);
+      s.refunds.retryStale.mockResolvedValue(0);
+      const received: Record<string, Date> = {
+        evt_fresh: new Date(NOW.getTime() - STUCK_EVENT_MS + 60_000),
+        evt_stuck: new Date(NOW.getTime() - STUCK_EVENT_MS - 3_600_000),
+      };
+      s.events.findUnprocessed.mockResolvedValue(Object.keys(received));
+      s.events.find.mockImplementation(async (id) => ({
+        id,
+        type: 'payment_intent.succeeded',
+        intentId: 'pi_1',
+        processedAt: null,
+        receivedAt: received[id],
+      }));
+      s.payments.findByIntent.mockResolvedValue(payment());
+      s.gateway.retrieveIntent.mockRejectedValue(new Error('waits for the pending refunds'));
+      s.orders.findById.mockResolvedValue(orderIn('PAID'));
+      await s.finalizer.reconcile();
+      const said = (spy: jest.SpyInstance) =>
+        spy.mock.calls.map(([m]) => String(m)).filter((m) => m.startsWith('webhook event'));
+      expect(said(warnings)).toEqual([
+        'webhook event evt_fresh still not processed: waits for the pending refunds',
+      ]);
+      expect(said(errors)).toEqual([
+        expect.stringMatching(
+          /^webhook event evt_stuck still not processed: waits for the pending refunds — payment_intent\.succeeded, unprocessed for 25 h/,
+        ),
+      ]);
+      errors.mockRestore();
+      warnings.mockRestore();
     });
 
     it('a dispute event whose dispute the gateway does not know (a key changed to another account) is kept like one about an unknown intent: asked again every 6 hours past its first day, given up after 30 days', async () => {

@@ -162,6 +162,8 @@ const DISPUTE_REMIND_BEFORE_MS = 3 * 24 * 60 * 60 * 1000;
 const UNKNOWN_EVENT_RETRY_MS = 6 * 60 * 60 * 1000;
 /** When such an event is given up (marked processed: then purged with its customer details). */
 const UNKNOWN_EVENT_GIVE_UP_MS = 30 * 24 * 60 * 60 * 1000;
+/** How long an event goes unprocessed before each failed retry of it is logged at error. */
+export const STUCK_EVENT_MS = 24 * 60 * 60 * 1000;
 
 /**
  * The dispute a `charge.dispute.*` event carries (Stripe's Dispute object), or null for anything
@@ -573,7 +575,7 @@ export class PaymentFinalizer {
         done++;
       } catch (err) {
         if (isUnknownIntent(err) && (await this.unknownForLong(eventId))) continue;
-        this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
+        await this.reportUnprocessed(eventId, err);
         // to the back of the line: events that keep failing must not hold the batch for ever —
         // also one the gateway answered unavailable for, as setAside does: a call about that
         // object alone that always runs out of time stopped every pass at it, first in line, and
@@ -583,6 +585,23 @@ export class PaymentFinalizer {
       }
     }
     return done;
+  }
+
+  /**
+   * A failed retry of an unprocessed event: a warning, and an error once the event has gone
+   * unprocessed for a day (STUCK_EVENT_MS) — a failure that is not the provider's own (a refund
+   * that cannot be recorded, a bug) was retried every 5 minutes for good at warning level, where
+   * nobody is paged, while the money it is about waited.
+   */
+  private async reportUnprocessed(eventId: string, err: unknown): Promise<void> {
+    const line = `webhook event ${eventId} still not processed: ${(err as Error).message}`;
+    const event = await this.events.find(eventId).catch(() => null);
+    const age = event ? this.clock.now().getTime() - event.receivedAt.getTime() : 0;
+    if (!event || age < STUCK_EVENT_MS) return this.logger.warn(line);
+    this.logger.error(
+      `${line} — ${event.type}, unprocessed for ${Math.floor(age / 3_600_000)} h and tried again ` +
+        'every 5 minutes: look at it',
+    );
   }
 
   /**
