@@ -372,18 +372,35 @@ export class OrderRepository {
   /**
    * Orders still holding their reservation whose window has passed (for the sweeper), oldest
    * first, except `excluding` (those the sweeper has looked at and left, e.g. a debit in flight).
+   * `withoutOpenPayment`: only those with no payment but a cancelled one — the orders the
+   * database alone settles (OverdueOrders' first pass, which read and left every paying order
+   * each minute, each one more in `excluding`: a gateway outage during a sale left thousands).
    */
-  async findOverdueReservations(limit: number, excluding: string[] = []): Promise<string[]> {
+  async findOverdueReservations(
+    limit: number,
+    excluding: string[] = [],
+    opts: { withoutOpenPayment?: boolean } = {},
+  ): Promise<string[]> {
+    const idConditions = (id: string) =>
+      [
+        // one array parameter: a long sweep's list could pass the 65,535 bind parameters a
+        // statement may have (refused as a protocol violation, counted as the database down)
+        excluding.length ? `${id} <> ALL(CAST(:excluding AS uuid[]))` : null,
+        // a read of the payments table (written by payments/): OverdueOrders.settle's "open"
+        opts.withoutOpenPayment
+          ? `NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = ${id} AND p.status <> 'canceled')`
+          : null,
+      ]
+        .filter((c) => c !== null)
+        .join(' AND ');
     const due = await this.tx.withManager((m) =>
       m.getRepository(OrderEntity).find({
         select: { id: true },
         where: {
           status: In(HOLDS_RESERVATION),
           reservationExpiresAt: Raw((deadline) => `${deadline} <= statement_timestamp()`),
-          // one array parameter: a long sweep's list could pass the 65,535 bind parameters a
-          // statement may have (refused as a protocol violation, counted as the database down)
-          ...(excluding.length
-            ? { id: Raw((id) => `${id} <> ALL(CAST(:excluding AS uuid[]))`, { excluding }) }
+          ...(excluding.length || opts.withoutOpenPayment
+            ? { id: Raw(idConditions, { excluding }) }
             : {}),
         },
         order: { reservationExpiresAt: 'ASC' },

@@ -49,6 +49,41 @@ describe('OverdueOrders with the gateway not answering', () => {
   });
 });
 
+describe('OverdueOrders sweep when the gateway goes down during its pass', () => {
+  it('ends the pass there: the paying orders behind are not read and left one by one (each one more to exclude, every minute)', async () => {
+    const paying = Array.from({ length: 50 }, (_, i) => `paying-${i}`);
+    const orders = mockOf<OrderRepository>(
+      {
+        reservationDueIn: async () => 0,
+        findOverdueReservations: async (
+          _limit: number,
+          excluding: string[] = [],
+          opts: { withoutOpenPayment?: boolean } = {},
+        ) => (opts.withoutOpenPayment ? [] : paying.filter((id) => !excluding.includes(id))),
+      },
+      'orders',
+    );
+    const payments = mockOf<PaymentRepository>(
+      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
+      'payments',
+    );
+    const finalizer = mockOf<PaymentFinalizer>(
+      {
+        settleOverdue: async () =>
+          Promise.reject(new GatewayError('unavailable', undefined, 'timed out')),
+      },
+      'finalizer',
+    );
+    const expiry = mockOf<ReservationExpiryService>({ expire: async () => true }, 'expiry');
+    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    expect(await overdue.sweep()).toBe(0);
+    // both lanes asked at once, then stopped
+    expect(finalizer.settleOverdue.mock.calls.length).toBeLessThanOrEqual(2);
+    expect(orders.reservationDueIn.mock.calls.length).toBeLessThanOrEqual(2);
+    expect(orders.findOverdueReservations).toHaveBeenCalledTimes(2); // one batch a pass
+  });
+});
+
 describe('OverdueOrders sweep with a slow gateway', () => {
   it('releases every overdue order without a payment before asking the gateway about any (oldest first within each pass)', async () => {
     const calls: string[] = [];

@@ -161,7 +161,7 @@ export class OverdueOrders {
         }
         seen.push(id);
         this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
-        // one timeout per run, not one per order with a payment; the others still expire
+        // one timeout per run, not one per order with a payment: the pass ends (its lanes stop)
         if (isGatewayUnavailable(err)) {
           gatewayDown = true;
           this.noteGatewayDown();
@@ -176,12 +176,19 @@ export class OverdueOrders {
     // run. The database's pass goes one by one (milliseconds each).
     const lanes = askGateway ? GATEWAY_ASKERS : 1;
     for (;;) {
-      const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen);
+      // (the database's pass reads only the orders it can settle: every paying order read and
+      // left each minute, each one more to exclude, made a gateway outage during a sale's
+      // backlog a quadratic pass)
+      const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen, {
+        withoutOpenPayment: !askGateway,
+      });
       const queue = [...due];
       await Promise.all(
         Array.from({ length: lanes }, async () => {
           for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
-            if ((await settleOne(id)) === 'busy') {
+            // the gateway's pass ends once the gateway is down: the rest could only be read and
+            // left (the database's pass settled what it can)
+            if ((askGateway && gatewayDown) || (await settleOne(id)) === 'busy') {
               queue.unshift(id);
               return;
             }
@@ -189,7 +196,8 @@ export class OverdueOrders {
         }),
       );
       if (queue.length > 0) {
-        seen.push(...queue); // every asker taken by the per-order jobs: the next run
+        // every asker taken by the per-order jobs, or the gateway down: the next run
+        seen.push(...queue);
         break;
       }
       if (due.length < SWEEP_BATCH) break;
