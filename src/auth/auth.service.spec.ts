@@ -512,11 +512,18 @@ describe('AuthService', () => {
   describe('refresh', () => {
     it('spends the token by its hash and rotates within the same family', async () => {
       const s = setup();
-      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      const familyEndsAt = new Date(Date.now() + 86_400_000);
+      s.refreshTokens.spend.mockResolvedValue({
+        status: 'spent',
+        familyId: 'f-1',
+        userId: 'u-1',
+        familyEndsAt,
+      });
       s.users.findById.mockResolvedValue(user);
       const res = await s.service.refresh('r-old', '203.0.113.9');
       expect(s.refreshTokens.spend).toHaveBeenCalledWith('hash(r-old)', NOW);
-      expect(s.sessions.rotate).toHaveBeenCalledWith('f-1', NOW);
+      // (the family's end: the access token issued with the next one never outlives it)
+      expect(s.sessions.rotate).toHaveBeenCalledWith('f-1', NOW, familyEndsAt);
       expect(res.refreshToken).toBe('r-next');
       expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
       expect(s.revoked.add).not.toHaveBeenCalled();
@@ -524,7 +531,12 @@ describe('AuthService', () => {
 
     it('a rerun of its transaction (the connection died before COMMIT) counts the account once, not once per attempt', async () => {
       const s = setup();
-      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      s.refreshTokens.spend.mockResolvedValue({
+        status: 'spent',
+        familyId: 'f-1',
+        userId: 'u-1',
+        familyEndsAt: new Date(Date.now() + 86_400_000),
+      });
       s.users.findById.mockResolvedValue(user);
       // TransactionHost runs the work again: the first attempt's writes rolled back with it
       s.tx.runOwn.mockImplementationOnce(async <T>(work: () => Promise<T>) => {
@@ -537,7 +549,12 @@ describe('AuthService', () => {
 
     it('issues nothing when the family was revoked while the token was being spent (a password change)', async () => {
       const s = setup();
-      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      s.refreshTokens.spend.mockResolvedValue({
+        status: 'spent',
+        familyId: 'f-1',
+        userId: 'u-1',
+        familyEndsAt: new Date(Date.now() + 86_400_000),
+      });
       s.refreshTokens.lockLiveFamily.mockResolvedValue(false);
       expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toBe('REFRESH_TOKEN_INVALID');
       expect(s.refreshTokens.lockLiveFamily).toHaveBeenCalledWith('f-1');
@@ -546,7 +563,12 @@ describe('AuthService', () => {
 
     it('issues nothing for a family marked revoked whose revocation has not committed yet', async () => {
       const s = setup();
-      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      s.refreshTokens.spend.mockResolvedValue({
+        status: 'spent',
+        familyId: 'f-1',
+        userId: 'u-1',
+        familyEndsAt: new Date(Date.now() + 86_400_000),
+      });
       s.revoked.isRevoked.mockResolvedValue(true);
       expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toBe('REFRESH_TOKEN_INVALID');
       expect(s.revoked.isRevoked).toHaveBeenCalledWith('f-1');

@@ -279,7 +279,8 @@ export class AuthService {
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
         await this.accountLimits.take('refresh-account', user.id, user.passwordEpoch, hits);
         await this.accountLimits.take('refresh-account-day', user.id, user.passwordEpoch, hits);
-        return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
+        const session = await this.sessions.rotate(spent.familyId, now, spent.familyEndsAt);
+        return { ...spent, user, session };
       })
       .catch((err: unknown) => {
         if (!reuse) throw err;

@@ -26,7 +26,7 @@ const SESSION_LIMIT_LOCK_CLASS = 0x534c;
 /** What presenting a refresh token amounted to. */
 export type SpendOutcome =
   /** This call spent a live token: the caller may issue the next one in the family. */
-  | { status: 'spent'; familyId: string; userId: string }
+  | { status: 'spent'; familyId: string; userId: string; familyEndsAt: Date }
   /** The token had been spent before: a copy is in use (theft, or a racing duplicate). */
   | { status: 'reused'; familyId: string; userId: string }
   /** Unknown, idle-expired, past the family's lifetime, or in a revoked family. */
@@ -86,7 +86,7 @@ export class RefreshTokenRepository {
    * returns its user (`UPDATE … FROM`, which the query builder cannot say).
    */
   async spend(tokenHash: string, now: Date): Promise<SpendOutcome> {
-    const spent = await this.tx.query<{ family_id: string; user_id: string }>(
+    const spent = await this.tx.query<{ family_id: string; user_id: string; expires_at: Date }>(
       `UPDATE refresh_tokens t SET spent_at = $2
          FROM refresh_token_families f
         WHERE t.token_hash = $1
@@ -95,11 +95,16 @@ export class RefreshTokenRepository {
           AND f.id = t.family_id
           AND f.revoked_at IS NULL
           AND f.expires_at > $2
-       RETURNING f.id AS family_id, f.user_id`,
+       RETURNING f.id AS family_id, f.user_id, f.expires_at`,
       [tokenHash, now],
     );
     if (spent[0])
-      return { status: 'spent', familyId: spent[0].family_id, userId: spent[0].user_id };
+      return {
+        status: 'spent',
+        familyId: spent[0].family_id,
+        userId: spent[0].user_id,
+        familyEndsAt: new Date(spent[0].expires_at),
+      };
 
     const token = await this.tx.withManager((m) =>
       tokens(m).findOne({ where: { tokenHash }, relations: { family: true } }),

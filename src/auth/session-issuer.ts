@@ -11,10 +11,14 @@ import { TransactionHost } from '../database/transaction-host';
 import { TokenService } from './token.service';
 import { acceptedSessionClientSecrets } from '../config/jwt-keys';
 
-/** A sign-in session as the client holds it: the family and its current refresh token. */
+/**
+ * A sign-in session as the client holds it: the family and its current refresh token — and when
+ * the family ends for good (its absolute lifetime), which no access token issued in it outlives.
+ */
 export interface Session {
   familyId: string;
   refreshToken: string;
+  endsAt: Date;
 }
 
 const plusSeconds = (at: Date, seconds: number) => new Date(at.getTime() + seconds * 1000);
@@ -134,12 +138,8 @@ export class SessionIssuer {
   }
 
   async open(userId: string, now: Date, clientKey: string): Promise<Session> {
-    const familyId = await this.refreshTokens.createFamily(
-      userId,
-      now,
-      plusSeconds(now, this.config.jwt.refreshTtlSeconds),
-      clientKey,
-    );
+    const endsAt = plusSeconds(now, this.config.jwt.refreshTtlSeconds);
+    const familyId = await this.refreshTokens.createFamily(userId, now, endsAt, clientKey);
     const ended = await this.refreshTokens.revokeOthersBeyond(
       userId,
       familyId,
@@ -150,10 +150,11 @@ export class SessionIssuer {
     // their access tokens stop working too — once the ending has committed: marks set before it
     // would end live sessions for good should the sign-in roll back
     if (ended.length > 0) this.tx.afterCommit(() => void this.revoked.add(ended));
-    return this.rotate(familyId, now);
+    return this.rotate(familyId, now, endsAt);
   }
 
-  async rotate(familyId: string, now: Date): Promise<Session> {
+  /** The family's next refresh token; `endsAt`: the family's absolute end (as spent). */
+  async rotate(familyId: string, now: Date, endsAt: Date): Promise<Session> {
     const refreshToken = this.tokens.newRefreshToken();
     await this.refreshTokens.addToken(
       familyId,
@@ -161,7 +162,7 @@ export class SessionIssuer {
       now,
       plusSeconds(now, this.config.jwt.refreshIdleSeconds),
     );
-    return { familyId, refreshToken };
+    return { familyId, refreshToken, endsAt };
   }
 
   /** What the database knows a presented refresh token by. */
@@ -170,18 +171,19 @@ export class SessionIssuer {
   }
 
   /** The answer of register, login and refresh. */
+  /**
+   * The access token lives JWT_ACCESS_TTL_SECONDS, but never past its session's absolute end: a
+   * refresh a second before it gave a full lifetime's token, so a session outlived
+   * REFRESH_TOKEN_TTL_SECONDS by up to that much. (Measured on this host's clock, as the token's
+   * `iat` and `exp` are.)
+   */
   async tokensFor(user: User, session: Session): Promise<TokensDto> {
-    const accessToken = await this.tokens.signAccess({
-      sub: user.id,
-      email: user.email,
-      role: user.role,
-      fam: session.familyId,
-    });
-    return {
-      user: mapUser(user),
-      accessToken,
-      refreshToken: session.refreshToken,
-      expiresIn: this.config.jwt.accessTtlSeconds,
-    };
+    const left = Math.floor((session.endsAt.getTime() - Date.now()) / 1000);
+    const expiresIn = Math.max(1, Math.min(this.config.jwt.accessTtlSeconds, left));
+    const accessToken = await this.tokens.signAccess(
+      { sub: user.id, email: user.email, role: user.role, fam: session.familyId },
+      expiresIn,
+    );
+    return { user: mapUser(user), accessToken, refreshToken: session.refreshToken, expiresIn };
   }
 }

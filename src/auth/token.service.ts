@@ -30,8 +30,12 @@ export class TokenService {
     private readonly random: SecureRandom,
   ) {}
 
-  signAccess(claims: Omit<AccessClaims, 'typ'>): Promise<string> {
-    return this.jwt.signAsync({ ...claims, typ: 'access' });
+  /** `expiresInSeconds`: shorter than JWT_ACCESS_TTL_SECONDS (the module's own `expiresIn`). */
+  signAccess(claims: Omit<AccessClaims, 'typ'>, expiresInSeconds?: number): Promise<string> {
+    const payload = { ...claims, typ: 'access' };
+    return expiresInSeconds === undefined
+      ? this.jwt.signAsync(payload)
+      : this.jwt.signAsync(payload, { expiresIn: expiresInSeconds });
   }
 
   newRefreshToken(): string {

@@ -814,6 +814,31 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       expect(r2.body.code).toBe('REFRESH_TOKEN_INVALID');
     });
 
+    it("an access token never outlives its session's absolute end: a refresh a few seconds before it gets a token for those seconds, not a full lifetime", async () => {
+      const claimsOf = (token: string) =>
+        JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as {
+          iat: number;
+          exp: number;
+        };
+      const s = await registerCustomer(t.http);
+      const full = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+      expect(full.body.expiresIn).toBe(t.config.jwt.accessTtlSeconds);
+      const fullClaims = claimsOf(full.body.accessToken);
+      expect(fullClaims.exp - fullClaims.iat).toBe(t.config.jwt.accessTtlSeconds);
+      await t.db.pool.query(
+        `UPDATE refresh_token_families SET expires_at = now() + interval '20 seconds' WHERE id = $1`,
+        [(await familyOf(s.refreshToken)).id],
+      );
+      const last = await t.http.post('/v1/auth/refresh', { refreshToken: full.body.refreshToken });
+      expect(last.status).toBe(200);
+      expect(last.body.expiresIn).toBeGreaterThanOrEqual(1);
+      expect(last.body.expiresIn).toBeLessThanOrEqual(20);
+      const { iat, exp } = claimsOf(last.body.accessToken);
+      expect(exp - iat).toBe(last.body.expiresIn);
+      // and it is a token the API takes, for that long
+      expect((await t.http.get('/v1/me', { token: last.body.accessToken })).status).toBe(200);
+    });
+
     it('sets the idle timeout and the lifetime from the configuration', async () => {
       const s = await registerCustomer(t.http);
       const row = (
