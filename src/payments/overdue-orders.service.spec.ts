@@ -8,9 +8,11 @@ import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
 
 describe('OverdueOrders with the gateway not answering', () => {
-  function setup() {
+  function setup(
+    findOverdueReservations: OrderRepository['findOverdueReservations'] = async () => ['paying-4'],
+  ) {
     const orders = mockOf<OrderRepository>(
-      { reservationDueIn: async () => 0, findOverdueReservations: async () => ['paying-4'] },
+      { reservationDueIn: async () => 0, findOverdueReservations },
       'orders',
     );
     const payments = mockOf<PaymentRepository>(
@@ -31,7 +33,7 @@ describe('OverdueOrders with the gateway not answering', () => {
     const expiry = mockOf<ReservationExpiryService>({ expire: async () => true }, 'expiry');
     const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
     const job = {} as JobOf<JobName.ExpireReservation>;
-    return { overdue, finalizer, expiry, job };
+    return { overdue, orders, finalizer, expiry, job };
   }
 
   it('asks it once, not once per order: the expiries behind it do not wait out its timeouts in turn', async () => {
@@ -47,35 +49,12 @@ describe('OverdueOrders with the gateway not answering', () => {
     expect(await overdue.sweep()).toBe(0);
     expect(finalizer.settleOverdue).toHaveBeenCalledTimes(1);
   });
-});
 
-describe('OverdueOrders sweep when the gateway goes down during its pass', () => {
-  it('ends the pass there: the paying orders behind are not read and left one by one (each one more to exclude, every minute)', async () => {
+  it("found down during the sweep's gateway pass, ends that pass: the paying orders behind are not read and left one by one (each one more to exclude, every minute)", async () => {
     const paying = Array.from({ length: 50 }, (_, i) => `paying-${i}`);
-    const orders = mockOf<OrderRepository>(
-      {
-        reservationDueIn: async () => 0,
-        findOverdueReservations: async (
-          _limit: number,
-          excluding: string[] = [],
-          opts: { withoutOpenPayment?: boolean } = {},
-        ) => (opts.withoutOpenPayment ? [] : paying.filter((id) => !excluding.includes(id))),
-      },
-      'orders',
+    const { overdue, orders, finalizer } = setup(async (_limit, excluding = [], opts = {}) =>
+      opts.withoutOpenPayment ? [] : paying.filter((id) => !excluding.includes(id)),
     );
-    const payments = mockOf<PaymentRepository>(
-      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
-      'payments',
-    );
-    const finalizer = mockOf<PaymentFinalizer>(
-      {
-        settleOverdue: async () =>
-          Promise.reject(new GatewayError('unavailable', undefined, 'timed out')),
-      },
-      'finalizer',
-    );
-    const expiry = mockOf<ReservationExpiryService>({ expire: async () => true }, 'expiry');
-    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
     expect(await overdue.sweep()).toBe(0);
     // both lanes asked at once, then stopped
     expect(finalizer.settleOverdue.mock.calls.length).toBeLessThanOrEqual(2);
