@@ -170,9 +170,15 @@ function mockRefunds(captured = 24_900) {
 
 function mockPayments(): MockOf<
   PaymentRepository,
-  'findByOrder' | 'findById' | 'noteRefundsChecked' | 'noteProviderPending' | 'databaseNow'
+  | 'findByOrder'
+  | 'findById'
+  | 'noteRefundsChecked'
+  | 'noteProviderPending'
+  | 'databaseNow'
+  | 'findRefundsToRecheck'
 > {
   return {
+    findRefundsToRecheck: jest.fn().mockResolvedValue([]),
     findByOrder: jest.fn().mockResolvedValue(payment()),
     findById: jest.fn().mockResolvedValue(payment()),
     noteRefundsChecked: jest.fn().mockResolvedValue(undefined),
@@ -1105,6 +1111,22 @@ describe('RefundsService', () => {
       await expect(s.service.settlePending(REFUND_ID)).rejects.toThrow(
         'no answer from the payment provider',
       );
+    });
+  });
+
+  describe('recheckWatched (refunds of payments refunded lately, read again)', () => {
+    it('a payment the provider is unavailable for goes to the back of the line, then the run ends (first in line, it stopped every run at itself)', async () => {
+      const s = await setup();
+      s.payments.findRefundsToRecheck.mockResolvedValue([
+        payment({ id: 'pay-stuck', intentId: 'pi_stuck' }),
+        payment({ id: 'pay-next', intentId: 'pi_next' }),
+      ]);
+      s.gateway.listRefunds.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      expect(await s.service.recheckWatched()).toBe(0);
+      expect(s.payments.noteRefundsChecked.mock.calls).toEqual([['pay-stuck', expect.any(Date)]]);
+      expect(s.gateway.listRefunds).toHaveBeenCalledTimes(1); // the next waits for the next run
     });
   });
 

@@ -485,10 +485,12 @@ export class RefundsService {
         this.logger.warn(
           `refunds of payment ${payment.intentId} not rechecked: ${(err as Error).message}`,
         );
+        // to the back of the line, so one that keeps failing does not hold the batch for ever —
+        // also one the provider was unavailable for: a call about that payment alone that always
+        // timed out, first in line, stopped every run at itself
+        await this.payments.noteRefundsChecked(payment.id, this.clock.now()).catch(() => undefined);
         // the provider down: the rest would only wait for the same timeout each (next run)
         if (err instanceof GatewayError && err.kind === 'unavailable') break;
-        // to the back of the line, so one that keeps failing does not hold the batch for ever
-        await this.payments.noteRefundsChecked(payment.id, this.clock.now()).catch(() => undefined);
       }
     }
     return read;
