@@ -4,6 +4,8 @@ import type { RefreshTokenRepository } from './refresh-token.repository';
 import type { RevokedSessions } from './revoked-sessions';
 import { SessionIssuer } from './session-issuer';
 import type { TokenService } from './token.service';
+import { Clock } from '../common/time/clock';
+import type { User } from '../users/user.repository';
 
 const OLD = 'the-old-secret-0123456789-abcdefghij';
 const NEW = 'the-new-secret-0123456789-abcdefghij';
@@ -16,6 +18,7 @@ const issuerOf = (env: Record<string, string>) =>
     {} as RevokedSessions,
     {} as TransactionHost,
     loadConfig({ NODE_ENV: 'development', ...env }),
+    new Clock(),
   );
 
 describe("SessionIssuer's keyed values through a key rotation's roll", () => {
@@ -67,5 +70,40 @@ describe("SessionIssuer's keyed values through a key rotation's roll", () => {
     expect(step1.accountTag(email)).toBe(before.accountTag(email));
     expect(step2.accountTag(email)).toBe(after.accountTag(email));
     expect(after.accountTag(email)).not.toBe(before.accountTag(email));
+  });
+});
+
+describe("SessionIssuer's access tokens", () => {
+  const NOW = new Date('2026-01-01T10:00:00Z');
+  const config = loadConfig({ NODE_ENV: 'development' });
+  const signAccess = jest.fn(async () => 'token');
+  const issuer = new SessionIssuer(
+    {} as RefreshTokenRepository,
+    { signAccess } as unknown as TokenService,
+    {} as RevokedSessions,
+    {} as TransactionHost,
+    config,
+    { now: () => NOW },
+  );
+  const user = { id: 'u-1', email: 'a@shop.test', role: 'customer', name: 'A' } as User;
+  const endingIn = (seconds: number) => ({
+    familyId: 'f-1',
+    refreshToken: 'r',
+    endsAt: new Date(NOW.getTime() + seconds * 1000),
+  });
+
+  it.each([
+    ['a session far from its end: the full lifetime', 86_400, config.jwt.accessTtlSeconds],
+    ["100 s before the session's end: those 100 s", 100, 100],
+    ['1.5 s before it: one second', 1.5, 1],
+    ['past it (it ended while the refresh ran): one second', -5, 1],
+  ])('%s', async (_case, left, expected) => {
+    signAccess.mockClear();
+    const tokens = await issuer.tokensFor(user, endingIn(left));
+    expect(tokens.expiresIn).toBe(expected);
+    expect(signAccess).toHaveBeenCalledWith(
+      { sub: 'u-1', email: 'a@shop.test', role: 'customer', fam: 'f-1' },
+      expected,
+    );
   });
 });

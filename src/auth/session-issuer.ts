@@ -10,6 +10,7 @@ import { RevokedSessions } from './revoked-sessions';
 import { TransactionHost } from '../database/transaction-host';
 import { TokenService } from './token.service';
 import { acceptedSessionClientSecrets } from '../config/jwt-keys';
+import { Clock } from '../common/time/clock';
 
 /**
  * A sign-in session as the client holds it: the family and its current refresh token — and when
@@ -45,6 +46,7 @@ export class SessionIssuer {
     private readonly revoked: RevokedSessions,
     private readonly tx: TransactionHost,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly clock: Clock,
   ) {
     this.acceptedSecrets = acceptedSessionClientSecrets(config);
     this.clientSecret = this.acceptedSecrets[0];
@@ -174,11 +176,11 @@ export class SessionIssuer {
   /**
    * The access token lives JWT_ACCESS_TTL_SECONDS, but never past its session's absolute end: a
    * refresh a second before it gave a full lifetime's token, so a session outlived
-   * REFRESH_TOKEN_TTL_SECONDS by up to that much. (Measured on this host's clock, as the token's
-   * `iat` and `exp` are.)
+   * REFRESH_TOKEN_TTL_SECONDS by up to that much. (At least a second: a family that ended while
+   * this refresh ran gets a token for one.)
    */
   async tokensFor(user: User, session: Session): Promise<TokensDto> {
-    const left = Math.floor((session.endsAt.getTime() - Date.now()) / 1000);
+    const left = Math.floor((session.endsAt.getTime() - this.clock.now().getTime()) / 1000);
     const expiresIn = Math.max(1, Math.min(this.config.jwt.accessTtlSeconds, left));
     const accessToken = await this.tokens.signAccess(
       { sub: user.id, email: user.email, role: user.role, fam: session.familyId },
