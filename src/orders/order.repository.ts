@@ -372,23 +372,28 @@ export class OrderRepository {
   /**
    * Orders still holding their reservation whose window has passed (for the sweeper), oldest
    * first, except `excluding` (those the sweeper has looked at and left, e.g. a debit in flight).
-   * `withoutOpenPayment`: only those with no payment but a cancelled one — the orders the
-   * database alone settles (OverdueOrders' first pass, which read and left every paying order
-   * each minute, each one more in `excluding`: a gateway outage during a sale left thousands).
+   * `payment` (a read of the payments table, written by payments/), as OverdueOrders.settle judges
+   * one: `none-open`, only those with no payment but a cancelled one — the orders the database
+   * alone settles (the sweep's first pass, which read and left every paying order each minute,
+   * each one more in `excluding`: a gateway outage during a sale left thousands); `to-ask`, only
+   * those whose open payment the gateway is asked about — not a debit in flight (`processing`),
+   * which its event settles, and which stays so for days.
    */
   async findOverdueReservations(
     limit: number,
     excluding: string[] = [],
-    opts: { withoutOpenPayment?: boolean } = {},
+    opts: { payment?: 'none-open' | 'to-ask' } = {},
   ): Promise<string[]> {
     const idConditions = (id: string) =>
       [
         // one array parameter: a long sweep's list could pass the 65,535 bind parameters a
         // statement may have (refused as a protocol violation, counted as the database down)
         excluding.length ? `${id} <> ALL(CAST(:excluding AS uuid[]))` : null,
-        // a read of the payments table (written by payments/): OverdueOrders.settle's "open"
-        opts.withoutOpenPayment
+        opts.payment === 'none-open'
           ? `NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = ${id} AND p.status <> 'canceled')`
+          : null,
+        opts.payment === 'to-ask'
+          ? `EXISTS (SELECT 1 FROM payments p WHERE p.order_id = ${id} AND p.status NOT IN ('canceled', 'processing'))`
           : null,
       ]
         .filter((c) => c !== null)
@@ -399,9 +404,7 @@ export class OrderRepository {
         where: {
           status: In(HOLDS_RESERVATION),
           reservationExpiresAt: Raw((deadline) => `${deadline} <= statement_timestamp()`),
-          ...(excluding.length || opts.withoutOpenPayment
-            ? { id: Raw(idConditions, { excluding }) }
-            : {}),
+          ...(excluding.length || opts.payment ? { id: Raw(idConditions, { excluding }) } : {}),
         },
         order: { reservationExpiresAt: 'ASC' },
         take: limit,

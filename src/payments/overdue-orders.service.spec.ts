@@ -53,13 +53,64 @@ describe('OverdueOrders with the gateway not answering', () => {
   it("found down during the sweep's gateway pass, ends that pass: the paying orders behind are not read and left one by one (each one more to exclude, every minute)", async () => {
     const paying = Array.from({ length: 50 }, (_, i) => `paying-${i}`);
     const { overdue, orders, finalizer } = setup(async (_limit, excluding = [], opts = {}) =>
-      opts.withoutOpenPayment ? [] : paying.filter((id) => !excluding.includes(id)),
+      opts.payment === 'none-open' ? [] : paying.filter((id) => !excluding.includes(id)),
     );
     expect(await overdue.sweep()).toBe(0);
     // both lanes asked at once, then stopped
     expect(finalizer.settleOverdue.mock.calls.length).toBeLessThanOrEqual(2);
     expect(orders.reservationDueIn.mock.calls.length).toBeLessThanOrEqual(2);
     expect(orders.findOverdueReservations).toHaveBeenCalledTimes(2); // one batch a pass
+  });
+});
+
+describe('OverdueOrders sweep past an order whose own call always times out', () => {
+  it('the next gateway pass starts behind it: the paying orders after it are asked, and it waits a run', async () => {
+    const live = new Set(['stuck', 'paying-1', 'paying-2', 'paying-3']);
+    const orders = mockOf<OrderRepository>(
+      {
+        reservationDueIn: async (id: string) => (live.has(id) ? 0 : null),
+        // oldest deadline first: 'stuck' heads every batch it is not excluded from
+        findOverdueReservations: async (
+          _limit: number,
+          excluding: string[] = [],
+          opts: { payment?: 'none-open' | 'to-ask' } = {},
+        ) =>
+          opts.payment === 'none-open' ? [] : [...live].filter((id) => !excluding.includes(id)),
+      },
+      'orders',
+    );
+    const payments = mockOf<PaymentRepository>(
+      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
+      'payments',
+    );
+    const asked: string[] = [];
+    const finalizer = mockOf<PaymentFinalizer>(
+      {
+        settleOverdue: async (id: string) => {
+          asked.push(id);
+          if (id === 'stuck') throw new GatewayError('unavailable', undefined, 'timed out');
+          return { kind: 'cancelled', orderId: id };
+        },
+      },
+      'finalizer',
+    );
+    const expiry = mockOf<ReservationExpiryService>(
+      { expire: async (id: string) => live.delete(id) },
+      'expiry',
+    );
+    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    const nextRun = async () => {
+      overdue['gatewayDownUntil'] = 0; // a minute later: the memo of the gateway being down is over
+      asked.length = 0;
+      return overdue.sweep();
+    };
+    await nextRun(); // 'stuck' and 'paying-1' asked at once (two askers); 'stuck' ends the pass
+    expect(asked).toEqual(['stuck', 'paying-1']);
+    expect(await nextRun()).toBe(2); // behind 'stuck': the others asked, expired
+    expect(asked).toEqual(['paying-2', 'paying-3']);
+    await nextRun(); // then 'stuck' again, first in line
+    expect(asked).toEqual(['stuck']);
+    expect([...live]).toEqual(['stuck']);
   });
 });
 

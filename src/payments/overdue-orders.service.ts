@@ -53,6 +53,13 @@ export class OverdueOrders {
   private gatewayDownUntil = 0;
   /** Gateway questions this process is waiting on now (at most GATEWAY_ASKERS). */
   private asking = 0;
+  /**
+   * The orders the gateway was found unavailable for in this process's last gateway pass: the
+   * next one starts behind them (they wait a run). First in line (the oldest deadlines), an order
+   * whose own call always times out ended every pass at itself, and no paying order behind it
+   * was ever asked about by the sweep.
+   */
+  private trippedLastPass: string[] = [];
 
   constructor(
     private readonly orders: OrderRepository,
@@ -142,7 +149,10 @@ export class OverdueOrders {
     let gatewayDown = !askGateway;
     // left as they are this pass (not expired): excluded from the next batches. Expired ones leave
     // the query by themselves, so the list stays as short as what is left, however long the run.
-    const seen: string[] = [];
+    // (the gateway's pass starts behind the orders its last run was stopped by)
+    const seen: string[] = askGateway ? this.trippedLastPass : [];
+    const tripped: string[] = [];
+    if (askGateway) this.trippedLastPass = tripped;
     const asked = new Set<string>();
     /** Settles one order; 'busy' (nothing noted) when every asker of this process is taken. */
     const settleOne = async (id: string): Promise<'done' | 'busy'> => {
@@ -163,6 +173,7 @@ export class OverdueOrders {
         this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
         // one timeout per run, not one per order with a payment: the pass ends (its lanes stop)
         if (isGatewayUnavailable(err)) {
+          if (askGateway) tripped.push(id);
           gatewayDown = true;
           this.noteGatewayDown();
         }
@@ -176,11 +187,11 @@ export class OverdueOrders {
     // run. The database's pass goes one by one (milliseconds each).
     const lanes = askGateway ? GATEWAY_ASKERS : 1;
     for (;;) {
-      // (the database's pass reads only the orders it can settle: every paying order read and
-      // left each minute, each one more to exclude, made a gateway outage during a sale's
-      // backlog a quadratic pass)
+      // (each pass reads only the orders it can settle: every paying order read and left by the
+      // database's pass each minute, and every debit in flight by the gateway's, each one more to
+      // exclude, made a gateway outage's backlog or a week of bank debits a quadratic pass)
       const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen, {
-        withoutOpenPayment: !askGateway,
+        payment: askGateway ? 'to-ask' : 'none-open',
       });
       const queue = [...due];
       await Promise.all(
