@@ -7,6 +7,39 @@ import { GatewayError } from './payment-gateway';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
 
+/**
+ * An OverdueOrders over the paying orders in `live` (each with a payment open to ask about, oldest
+ * first: none for the database's pass), whose gateway answers with `settleOverdue`; an order
+ * expired leaves `live`. `dueToo`: one more due order, outside `live` (a per-order job's).
+ */
+function overPayingOrders(
+  live: Set<string>,
+  settleOverdue: PaymentFinalizer['settleOverdue'],
+  { dueToo }: { dueToo?: string } = {},
+) {
+  const orders = mockOf<OrderRepository>(
+    {
+      reservationDueIn: async (id: string) => (id === dueToo || live.has(id) ? 0 : null),
+      findOverdueReservations: async (
+        _limit: number,
+        excluding: string[] = [],
+        opts: { payment?: 'none-open' | 'to-ask' } = {},
+      ) => (opts.payment === 'none-open' ? [] : [...live].filter((id) => !excluding.includes(id))),
+    },
+    'orders',
+  );
+  const payments = mockOf<PaymentRepository>(
+    { findByOrder: async () => ({ status: 'requires_payment_method' }) },
+    'payments',
+  );
+  const finalizer = mockOf<PaymentFinalizer>({ settleOverdue }, 'finalizer');
+  const expiry = mockOf<ReservationExpiryService>(
+    { expire: async (id: string) => live.delete(id) || id === dueToo },
+    'expiry',
+  );
+  return { overdue: new OverdueOrders(orders, payments, finalizer, expiry), orders, finalizer };
+}
+
 describe('OverdueOrders with the gateway not answering', () => {
   function setup(
     findOverdueReservations: OrderRepository['findOverdueReservations'] = async () => ['paying-4'],
@@ -66,39 +99,13 @@ describe('OverdueOrders with the gateway not answering', () => {
 describe('OverdueOrders sweep past an order whose own call always times out', () => {
   it('the next gateway pass starts behind it: the paying orders after it are asked, and it waits a run', async () => {
     const live = new Set(['stuck', 'paying-1', 'paying-2', 'paying-3']);
-    const orders = mockOf<OrderRepository>(
-      {
-        reservationDueIn: async (id: string) => (live.has(id) ? 0 : null),
-        // oldest deadline first: 'stuck' heads every batch it is not excluded from
-        findOverdueReservations: async (
-          _limit: number,
-          excluding: string[] = [],
-          opts: { payment?: 'none-open' | 'to-ask' } = {},
-        ) =>
-          opts.payment === 'none-open' ? [] : [...live].filter((id) => !excluding.includes(id)),
-      },
-      'orders',
-    );
-    const payments = mockOf<PaymentRepository>(
-      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
-      'payments',
-    );
     const asked: string[] = [];
-    const finalizer = mockOf<PaymentFinalizer>(
-      {
-        settleOverdue: async (id: string) => {
-          asked.push(id);
-          if (id === 'stuck') throw new GatewayError('unavailable', undefined, 'timed out');
-          return { kind: 'cancelled', orderId: id };
-        },
-      },
-      'finalizer',
-    );
-    const expiry = mockOf<ReservationExpiryService>(
-      { expire: async (id: string) => live.delete(id) },
-      'expiry',
-    );
-    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    // oldest deadline first: 'stuck' heads every batch it is not excluded from
+    const { overdue } = overPayingOrders(live, async (id) => {
+      asked.push(id);
+      if (id === 'stuck') throw new GatewayError('unavailable', undefined, 'timed out');
+      return { kind: 'cancelled', orderId: id };
+    });
     const nextRun = async () => {
       overdue['gatewayDownUntil'] = 0; // a minute later: the memo of the gateway being down is over
       asked.length = 0;
@@ -167,38 +174,16 @@ describe('OverdueOrders sweep with a slow gateway', () => {
 
   it("asks about a sale's abandoned payments as many at once as the process may (2), never more", async () => {
     const live = new Set(Array.from({ length: 7 }, (_, i) => `paying-${i}`));
-    const orders = mockOf<OrderRepository>(
-      {
-        reservationDueIn: async (id: string) => (live.has(id) ? 0 : null),
-        findOverdueReservations: async (_limit: number, excluding: string[] = []) =>
-          [...live].filter((id) => !excluding.includes(id)),
-      },
-      'orders',
-    );
-    const payments = mockOf<PaymentRepository>(
-      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
-      'payments',
-    );
     let inFlight = 0;
     let most = 0;
     const answers: (() => void)[] = [];
-    const finalizer = mockOf<PaymentFinalizer>(
-      {
-        settleOverdue: async (id: string) => {
-          inFlight++;
-          most = Math.max(most, inFlight);
-          await new Promise<void>((resolve) => answers.push(resolve));
-          inFlight--;
-          return { kind: 'cancelled', orderId: id };
-        },
-      },
-      'finalizer',
-    );
-    const expiry = mockOf<ReservationExpiryService>(
-      { expire: async (id: string) => live.delete(id) },
-      'expiry',
-    );
-    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    const { overdue, finalizer } = overPayingOrders(live, async (id) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise<void>((resolve) => answers.push(resolve));
+      inFlight--;
+      return { kind: 'cancelled', orderId: id };
+    });
     const swept = overdue.sweep();
     // the gateway answers one question at a time, each once two are waiting (one, for the last)
     for (let answered = 0; answered < 7; answered++) {
@@ -216,36 +201,18 @@ describe('OverdueOrders sweep with a slow gateway', () => {
 describe('OverdueOrders sweep beside a per-order job that is asking', () => {
   it('goes on with the asker left (one lane), not past every order as busy', async () => {
     const live = new Set(Array.from({ length: 50 }, (_, i) => `paying-${i}`));
-    const orders = mockOf<OrderRepository>(
-      {
-        reservationDueIn: async (id: string) => (id === 'job-order' || live.has(id) ? 0 : null),
-        findOverdueReservations: async (_limit: number, excluding: string[] = []) =>
-          [...live].filter((id) => !excluding.includes(id)),
-      },
-      'orders',
-    );
-    const payments = mockOf<PaymentRepository>(
-      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
-      'payments',
-    );
     let releaseJob!: () => void;
     const jobAsking = new Promise<void>((resolve) => (releaseJob = resolve));
-    const finalizer = mockOf<PaymentFinalizer>(
-      {
-        settleOverdue: async (id: string) => {
-          // the per-order job's question takes as long as the whole sweep
-          if (id === 'job-order') await jobAsking;
-          else await new Promise((resolve) => setImmediate(resolve));
-          return { kind: 'cancelled', orderId: id };
-        },
+    const { overdue, finalizer } = overPayingOrders(
+      live,
+      async (id) => {
+        // the per-order job's question takes as long as the whole sweep
+        if (id === 'job-order') await jobAsking;
+        else await new Promise((resolve) => setImmediate(resolve));
+        return { kind: 'cancelled', orderId: id };
       },
-      'finalizer',
+      { dueToo: 'job-order' },
     );
-    const expiry = mockOf<ReservationExpiryService>(
-      { expire: async (id: string) => live.delete(id) || id === 'job-order' },
-      'expiry',
-    );
-    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
     const job = overdue.expireReservation(
       { orderId: 'job-order' },
       {} as JobOf<JobName.ExpireReservation>,
