@@ -151,20 +151,22 @@ export function cachedReadsHook(
     // this counter's headers on every answer it counted — a miss's too, where the route's guard
     // appends its own `default` item: a miss named only the guard's counter (298 left) and the
     // next hit was refused by this one (0 left)
-    const counted = () => {
-      if (limitHeader)
-        void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
-    };
     cache.peek(catalogCacheKey(request.url)).then(
       (hit) => {
-        counted();
-        if (hit === null) return done();
+        if (hit === null) {
+          if (limitHeader)
+            void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+          return done();
+        }
         browserHeaders(reply, request.headers.origin);
         void reply.header('X-Request-Id', request.id);
+        if (limitHeader)
+          void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
         void reply.type('application/json; charset=utf-8').send(hit);
       },
       () => {
-        counted();
+        if (limitHeader)
+          void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
         done();
       },
     );
