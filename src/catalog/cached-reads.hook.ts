@@ -121,6 +121,11 @@ export function cachedReadsHook(
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
 
   const { browserHeaders } = options;
+  /** This counter's headers on an answer it counted (made once per hook: none per request). */
+  const nameCounter = (reply: FastifyReply, limitHeader: string | undefined) => {
+    if (limitHeader)
+      void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+  };
   return (request, reply, done) => {
     if (request.routeOptions.url === undefined) {
       // no route: counted here (UNROUTED_POLICY), then answered by the not-found handler
@@ -154,19 +159,16 @@ export function cachedReadsHook(
     cache.peek(catalogCacheKey(request.url)).then(
       (hit) => {
         if (hit === null) {
-          if (limitHeader)
-            void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+          nameCounter(reply, limitHeader);
           return done();
         }
         browserHeaders(reply, request.headers.origin);
         void reply.header('X-Request-Id', request.id);
-        if (limitHeader)
-          void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+        nameCounter(reply, limitHeader);
         void reply.type('application/json; charset=utf-8').send(hit);
       },
       () => {
-        if (limitHeader)
-          void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+        nameCounter(reply, limitHeader);
         done();
       },
     );
