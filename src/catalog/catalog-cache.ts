@@ -276,6 +276,7 @@ function leaveSilentConnection(
   move: StoreMove,
 ): void {
   client.on('ready', () => health.answering());
+  leaveSilentHandshake(adapter, client, health, move);
   let pinging = false;
   const heartbeat = setInterval(() => {
     if (adapter.client !== client || !client.isOpen) {
@@ -285,18 +286,12 @@ function leaveSilentConnection(
     if (!client.isReady || pinging) return;
     pinging = true;
     let answered = false;
-    const sentAt = performance.now();
-    // (checked after that turn's I/O: a timer runs before the replies that came meanwhile are
-    // read — an event loop held up past it must not take the connection for silent)
-    const silence = setTimeout(
-      () =>
-        setImmediate(() => {
-          if (answered || adapter.client !== client || !client.isOpen) return;
-          const silentMs = Math.round(performance.now() - sentAt);
-          health.failing(sentAt, `a PING unanswered for ${silentMs} ms`);
-          move(true);
-        }),
-      REDIS_SOCKET_TIMEOUT_MS,
+    const silence = whenSilent(
+      () => answered || adapter.client !== client || !client.isOpen,
+      (since, silentMs) => {
+        health.failing(since, `a PING unanswered for ${silentMs} ms`);
+        move(true);
+      },
     );
     client
       .ping()
@@ -313,6 +308,65 @@ function leaveSilentConnection(
       });
   }, STORE_PING_EVERY_MS);
   heartbeat.unref();
+}
+
+/**
+ * A connection whose handshake (HELLO, CLIENT SETNAME) has had no answer for
+ * REDIS_SOCKET_TIMEOUT_MS is left for a new client, as a silent one is (leaveSilentConnection):
+ * node-redis's connectTimeout ends at the TCP connect, and its handshake then waits for ever. A
+ * store moved during a stall (a Redis paused, a path that accepts and passes nothing) sat on such
+ * a connection with no command sent and nothing failing — said to be failing for as long as the
+ * stall lasted only if its last PING's silence had already been — and, the connection's path gone
+ * for good, never a cache again.
+ */
+function leaveSilentHandshake(
+  adapter: KeyvRedis<unknown>,
+  client: StoreClient,
+  health: StoreHealth,
+  move: StoreMove,
+): void {
+  let silence: NodeJS.Timeout | undefined;
+  const stopWaiting = () => clearTimeout(silence);
+  client.on('connect', () => {
+    stopWaiting();
+    silence = whenSilent(
+      () => client.isReady || adapter.client !== client || !client.isOpen,
+      (since, silentMs) => {
+        health.failing(since, `a handshake unanswered for ${silentMs} ms`);
+        move(true);
+      },
+    );
+  });
+  client.on('ready', stopWaiting);
+  client.on('error', stopWaiting);
+  client.on('end', stopWaiting);
+}
+
+/**
+ * Calls `silent` once REDIS_SOCKET_TIMEOUT_MS have passed from now with `over()` still false,
+ * judged after that turn's I/O (a timer runs before the replies that came meanwhile are read — an
+ * event loop held up past it must not take the connection for silent); cleared by clearTimeout.
+ * The silence it reports began at least REDIS_SOCKET_TIMEOUT_MS ago: a timer counts from the event
+ * loop's time, up to a turn before performance.now() when it was set, and a silence it called 3 s
+ * measured 2,999 ms — short of STORE_FAILING_WARN_MS, the store was never said to be failing.
+ */
+function whenSilent(
+  over: () => boolean,
+  silent: (since: number, silentMs: number) => void,
+): NodeJS.Timeout {
+  const startedAt = performance.now();
+  const timer = setTimeout(
+    () =>
+      setImmediate(() => {
+        if (over()) return;
+        const now = performance.now();
+        const since = Math.min(startedAt, now - REDIS_SOCKET_TIMEOUT_MS);
+        silent(since, Math.round(now - since));
+      }),
+    REDIS_SOCKET_TIMEOUT_MS,
+  );
+  timer.unref();
+  return timer;
 }
 
 /**

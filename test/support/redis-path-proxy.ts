@@ -6,7 +6,9 @@ import { connectUpstream } from './tcp-pair';
  * unless asked for one:
  * - `vanish(which?)`: the connections open now (those whose port on the Redis side `which` names,
  *   as CLIENT LIST shows it) pass nothing more either way and stay open (a NAT or conntrack entry
- *   lost, a failover behind one address whose old host is gone); new ones work.
+ *   lost, a failover behind one address whose old host is gone); new ones work — or with
+ *   `newOnesFor`, those opened in the next that many ms are accepted and pass nothing ever (their
+ *   handshake never answered: a balancer still in front of a host gone).
  * - `stall(ms)`: nothing passes on any connection, new ones too, for `ms`; then all that was held
  *   goes through in order (a Redis stopped for a moment: a fork, a long script, a paused VM).
  * - `resetAll()`: every connection is reset now (a blink); new ones work at once.
@@ -14,7 +16,7 @@ import { connectUpstream } from './tcp-pair';
 export interface RedisPathProxy {
   /** REDIS_URL with its host and port replaced by the proxy's. */
   url: string;
-  vanish(which?: (redisSidePort: number) => boolean): void;
+  vanish(which?: (redisSidePort: number) => boolean, newOnesFor?: number): void;
   stall(ms: number): void;
   resetAll(): void;
   close(): Promise<void>;
@@ -33,6 +35,7 @@ export async function startRedisPathProxy(redisUrl: string): Promise<RedisPathPr
   const sockets = new Set<Socket>();
   const pairs = new Set<Pair>();
   let stalledUntil = 0;
+  let vanishingUntil = 0;
   let stallTimer: NodeJS.Timeout | undefined;
 
   const pass = (pair: Pair, to: Socket, chunk: Buffer) => {
@@ -46,7 +49,8 @@ export async function startRedisPathProxy(redisUrl: string): Promise<RedisPathPr
       { host: target.hostname, port: Number(target.port || 6379) },
       sockets,
     );
-    const pair: Pair = { client, upstream, vanished: false, held: [] };
+    const vanished = performance.now() < vanishingUntil;
+    const pair: Pair = { client, upstream, vanished, held: [] };
     pairs.add(pair);
     client.on('close', () => pairs.delete(pair));
     client.on('data', (chunk: Buffer) => pass(pair, upstream, chunk));
@@ -58,7 +62,8 @@ export async function startRedisPathProxy(redisUrl: string): Promise<RedisPathPr
   via.port = String((server.address() as AddressInfo).port);
   return {
     url: via.toString(),
-    vanish: (which = () => true) => {
+    vanish: (which = () => true, newOnesFor = 0) => {
+      vanishingUntil = performance.now() + newOnesFor;
       for (const pair of pairs) if (which(pair.upstream.localPort ?? 0)) pair.vanished = true;
     },
     stall: (ms) => {
