@@ -112,9 +112,14 @@ export class ObjectStorage implements OnApplicationShutdown {
       // request timeout only throws when told to (@smithy/node-http-handler: otherwise a warning,
       // and the call waits on a store that accepted the connection and never answers — the
       // notification's Idempotency-Key held "in use" for as long: contract review).
+      // The request timeout ends at the response's headers: a body that then stopped (CopyObject
+      // answers 200 at once and its XML when the copy is done) was read for ever — the webhook's
+      // handler, its key's lock and the image reconciler's pass held until a restart. The socket
+      // timeout ends a body silent that long.
       requestHandler: {
         connectionTimeout: 2_000,
         requestTimeout: 5_000,
+        socketTimeout: 5_000,
         throwOnRequestTimeout: true,
       },
       maxAttempts: 2,

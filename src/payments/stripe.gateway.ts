@@ -1,4 +1,5 @@
 import Stripe from 'stripe';
+import { ResponseBodyCut, boundedStripeHttpClient } from './stripe-http-client';
 import {
   BUDGET_SPENT,
   CallBudget,
@@ -198,6 +199,13 @@ export function gatewayErrorOf(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
   if (replayedServerError(err))
     return new GatewayError('unavailable', REPLAYED_FAILURE, (err as Error).message);
+  const cut = err instanceof Stripe.errors.StripeError ? err.raw : undefined;
+  if (typeof cut === 'object' && cut !== null && 'exception' in cut) {
+    const { exception } = cut;
+    // (the SDK's "Invalid JSON received": a body cut off, boundedStripeHttpClient)
+    if (exception instanceof ResponseBodyCut)
+      return new GatewayError('unavailable', 'response_cut', exception.message);
+  }
   if (keyRefused(err)) {
     return new GatewayError('unavailable', err.code ?? err.type, withoutKeys(err.message), {
       authFailed: true,
@@ -250,6 +258,7 @@ export class StripeGateway implements PaymentGateway {
   constructor(secretKey: string, apiUrl?: string) {
     const url = apiUrl ? new URL(apiUrl) : undefined;
     this.stripe = new Stripe(secretKey, {
+      httpClient: boundedStripeHttpClient(),
       maxNetworkRetries: NETWORK_RETRIES,
       timeout: ATTEMPT_TIMEOUT_MS,
       ...(url

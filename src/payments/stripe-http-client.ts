@@ -1,0 +1,60 @@
+import type { IncomingMessage } from 'node:http';
+import Stripe from 'stripe';
+
+/** The error a response whose body was cut off rejects with (the SDK's `raw.exception`). */
+export class ResponseBodyCut extends Error {
+  constructor(ms?: number) {
+    super(
+      ms === undefined
+        ? 'the connection closed before the response body was complete'
+        : `the response body was not complete ${ms} ms after its headers`,
+    );
+    this.name = 'ResponseBodyCut';
+  }
+}
+
+/**
+ * The SDK's Node HTTP client, with a response body held to the request's own timeout. The SDK
+ * reads a body listening for its 'data' and 'end' only: a body that stopped after the headers (a
+ * path cut without a reset, a proxy that hangs mid-answer) was read for ever — its timeout
+ * destroys the socket, and neither 'end' nor an error ever reaches the reader (its request promise
+ * resolved at the headers, so its retries never apply). A call no one set a deadline for (the
+ * worker's) held its job, its pass's lock and an order's place in the gateway's queue for the
+ * life of the process. Here a body not complete within `timeout` of its headers is destroyed, and
+ * one that closes incomplete rejects: the SDK answers a StripeAPIError carrying it, an
+ * unavailable gateway for the caller, whose retry (under the same idempotency key) meets the
+ * outcome.
+ */
+export function boundedStripeHttpClient(): Stripe.HttpClient {
+  const client = Stripe.createNodeHttpClient();
+  const makeRequest = client.makeRequest.bind(client);
+  client.makeRequest = async (...args: Parameters<typeof makeRequest>) => {
+    const response = await makeRequest(...args);
+    const timeout = args[7];
+    const raw = response.getRawResponse();
+    let cutAfter: number | undefined;
+    const cap = setTimeout(() => {
+      if (raw.complete) return;
+      cutAfter = timeout;
+      raw.destroy(); // (no error: the SDK's reader has no 'error' listener) — 'close' follows
+    }, timeout);
+    cap.unref();
+    raw.once('close', () => clearTimeout(cap));
+    const toJSON = response.toJSON.bind(response);
+    response.toJSON = () =>
+      Promise.race([toJSON(), cutOff(raw, () => new ResponseBodyCut(cutAfter))]);
+    return response;
+  };
+  return client;
+}
+
+/** Rejects once `raw` has closed without its whole body; never settles otherwise. */
+function cutOff(raw: IncomingMessage, error: () => Error): Promise<never> {
+  return new Promise<never>((_, reject) => {
+    const closed = () => {
+      if (!raw.complete) reject(error());
+    };
+    if (raw.destroyed) closed();
+    else raw.once('close', closed);
+  });
+}

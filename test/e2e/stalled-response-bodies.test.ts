@@ -1,0 +1,94 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AppConfig } from '../../src/config/config';
+import { ObjectStorage, ObjectStorageUnavailable } from '../../src/catalog/object-storage';
+import { GatewayError } from '../../src/payments/payment-gateway';
+import { StripeGateway } from '../../src/payments/stripe.gateway';
+
+/**
+ * A provider that sends a response's status line, its headers and part of its body, then nothing
+ * more on a connection it keeps open (a path cut without a reset; a store pausing mid-copy). The
+ * clients' timeouts ended at the headers: the calls never settled, and what awaited them (a
+ * worker's job and its pass's lock, a storage webhook and its key's lock) was held until a restart.
+ */
+async function stallingMidBody(contentType: string, firstPart: string) {
+  let requests = 0;
+  const server = createServer((req, res) => {
+    requests++;
+    req.resume();
+    res.writeHead(200, { 'content-type': contentType, 'content-length': '4000' });
+    res.write(firstPart); // …and nothing more
+  });
+  server.requestTimeout = 0;
+  server.headersTimeout = 0;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests: () => requests,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** How `call` settled, and after how long. */
+async function settled(call: Promise<unknown>) {
+  const started = performance.now();
+  const outcome = await call.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
+  );
+  return { ...outcome, ms: performance.now() - started };
+}
+
+describe('a response whose body stops after its headers', () => {
+  it('a Stripe call with no deadline of its caller (the worker’s) fails as unavailable within the SDK’s 8 s timeout, not never', async () => {
+    const stripe = await stallingMidBody(
+      'application/json',
+      '{"id":"pi_1","object":"payment_intent","amount":1000,',
+    );
+    try {
+      const { error, ms } = await settled(
+        new StripeGateway('sk_test_stalled', stripe.url).retrieveIntent('pi_1'),
+      );
+      expect(error).toBeInstanceOf(GatewayError);
+      expect(error).toMatchObject({ kind: 'unavailable', code: 'response_cut' });
+      expect(ms).toBeLessThan(12_000);
+      expect(stripe.requests()).toBe(1);
+    } finally {
+      await stripe.close();
+    }
+  }, 30_000);
+
+  it('a copy in the object store fails as the store unavailable within its 5 s socket timeout, not never', async () => {
+    const store = await stallingMidBody(
+      'application/xml',
+      '<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult><ETag>"abc"</ETag>',
+    );
+    const storage = new ObjectStorage({
+      storage: {
+        endpoint: store.url,
+        bucket: 'shop',
+        region: 'us-east-1',
+        forcePathStyle: true,
+        accessKeyId: 'test',
+        secretAccessKey: 'test',
+        baseUrl: `${store.url}/shop`,
+      },
+    } as AppConfig);
+    try {
+      const { error, ms } = await settled(
+        storage.copyForServing('products/p/upload', 'products/p/served.png', {
+          contentType: 'image/png',
+          etag: '"abc"',
+        }),
+      );
+      expect(error).toBeInstanceOf(ObjectStorageUnavailable);
+      // (two attempts, maxAttempts)
+      expect(ms).toBeLessThan(15_000);
+    } finally {
+      await store.close();
+    }
+  }, 30_000);
+});
