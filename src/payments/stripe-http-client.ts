@@ -1,4 +1,5 @@
-import type { IncomingMessage } from 'node:http';
+import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import Stripe from 'stripe';
 
 /** The error a response whose body was cut off rejects with (the SDK's `raw.exception`). */
@@ -14,7 +15,12 @@ export class ResponseBodyCut extends Error {
 }
 
 /**
- * The SDK's Node HTTP client, with a response body held to the request's own timeout. The SDK
+ * The SDK's Node HTTP client, with the connect and a response body held to a timeout. The SDK's
+ * `timeout` is the socket's, set once it has connected: a host that never completes the TCP
+ * handshake (SYNs dropped: an egress firewall, a route gone) was waited for until the OS gave up
+ * (~2 min an attempt, three attempts), so here the sockets are made with `connectTimeoutMs` (the
+ * agent's `timeout`, set before the connect begins; keep-alive sockets idle that long are closed).
+ * And a response body is held to the request's own timeout. The SDK
  * reads a body listening for its 'data' and 'end' only: a body that stopped after the headers (a
  * path cut without a reset, a proxy that hangs mid-answer) was read for ever — its timeout
  * destroys the socket, and neither 'end' nor an error ever reaches the reader (its request promise
@@ -25,8 +31,14 @@ export class ResponseBodyCut extends Error {
  * unavailable gateway for the caller, whose retry (under the same idempotency key) meets the
  * outcome.
  */
-export function boundedStripeHttpClient(): Stripe.HttpClient {
-  const client = Stripe.createNodeHttpClient();
+export function boundedStripeHttpClient(
+  protocol: 'http' | 'https',
+  connectTimeoutMs: number,
+): Stripe.HttpClient {
+  const options = { keepAlive: true, timeout: connectTimeoutMs };
+  const client = Stripe.createNodeHttpClient(
+    protocol === 'http' ? new HttpAgent(options) : new HttpsAgent(options),
+  );
   const makeRequest = client.makeRequest.bind(client);
   client.makeRequest = async (...args: Parameters<typeof makeRequest>) => {
     const response = await makeRequest(...args);

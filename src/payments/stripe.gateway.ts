@@ -257,15 +257,16 @@ export class StripeGateway implements PaymentGateway {
 
   constructor(secretKey: string, apiUrl?: string) {
     const url = apiUrl ? new URL(apiUrl) : undefined;
+    const protocol = url && url.protocol !== 'https:' ? 'http' : 'https';
     this.stripe = new Stripe(secretKey, {
-      httpClient: boundedStripeHttpClient(),
+      httpClient: boundedStripeHttpClient(protocol, ATTEMPT_TIMEOUT_MS),
       maxNetworkRetries: NETWORK_RETRIES,
       timeout: ATTEMPT_TIMEOUT_MS,
       ...(url
         ? {
             host: url.hostname,
-            port: url.port || (url.protocol === 'https:' ? 443 : 80),
-            protocol: url.protocol === 'https:' ? 'https' : 'http',
+            port: url.port || (protocol === 'https' ? 443 : 80),
+            protocol,
           }
         : {}),
     });
