@@ -20,11 +20,11 @@ export class ResponseBodyCut extends Error {
  * handshake (SYNs dropped: an egress firewall, a route gone) was waited for until the OS gave up
  * (~2 min an attempt, three attempts), so here the sockets are made with `connectTimeoutMs` (the
  * agent's `timeout`, set before the connect begins; keep-alive sockets idle that long are closed).
- * And a response body is held to the request's own timeout. The SDK
- * reads a body listening for its 'data' and 'end' only: a body that stopped after the headers (a
- * path cut without a reset, a proxy that hangs mid-answer) was read for ever — its timeout
- * destroys the socket, and neither 'end' nor an error ever reaches the reader (its request promise
- * resolved at the headers, so its retries never apply). A call no one set a deadline for (the
+ * And a response body is held to the request's own timeout. The SDK reads a body listening for
+ * its 'data' and 'end' only: a body that stopped after the headers (a path cut without a reset, a
+ * proxy that hangs mid-answer) was read for ever — its timeout destroys the socket, and neither
+ * 'end' nor an error ever reaches the reader (its request promise resolved at the headers, so its
+ * retries never apply). A call no one set a deadline for (the
  * worker's) held its job, its pass's lock and an order's place in the gateway's queue for the
  * life of the process. Here a body not complete within `timeout` of its headers is destroyed, and
  * one that closes incomplete rejects: the SDK answers a StripeAPIError carrying it, an
