@@ -279,4 +279,18 @@ describe('failed sign-in buckets', () => {
     expect(own).toEqual([signInBuckets('login', 'a@b.io', '203.0.113.7', limits, true)[0]]);
     expect(own[0]).toMatchObject({ kind: 'progressive', limit: limits.failuresPerClient });
   });
+
+  it("queue board over IPv6: the /48's ceiling it shares with login — each /64 a client of its own, fresh emails, had no bound", () => {
+    const board = (ip: string, email: string) =>
+      signInBuckets('queue-board', email, ip, limits).map((b) => b.key);
+    const [client, , network] = board('2001:db8:77:1::1', 'a@b.io');
+    const login = signInBuckets('login', 'z@b.io', '2001:db8:77:ffff::9', limits);
+    expect(network).toBe(login.find((b) => b.key.startsWith('signin-net:'))?.key);
+    const other = board('2001:db8:77:2::1', 'c@d.io');
+    expect(other[0]).not.toBe(client);
+    expect(other[2]).toBe(network);
+    expect(board('2001:db8:78:1::1', 'a@b.io')[2]).not.toBe(network);
+    // IPv4: no network of its own
+    expect(board('203.0.113.7', 'a@b.io')).toHaveLength(2);
+  });
 });

@@ -524,8 +524,8 @@ const countedOnly = (bucket: FailureBucket): FailureBucket => ({
  *   address does; a device marked under an earlier password only (`'earlier-password'`) is
  *   spared the account's ceiling, not the address's or network's;
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
- *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
- *   login so that two doors do not double an attacker's budget; from the account's own clients
+ *   and its guesses need no owner-friendly delay) and the same account and network (/48)
+ *   ceilings, shared with login so that two doors do not double an attacker's budget; from the account's own clients
  *   (the same mark: a sign-in through login or the board remembers the client) neither, only
  *   login's pair (account, address) — others' failures for other accounts from the admin's
  *   address (a customer trying the board with their own password) no longer lock the admin out
@@ -569,6 +569,19 @@ export function signInBuckets(
     baseMs: SIGN_IN_DELAY_BASE_MS,
     capMs: SIGN_IN_DELAY_CAP_MS,
   };
+  // and its network's (IPv6 /48): fresh emails from many /64s of one allocation — one bucket for
+  // login and the board (each /64 a board client of its own and a fresh email each try, the
+  // board's guesses had no ceiling over the /48: ~650,000 a window on paper)
+  const network = networkOf(ip);
+  const networkCeiling = network
+    ? [
+        windowBucket(
+          `signin-net:${digest(network)}`,
+          limits.failuresPerIp * SIGN_IN_NETWORK_SHARE,
+          SIGN_IN_ACCOUNT_WINDOW_MS,
+        ),
+      ]
+    : [];
   if (channel === 'queue-board') {
     // the account's own client: its pair with login's (account, address), as a login from it —
     // not the address's bucket over all accounts, which anyone behind it (one NAT, a customer
@@ -580,7 +593,7 @@ export function signInBuckets(
       BOARD_FAILURES_PER_CLIENT,
       BOARD_CLIENT_WINDOW_MS,
     );
-    return [boardClient, ceiling];
+    return [boardClient, ceiling, ...networkCeiling];
   }
   if (channel === 'password-change') {
     return [
@@ -597,17 +610,6 @@ export function signInBuckets(
     limits.failuresPerIp,
     SIGN_IN_ACCOUNT_WINDOW_MS,
   );
-  // and its network's (IPv6 /48): fresh emails from many /64s of one allocation
-  const network = networkOf(ip);
-  const networkCeiling = network
-    ? [
-        windowBucket(
-          `signin-net:${digest(network)}`,
-          limits.failuresPerIp * SIGN_IN_NETWORK_SHARE,
-          SIGN_IN_ACCOUNT_WINDOW_MS,
-        ),
-      ]
-    : [];
   // the owner's own client is never refused by the address's or the network's ceiling — but its
   // failures count in them, as anyone's: spared their counting too, a failure at an account used
   // from this address left the ceiling where a failure at any other email moved it, and someone
