@@ -28,10 +28,15 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 return 1
 `;
-/** A commit raised availability: new generation (in-flight marks fail), and these marks go. */
+/**
+ * A commit raised availability: these marks go, and a new generation (in-flight marks fail). The
+ * DEL first: a Redis full under `noeviction` refuses a script's first command that may grow its
+ * data and lets one that has written go on — the SET first, the whole clear was refused, and every
+ * process refused the product's buyers until its mark expired (a MARK is refused there too).
+ */
 const CLEAR = `
-redis.call('SET', KEYS[1], ARGV[1])
 if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
+redis.call('SET', KEYS[1], ARGV[1])
 return 1
 `;
 
