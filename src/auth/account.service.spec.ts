@@ -6,6 +6,7 @@ import type { User, UserRepository } from '../users/user.repository';
 import { AccountService } from './account.service';
 import type { PasswordHasher } from './password-hasher';
 import type { RefreshTokenRepository } from './refresh-token.repository';
+import type { PendingRevocations } from './pending-revocations';
 import type { RevokedSessions } from './revoked-sessions';
 import type { SecurityEvents } from './security-events';
 import type { SessionIssuer } from './session-issuer';
@@ -98,6 +99,10 @@ function setup() {
     },
     'accountLimits',
   );
+  const pendingRevocations = mockOf<PendingRevocations>(
+    { recordAhead: jest.fn(async () => undefined), revokeFamily: jest.fn() },
+    'pendingRevocations',
+  );
   const service = new AccountService(
     users,
     refreshTokens,
@@ -109,8 +114,20 @@ function setup() {
     signIns,
     sessions,
     accountLimits,
+    pendingRevocations,
   );
-  return { service, users, refreshTokens, hasher, events, tx, revoked, signIns, accountLimits };
+  return {
+    service,
+    users,
+    refreshTokens,
+    hasher,
+    events,
+    tx,
+    revoked,
+    signIns,
+    accountLimits,
+    pendingRevocations,
+  };
 }
 
 describe('AccountService', () => {
@@ -217,6 +234,38 @@ describe('AccountService', () => {
         userId: 'u-1',
         client: '10.0.0.1',
       });
+    });
+
+    it('recorded as pending before its COMMIT; a transaction that fails after marking sessions hands each to PendingRevocations, and answers the failure', async () => {
+      const s = setup();
+      s.users.findById.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      const change = () =>
+        s.service.changePassword(
+          'u-1',
+          { currentPassword: 'old', newPassword: 'new-password' },
+          '10.0.0.1',
+        );
+      await change();
+      // (a process killed before its COMMIT leaves them to the sweeps)
+      expect(s.pendingRevocations.recordAhead.mock.calls).toEqual([
+        ['f-1', 'password-changed', NOW],
+        ['f-2', 'password-changed', NOW],
+      ]);
+      expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
+      // the database gone at the transaction's last statement
+      const lost = new DomainError('SERVICE_UNAVAILABLE', 'The database is unavailable.');
+      s.refreshTokens.forgetClients.mockRejectedValueOnce(lost);
+      await expect(change()).rejects.toBe(lost);
+      expect(s.pendingRevocations.revokeFamily.mock.calls).toEqual([
+        ['f-1', 'password-changed', NOW],
+        ['f-2', 'password-changed', NOW],
+      ]);
+      // failing before any session was marked: nothing handed over
+      s.pendingRevocations.revokeFamily.mockClear();
+      s.refreshTokens.revokeAllOfUser.mockRejectedValueOnce(lost);
+      await expect(change()).rejects.toBe(lost);
+      expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
     });
 
     it('another change landing meanwhile (the current password no longer right) still refuses', async () => {

@@ -9,11 +9,15 @@ import { ChangePasswordDto, UserDto, mapUser } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
 import type { Role } from './permissions';
 import { RefreshTokenRepository } from './refresh-token.repository';
+import { PendingRevocations } from './pending-revocations';
 import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
 import { SessionIssuer } from './session-issuer';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { AccountRateLimit } from '../common/throttling/account-rate-limit';
+
+/** Why a password change revoked a session (refresh_token_families.revoked_reason). */
+const REVOKED_BY_PASSWORD_CHANGE = 'password-changed';
 
 /** The signed-in user's own account, and provisioning of accounts with a role. */
 @Injectable()
@@ -29,6 +33,7 @@ export class AccountService {
     private readonly signIns: FailedAttemptLimiter,
     private readonly sessions: SessionIssuer,
     private readonly accountLimits: AccountRateLimit,
+    private readonly pendingRevocations: PendingRevocations,
   ) {}
 
   async me(userId: string): Promise<UserDto> {
@@ -98,27 +103,46 @@ export class AccountService {
     let checked = user.passwordHash;
     for (let attempt = 1; ; attempt++) {
       const now = this.clock.now();
+      let marked: readonly string[] = [];
       // a transaction of its own: the revocation never rides on (and dies with) a caller's one
-      const families = await this.tx.runOwn(async () => {
-        // only over the hash the current password was checked against: of two changes racing
-        // with the same old password, the second finds it gone
-        if (!(await this.users.setPasswordHash(userId, hash, now, checked, 'new-password')))
-          return null;
-        const revoked = await this.refreshTokens.revokeAllOfUser(
-          userId,
-          'password-changed',
-          this.revoked.accessTokensValidSince(now),
-        );
-        await this.revoked.add(revoked); // their access tokens stop working too
-        // and the clients that signed in with the old password are no longer the owner's — but
-        // the one the owner changed it from (after a sign-in with the new password there, a
-        // stranger filling the account's ceiling still cannot keep them out)
-        await this.refreshTokens.forgetClients(
-          userId,
-          this.sessions.clientKeysOf(user.email, clientIp),
-        );
-        return revoked;
-      });
+      const families = await this.tx
+        .runOwn(async () => {
+          // only over the hash the current password was checked against: of two changes racing
+          // with the same old password, the second finds it gone
+          if (!(await this.users.setPasswordHash(userId, hash, now, checked, 'new-password')))
+            return null;
+          const revoked = await this.refreshTokens.revokeAllOfUser(
+            userId,
+            REVOKED_BY_PASSWORD_CHANGE,
+            this.revoked.accessTokensValidSince(now),
+          );
+          marked = revoked;
+          await this.revoked.add(revoked); // their access tokens stop working too
+          // a process killed before its COMMIT leaves these revocations to the sweeps
+          await Promise.all(
+            revoked.map((id) =>
+              this.pendingRevocations.recordAhead(id, REVOKED_BY_PASSWORD_CHANGE, now),
+            ),
+          );
+          // and the clients that signed in with the old password are no longer the owner's — but
+          // the one the owner changed it from (after a sign-in with the new password there, a
+          // stranger filling the account's ceiling still cannot keep them out)
+          await this.refreshTokens.forgetClients(
+            userId,
+            this.sessions.clientKeysOf(user.email, clientIp),
+          );
+          return revoked;
+        })
+        .catch((err: unknown) => {
+          // The sessions marked revoked stay revoked: committed by PendingRevocations, as a
+          // logout's. Their marks were left to lapse — the owner's own session refused (its
+          // retry of the change a 401), nothing revoked in the database and, an access-token
+          // lifetime later, every session back, a thief's too. The owner signs in again with the
+          // password it still is, and retries.
+          for (const id of marked)
+            this.pendingRevocations.revokeFamily(id, REVOKED_BY_PASSWORD_CHANGE, now);
+          throw err;
+        });
       if (families !== null) break;
       // The hash changed since it was checked: another change (the current password is then no
       // longer right), or a sign-in's rehash of the same password (a new hash of it, the upgrade

@@ -5,8 +5,9 @@ import { RevokedSessions } from '../../src/auth/revoked-sessions';
 import { REDIS } from '../../src/redis/redis.module';
 import type Redis from 'ioredis';
 import { TransactionHost } from '../../src/database/transaction-host';
-import { createAdmin, login, registerCustomer } from '../support/auth';
+import { TEST_PASSWORD, createAdmin, login, registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import type { HttpResponse } from '../support/http';
 import { PgCommitProxy, startPgCommitProxy } from '../support/pg-commit-proxy';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { createTestDatabase } from '../support/test-database';
@@ -275,6 +276,52 @@ describe('a COMMIT whose answer is lost', () => {
     } finally {
       if (!reopened) reopen();
     }
+  });
+
+  it("a password change whose transaction never commits (the database unreachable at its last statement, every time): 503, and the sessions it marked revoked are revoked all the same — a thief's session does not come back when the marks lapse", async () => {
+    const owner = await registerCustomer(t.http);
+    const thief = await login(t.http, owner.email, TEST_PASSWORD);
+    const passwordHash = async () =>
+      (await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [owner.user.id]))
+        .rows[0].password_hash as string;
+    const before = await passwordHash();
+    // its last statement (the clients that signed in with the old password forgotten) never
+    // reaches the server, however often the transaction is run
+    const reopen = proxy.cutStatements(/^UPDATE "refresh_token_families" SET "client_key"/);
+    let change: HttpResponse;
+    try {
+      change = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: TEST_PASSWORD, newPassword: 'another-horse-battery' },
+        { token: owner.accessToken },
+      );
+    } finally {
+      reopen();
+    }
+    expect([change.status, change.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+    await t.app.get(PendingRevocations).settled();
+    // the password is what it was; every session it had marked is revoked in the database
+    expect(await passwordHash()).toBe(before);
+    const { rows } = await t.db.pool.query(
+      `SELECT revoked_reason AS reason FROM refresh_token_families WHERE user_id = $1`,
+      [owner.user.id],
+    );
+    expect(rows).toEqual([{ reason: 'password-changed' }, { reason: 'password-changed' }]);
+    // the marks lapse (an access-token lifetime): the thief's refresh token is still refused —
+    // it was refused only while marked, then worked again
+    const redis = t.app.get<Redis>(REDIS);
+    const marks = await redis.keys(`${t.config.redis.keyPrefix}:revoked-session:*`);
+    if (marks.length > 0) await redis.del(...marks);
+    const lapsed = await t.http.post('/v1/auth/refresh', { refreshToken: thief.refreshToken });
+    expect(lapsed.status).toBe(401);
+    // the owner signs in with the password it still is, and changes it
+    const again = await login(t.http, owner.email, TEST_PASSWORD);
+    const changed = await t.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: 'another-horse-battery' },
+      { token: again.accessToken },
+    );
+    expect(changed.status).toBe(204);
   });
 
   it('a reuse whose revocation never reached the server answers 401 and is revoked all the same', async () => {
