@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { createHash } from 'node:crypto';
 import { PasswordHasher } from '../../src/auth/password-hasher';
+import { PendingRevocations } from '../../src/auth/pending-revocations';
 import { RefreshTokenRepository } from '../../src/auth/refresh-token.repository';
 import { CLOCK_SKEW_MS } from '../../src/auth/revoked-sessions';
 import { TEST_PASSWORD, createAdmin, login, registerCustomer } from '../support/auth';
@@ -151,23 +152,29 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     }
     expect(await meStatusBecomes(b.http, s.accessToken, 401)).toBe(401);
 
-    // The change rolled back, so the sessions are live in the database and only marked: a
-    // refresh meanwhile is refused, but its spend rolls back with the 401 — the token works again
-    // once the mark lapses (one access-token lifetime), it is neither spent for good nor, shown
-    // again, taken for a stolen token's reuse.
+    // The change rolled back, and the sessions it had marked are revoked all the same
+    // (PendingRevocations, once the database takes it): the mark no longer lapses into a live
+    // session. A refresh is refused, its token neither spent nor, shown again, taken for a
+    // stolen token's reuse.
+    await a.app.get(PendingRevocations).settled();
     const tokenRow = async () =>
       (
         await a.db.pool.query(
-          `SELECT t.spent_at, f.revoked_at FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id WHERE t.token_hash = $1`,
+          `SELECT t.spent_at, f.revoked_at, f.revoked_reason FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id WHERE t.token_hash = $1`,
           [sha256(s.refreshToken)],
         )
-      ).rows[0] as { spent_at: Date | null; revoked_at: Date | null };
+      ).rows[0] as {
+        spent_at: Date | null;
+        revoked_at: Date | null;
+        revoked_reason: string | null;
+      };
     for (const http of [a.http, b.http]) {
       const refreshed = await http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
       expect(refreshed.status).toBe(401);
       expect(refreshed.body.code).toBe('REFRESH_TOKEN_INVALID');
     }
-    expect(await tokenRow()).toEqual({ spent_at: null, revoked_at: null });
+    expect(await tokenRow()).toMatchObject({ spent_at: null, revoked_reason: 'password-changed' });
+    expect((await tokenRow()).revoked_at).not.toBeNull();
     // and the password is still the old one
     expect(
       (await a.http.post('/v1/auth/login', { email: s.email, password: s.password })).status,
