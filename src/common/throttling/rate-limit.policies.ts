@@ -105,6 +105,10 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     scope: 'login',
     failClosed: true,
   },
+  // (A registration answered 503 keeps its hits, unlike a day's writes: it hashes the password
+  // before the database is asked, and given back, a database away would let one address spend the
+  // argon2 gate — ~50 ms of a core each — at its `default` rate, not 10 an hour. A blink costs a
+  // retry or two of the hour's 10.)
   {
     name: 'register-ip',
     limit: 10,
