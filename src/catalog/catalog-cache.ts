@@ -172,6 +172,8 @@ export function createCatalogStore(config: AppConfig, metrics: MetricsService): 
     throwOnErrors: false,
   });
   keepStoreConnected(adapter, options, metrics);
+  // (at shutdown: the cache manager disconnects its stores)
+  adapter.disconnect = () => closeWithin(adapter.client as StoreClient);
   const store = new Keyv<SharedEntry>({ store: adapter, namespace, useKeyPrefix: false });
   // Redis expires an entry (its TTL, PX, set with it); Keyv's own check — the `expires` the
   // writer stamped on its clock, against the reader's — is left out: a reader whose clock ran
@@ -239,14 +241,8 @@ function keepStoreConnected(
         return;
       }
       // closed once its pending replies are in (a demoted primary still answers reads: they are
-      // hits, not misses for PostgreSQL to build), destroyed if they take longer than a cache read
-      // may; one closed already throws, ignored
-      const closing = (async () => old.close())().catch(() => undefined);
-      const timer = setTimeout(() => {
-        void (async () => old.destroy())().catch(() => undefined);
-      }, CACHE_REDIS_TIMEOUT_MS);
-      timer.unref();
-      void closing.then(() => clearTimeout(timer));
+      // hits, not misses for PostgreSQL to build)
+      void closeWithin(old);
     },
     { at: Number.NEGATIVE_INFINITY },
   );
@@ -255,6 +251,28 @@ function keepStoreConnected(
   adapter.on('error', (err: unknown) =>
     health.failing(performance.now(), err instanceof Error ? err.message : String(err)),
   );
+}
+
+/**
+ * Closes `client` once its pending replies are in, or destroys it when they take longer than a
+ * cache read may (CACHE_REDIS_TIMEOUT_MS); settles either way. node-redis's close waits for them
+ * for ever: at shutdown (the cache manager's disconnect) a Redis silent then held the API's close
+ * until Redis answered or the forced exit (SHUTDOWN_TIMEOUT_MS, exit code 1). One closed already
+ * throws, ignored.
+ */
+function closeWithin(client: StoreClient): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      void (async () => client.destroy())().catch(() => undefined);
+      resolve();
+    }, CACHE_REDIS_TIMEOUT_MS);
+    void (async () => client.close())()
+      .catch(() => undefined)
+      .then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+  });
 }
 
 /**
