@@ -199,9 +199,9 @@ export function gatewayErrorOf(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
   if (replayedServerError(err))
     return new GatewayError('unavailable', REPLAYED_FAILURE, (err as Error).message);
-  const cut = err instanceof Stripe.errors.StripeError ? err.raw : undefined;
-  if (typeof cut === 'object' && cut !== null && 'exception' in cut) {
-    const { exception } = cut;
+  const raw = err instanceof Stripe.errors.StripeError ? err.raw : undefined;
+  if (typeof raw === 'object' && raw !== null && 'exception' in raw) {
+    const { exception } = raw;
     // (the SDK's "Invalid JSON received": a body cut off, boundedStripeHttpClient)
     if (exception instanceof ResponseBodyCut)
       return new GatewayError('unavailable', 'response_cut', exception.message);
