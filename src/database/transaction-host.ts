@@ -130,6 +130,8 @@ interface TransactionContext {
   manager: EntityManager;
   /** Callbacks for after a successful COMMIT (metrics, notifications): never for a rollback. */
   afterCommit: (() => void)[];
+  /** Of those, the ones also run when the COMMIT's outcome is unknown (see afterCommitOrUnknown). */
+  ifUnknown: (() => void)[];
   /** Work awaited after a successful COMMIT, before run() returns (see whenCommitted). */
   whenCommitted: (() => Promise<void>)[];
   /** Statements sent in the same message as COMMIT (see sendWithCommit). */
@@ -351,6 +353,23 @@ export class TransactionHost {
   }
 
   /**
+   * As afterCommit, and also when the COMMIT's outcome cannot be learned (its answer lost and the
+   * database not asked in time, or restarted since: outcomeAfter's 'unknown') — the transaction
+   * may have committed, and run() then throws, so nothing after it runs. For effects that must not
+   * be lost with a commit nobody saw, where running one for a transaction that in fact rolled back
+   * is the lesser harm: a raise for a person (whatever the caller's retry then finds committed, it
+   * does not raise again — found rolled back, it does its work again and raises once more), a
+   * mark cleared that is only ever safe to clear.
+   */
+  afterCommitOrUnknown(fn: () => void): void {
+    const ctx = this.als.getStore();
+    if (ctx) {
+      ctx.afterCommit.push(fn);
+      ctx.ifUnknown.push(fn);
+    } else fn();
+  }
+
+  /**
    * `work` once the current transaction has committed, awaited before the transaction's run()
    * returns — so before the request that opened it answers; at once when there is none. Never
    * after a rollback. For effects others must only see after the commit, and the caller's answer
@@ -548,6 +567,7 @@ export class TransactionHost {
     const ctx: TransactionContext = {
       manager: runner.manager,
       afterCommit: [],
+      ifUnknown: [],
       whenCommitted: [],
       withCommit: [],
       opened: new Map(),
@@ -590,6 +610,7 @@ export class TransactionHost {
           );
         } catch (err) {
           const outcome = await this.outcomeAfter(err, xid);
+          if (outcome === 'unknown') this.runCallbacks(ctx.ifUnknown);
           if (outcome !== 'committed') {
             if (rolledBackByDeath(err, outcome)) throw err;
             const mapped = statements
@@ -616,6 +637,7 @@ export class TransactionHost {
           answer = await this.simple(runner, 'COMMIT');
         } catch (err) {
           const outcome = await this.outcomeAfter(err, xid);
+          if (outcome === 'unknown') this.runCallbacks(ctx.ifUnknown);
           if (outcome !== 'committed') {
             rolledBackByDeath(err, outcome);
             throw err;
@@ -626,15 +648,7 @@ export class TransactionHost {
         // an error: work that caught that statement's error must not be reported as committed
         if (answer?.[answer.length - 1]?.command === 'ROLLBACK') throw new RolledBackAtCommit();
       }
-      for (const fn of ctx.afterCommit) {
-        try {
-          fn();
-        } catch (err) {
-          // committed: a failing observer must neither turn the request into an error nor keep
-          // the callbacks after it from running
-          this.logger.warn(`after commit failed: ${(err as Error).message}`);
-        }
-      }
+      this.runCallbacks(ctx.afterCommit);
     } catch (err) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
       if (!committing && isConnectionDeath(err)) diedBeforeCommit.add(err as object);
@@ -653,6 +667,18 @@ export class TransactionHost {
       );
     }
     return value;
+  }
+
+  private runCallbacks(callbacks: (() => void)[]): void {
+    for (const fn of callbacks) {
+      try {
+        fn();
+      } catch (err) {
+        // committed (or perhaps): a failing observer must neither turn the request into an error
+        // (nor change the one it has) nor keep the callbacks after it from running
+        this.logger.warn(`after commit failed: ${(err as Error).message}`);
+      }
+    }
   }
 
   /**

@@ -35,7 +35,7 @@ export class InventoryService {
    */
   async takingOffSale(productId: string): Promise<void> {
     await this.inventory.lockItem(productId);
-    this.tx.afterCommit(() => this.soldOut.cleared([productId]));
+    this.tx.afterCommitOrUnknown(() => this.soldOut.cleared([productId]));
   }
 
   /**
@@ -100,7 +100,7 @@ export class InventoryService {
       );
     }
     // once committed (with an Idempotency-Key the interceptor's transaction is still open)
-    this.tx.afterCommit(() => this.soldOut.cleared([productId]));
+    this.tx.afterCommitOrUnknown(() => this.soldOut.cleared([productId]));
     await this.cache.invalidate();
     return { ...level, available: level.onHand - level.reserved };
   }

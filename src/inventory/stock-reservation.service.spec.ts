@@ -39,11 +39,11 @@ function fakeMarks() {
   };
 }
 
-/** A TransactionHost with one open transaction: afterCommit callbacks wait for commit(). */
+/** A TransactionHost with one open transaction: afterCommitOrUnknown callbacks wait for commit(). */
 function fakeTx() {
   let pending: (() => void)[] = [];
   return {
-    tx: { afterCommit: jest.fn((fn: () => void) => void pending.push(fn)) },
+    tx: { afterCommitOrUnknown: jest.fn((fn: () => void) => void pending.push(fn)) },
     commit: () => {
       const run = pending;
       pending = [];

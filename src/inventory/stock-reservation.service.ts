@@ -92,13 +92,14 @@ export class StockReservationService {
 
   /**
    * Gives an order's reserved units back. Call only from the transition that ends the hold.
-   * Once it commits, the products' sold-out marks are cleared.
+   * Once it commits (or may have: a COMMIT whose outcome is unknown), the products' sold-out marks
+   * are cleared — a clear is always safe, a mark left would refuse buyers of units given back.
    */
   async release(orderId: string): Promise<void> {
     const lines = await this.stock.reservedLines(orderId);
     // the inventory rows are locked and updated in the COMMIT's message (settleOnCommit)
     this.stock.settleOnCommit('release', orderId, lines);
-    this.tx.afterCommit(() => this.soldOut.cleared(lines.map((l) => l.productId)));
+    this.tx.afterCommitOrUnknown(() => this.soldOut.cleared(lines.map((l) => l.productId)));
   }
 
   /**

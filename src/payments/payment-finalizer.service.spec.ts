@@ -191,6 +191,7 @@ function mockTx() {
     run: jest.fn((work: () => Promise<unknown>) => work()),
     // (committed at once: run() above never fails after its work)
     afterCommit: jest.fn((fn: () => void) => fn()),
+    afterCommitOrUnknown: jest.fn((fn: () => void) => fn()),
   };
 }
 

@@ -338,7 +338,8 @@ export class PaymentFinalizer {
    * hold — so it is raised for a person: an error line naming the intent, the order, the amount
    * and what happened (no customer details), `payments_orphaned_total{event}`, and the event's
    * outcome `orphan` in webhook_events. Raised by the run that marks the event processed (a
-   * rerun of its job raises nothing again). The webhook was answered 200 when the event was
+   * rerun of its job raises nothing again), once that mark commits or may have (its COMMIT's
+   * answer lost and the database not asked in time: raised, not lost). The webhook was answered 200 when the event was
    * recorded: the provider does not send it again.
    */
   private async recordOrphan(
@@ -354,8 +355,6 @@ export class PaymentFinalizer {
       intentId: intent.id,
       orderId: intent.orderId,
     } as const;
-    if (!(await this.events.markProcessed(eventId, this.clock.now(), 'orphan'))) return outcome;
-    this.orphaned.inc({ event: news });
     let what: string;
     if (news === 'dispute') {
       const d = dispute ?? readDispute(await this.events.objectOf(eventId));
@@ -369,13 +368,21 @@ export class PaymentFinalizer {
         'the money was taken for no order here — find the order, or refund it at the payment provider';
     }
     const status = intent.capturable ? 'requires_capture' : intent.status;
-    orphanLines.write(
-      `${news}:${intent.id}`,
-      `intent ${intent.id} (${status}, ${intent.amount} ${intent.currency}) names order ${intent.orderId}, which this ` +
-        `database does not have (restored from an older backup?): event ${eventId} (${type}) recorded as orphan — ` +
-        `${what}; npm run payments:orphans -- --since <the backup's time> lists every such intent`,
-      (line) => this.logger.error(line),
-    );
+    // (in a transaction of its own: a lost answer to the mark is then asked about, not read as
+    // "marked by another run" — and raised when the mark commits, or may have)
+    await this.tx.run(async () => {
+      if (!(await this.events.markProcessed(eventId, this.clock.now(), 'orphan'))) return;
+      this.tx.afterCommitOrUnknown(() => {
+        this.orphaned.inc({ event: news });
+        orphanLines.write(
+          `${news}:${intent.id}`,
+          `intent ${intent.id} (${status}, ${intent.amount} ${intent.currency}) names order ${intent.orderId}, which this ` +
+            `database does not have (restored from an older backup?): event ${eventId} (${type}) recorded as orphan — ` +
+            `${what}; npm run payments:orphans -- --since <the backup's time> lists every such intent`,
+          (line) => this.logger.error(line),
+        );
+      });
+    });
     return outcome;
   }
 
@@ -420,9 +427,18 @@ export class PaymentFinalizer {
     const recorded = await this.tx.run(async () => {
       const done = await this.disputes.record({ ...dispute, paymentId: payment.id }, at);
       if (eventId) await this.events.markProcessed(eventId, at, 'dispute');
+      if (done) this.tx.afterCommitOrUnknown(() => this.raiseDispute(payment, dispute, done));
       return done;
     });
-    if (!recorded) return null;
+    return recorded;
+  }
+
+  /** What a dispute recorded changed, said to a person (noteDispute: once it commits, or may have). */
+  private raiseDispute(
+    payment: Pick<Payment, 'id' | 'intentId' | 'orderId'>,
+    dispute: GatewayDispute,
+    recorded: RecordedDispute,
+  ): void {
     const what = `payment ${payment.intentId} of order ${payment.orderId}: dispute ${dispute.id} (${dispute.reason ?? 'no reason given'}, ${dispute.amount} ${dispute.currency})`;
     // (first heard of in its final status — its earlier events lost or late — it is raised as
     // what it is: a loss, or news of no consequence; only a dispute still to answer is "opened")
@@ -448,7 +464,6 @@ export class PaymentFinalizer {
       status: recorded.status,
       actor: ACTOR,
     });
-    return recorded;
   }
 
   /**
@@ -487,18 +502,24 @@ export class PaymentFinalizer {
    * (a new deadline is reminded of again), claimed in the database so two runs never both raise it.
    */
   private async remindDisputeDeadlines(now: Date): Promise<void> {
-    const near = await this.disputes.claimDeadlinesNear(
-      new Date(now.getTime() + DISPUTE_REMIND_BEFORE_MS),
-      now,
-      DISPUTE_RECHECK_BATCH,
-    );
-    for (const d of near) {
-      this.deadlinesNear.inc();
-      const hours = Math.round((d.evidenceDueBy.getTime() - now.getTime()) / 3_600_000);
-      this.logger.error(
-        `payment ${d.intentId} of order ${d.orderId}: dispute ${d.id} is still ${d.status}, its evidence ${hours >= 0 ? `due in ${hours} h` : `was due ${-hours} h ago`} (${d.evidenceDueBy.toISOString()}) — answer it at the payment provider, or it is lost`,
+    // (a transaction of its own: a claim whose answer is lost is then asked about — committed, it
+    // is raised; before, the next run found it claimed and nobody was reminded)
+    await this.tx.run(async () => {
+      const near = await this.disputes.claimDeadlinesNear(
+        new Date(now.getTime() + DISPUTE_REMIND_BEFORE_MS),
+        now,
+        DISPUTE_RECHECK_BATCH,
       );
-    }
+      this.tx.afterCommitOrUnknown(() => {
+        for (const d of near) {
+          this.deadlinesNear.inc();
+          const hours = Math.round((d.evidenceDueBy.getTime() - now.getTime()) / 3_600_000);
+          this.logger.error(
+            `payment ${d.intentId} of order ${d.orderId}: dispute ${d.id} is still ${d.status}, its evidence ${hours >= 0 ? `due in ${hours} h` : `was due ${-hours} h ago`} (${d.evidenceDueBy.toISOString()}) — answer it at the payment provider, or it is lost`,
+          );
+        }
+      });
+    });
   }
 
   /**
@@ -847,7 +868,7 @@ export class PaymentFinalizer {
           // settled before (paid, perhaps refunded in part): its record stays as it is — raised
           result = { kind: 'confirmed', orderId };
         }
-        this.tx.afterCommit(() => {
+        this.tx.afterCommitOrUnknown(() => {
           this.amountMismatches.inc();
           this.logger.error(
             `intent ${intent.id} of order ${orderId} succeeded for ${intent.amount} ${intent.currency}, not the ` +

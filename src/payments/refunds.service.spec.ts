@@ -228,7 +228,11 @@ async function setup(opts: { captured?: number } = {}) {
     outbox: mockOutbox(),
     gateway: mockGateway(),
     // run() is generic: a plain jest.fn that runs the work in place
-    tx: { run: jest.fn((work: () => Promise<unknown>) => work()) },
+    tx: {
+      run: jest.fn((work: () => Promise<unknown>) => work()),
+      // (committed at once: run() above never fails after its work)
+      afterCommitOrUnknown: jest.fn((fn: () => void) => fn()),
+    },
   };
   let now = NOW;
   const clock: Pick<Clock, 'now'> = { now: () => now };

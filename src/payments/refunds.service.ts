@@ -620,15 +620,16 @@ export class RefundsService {
       );
     } catch (err) {
       if (err instanceof GatewayError && err.kind === 'rejected') {
-        const failed = await this.tx.run(() =>
-          this.refunds.settle(
+        const failed = await this.tx.run(async () => {
+          const failed = await this.refunds.settle(
             refund.id,
             'failed',
             { failure: err.code ?? err.message },
             this.clock.now(),
-          ),
-        );
-        if (failed) this.raiseIfFailed(failed, at);
+          );
+          if (failed) this.raiseIfFailed(failed, at);
+          return failed;
+        });
         return { refund: failed ?? (await this.refunds.findById(refund.id))!, unanswered: false };
       }
       return this.unanswered(refund, err);
@@ -669,9 +670,9 @@ export class RefundsService {
         now,
       );
       if (settled?.status === 'succeeded') await this.announce(settled);
+      if (settled) this.raiseIfFailed(settled, at);
       return settled;
     });
-    if (settled) this.raiseIfFailed(settled, at);
     return settled ?? (await this.refunds.findById(refund.id))!;
   }
 
@@ -683,6 +684,12 @@ export class RefundsService {
    * person). Raised: an error log and `automatic_refunds_failed_total`, which the README says to
    * alert on.
    *
+   * Called in the transaction that settles the refund so, raised once it commits — or when its
+   * COMMIT's outcome cannot be learned (afterCommitOrUnknown): raised only after a commit seen, a
+   * failure whose COMMIT answer was lost in a blink was never raised (the job's retry finds the
+   * refund failed already: nothing to settle, nothing raised). Raised twice at worst, when that
+   * COMMIT in fact rolled back and the retry settles it again.
+   *
    * An admin's refund that fails after its request was answered — 201 `pending` (the provider
    * holds it, or did not answer), then failed by the provider or refused on a later attempt —
    * is raised too: the admin was told not to issue another one for it, and nobody else would
@@ -691,6 +698,10 @@ export class RefundsService {
    */
   private raiseIfFailed(refund: Refund, at: Settling): void {
     if (refund.status !== 'failed' || !raisedForAPerson(refund)) return;
+    this.tx.afterCommitOrUnknown(() => this.raiseFailed(refund, at));
+  }
+
+  private raiseFailed(refund: Refund, at: Settling): void {
     if (refund.actor === SYSTEM) {
       this.automaticFailures.inc();
       this.logger.error(
@@ -715,26 +726,27 @@ export class RefundsService {
    * refund reversed is sent once more by itself, as its rest (refundRestOfCancelled, after this
    * sync); that rest reversed in turn is not (one refund per remaining amount: a card the bank
    * keeps returning money from is not paid again and again) — a person refunds it. Raised for a
-   * person, once: an error log and `refunds_reversed_total`.
+   * person, once (as raiseIfFailed: when the reversal commits, or may have): an error log and
+   * `refunds_reversed_total`.
    */
   private async reversed(refund: Refund): Promise<void> {
-    const back = await this.tx.run(async () => {
+    await this.tx.run(async () => {
       const reversed = await this.refunds.reverse(refund.id, REVERSED, this.clock.now());
-      if (reversed)
-        await this.transitions.withdrawRefund(
-          reversed.orderId,
-          reversed.id,
-          reversed.amount,
-          'refund:provider',
+      if (!reversed) return;
+      await this.transitions.withdrawRefund(
+        reversed.orderId,
+        reversed.id,
+        reversed.amount,
+        'refund:provider',
+      );
+      this.tx.afterCommitOrUnknown(() => {
+        this.reversals.inc();
+        this.logger.error(
+          `refund ${refund.id} of order ${refund.orderId} (${refund.amount} ${refund.currency}) was reversed by the provider: ` +
+            'the customer has not been refunded — it is refundable again; refund them',
         );
-      return reversed;
+      });
     });
-    if (!back) return;
-    this.reversals.inc();
-    this.logger.error(
-      `refund ${refund.id} of order ${refund.orderId} (${refund.amount} ${refund.currency}) was reversed by the provider: ` +
-        'the customer has not been refunded — it is refundable again; refund them',
-    );
   }
 
   private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {

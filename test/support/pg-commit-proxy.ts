@@ -16,7 +16,11 @@ import { connectUpstream } from './tcp-pair';
 export interface PgCommitProxy {
   /** The same connection string, through the proxy. */
   through(url: string): string;
-  loseNextCommitAnswer(): Promise<void>;
+  /**
+   * With `after`: the next COMMIT answer on a connection that sent a statement matching it since
+   * (the transaction of that statement, not whichever commits first).
+   */
+  loseNextCommitAnswer(after?: RegExp): Promise<void>;
   cutBeforeNextCommit(): Promise<void>;
   /**
    * Until the returned function is called, the connection is cut as any statement matching
@@ -37,7 +41,7 @@ export interface PgCommitProxy {
   close(): Promise<void>;
 }
 
-type Armed = { side: 'answer' | 'query'; done: () => void } | undefined;
+type Armed = { side: 'answer' | 'query'; done: () => void; after?: RegExp } | undefined;
 
 /** An ErrorResponse as PostgreSQL sends it for pg_terminate_backend (FATAL 57P01). */
 function adminShutdownMessage(): Buffer {
@@ -72,6 +76,8 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
       upstream.destroy();
     };
 
+    /** Whether this connection sent a statement matching the armed `after` since it was armed. */
+    let sawAfter: Armed = undefined;
     // client → server: the startup message has no type byte; every later one does
     let started = false;
     let fromClient = Buffer.alloc(0);
@@ -84,16 +90,18 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
         if (fromClient.length < length) return;
         const message = fromClient.subarray(0, length);
         fromClient = fromClient.subarray(length);
-        if (started && blocked && (message[0] === 0x51 /* Q */ || message[0] === 0x50) /* P */) {
+        const watched = blocked ?? armed?.after;
+        if (started && watched && (message[0] === 0x51 /* Q */ || message[0] === 0x50) /* P */) {
           const body = message.subarray(5);
           // Parse: statement name, then the query (NUL-terminated each); Query: the query
           const text = (message[0] === 0x50 ? body.subarray(body.indexOf(0) + 1) : body)
             .toString('utf8')
             .split('\0')[0];
-          if (blocked.test(text)) {
+          if (blocked?.test(text)) {
             cut();
             return;
           }
+          if (armed?.after?.test(text)) sawAfter = armed;
         }
         if (started && armed?.side === 'query' && message[0] === 0x51 /* Q */) {
           const text = message.subarray(5, message.length - 1).toString('utf8');
@@ -128,7 +136,11 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
           });
           return;
         }
-        if (armed?.side === 'answer' && type === 0x43 /* C */) {
+        if (
+          armed?.side === 'answer' &&
+          (!armed.after || sawAfter === armed) &&
+          type === 0x43 /* C */
+        ) {
           const tag = fromServer.subarray(forward + 5, forward + length - 1).toString('utf8');
           if (tag === 'COMMIT') {
             const { done } = armed;
@@ -151,10 +163,10 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
-  const arm = (side: 'answer' | 'query') =>
+  const arm = (side: 'answer' | 'query', after?: RegExp) =>
     new Promise<void>((done) => {
       if (armed) throw new Error('the proxy is already armed');
-      armed = { side, done };
+      armed = { side, done, after };
     });
 
   return {
@@ -164,7 +176,7 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
       via.port = String(port);
       return via.toString();
     },
-    loseNextCommitAnswer: () => arm('answer'),
+    loseNextCommitAnswer: (after) => arm('answer', after),
     cutBeforeNextCommit: () => arm('query'),
     terminateNextConnectionWhenReady: () =>
       new Promise<void>((done) => {
