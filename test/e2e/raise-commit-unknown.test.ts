@@ -130,6 +130,39 @@ describe('a raise for a person whose COMMIT outcome could not be learned', () =>
     ).toEqual([{ status: 'CONFIRMED', refunded: 0 }]);
   }, 60_000);
 
+  it('a payment whose order the database does not have (restored from an older backup): raised once (payments_orphaned_total +1), recorded orphan', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7_300 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect(pay.status).toBe(201);
+    await drainAll();
+    // the backup knew neither the order nor its payment
+    await rows(`DELETE FROM payments WHERE order_id = $1`, [order.body.id]);
+    await rows(`DELETE FROM orders WHERE id = $1`, [order.body.id]);
+    const sample = 'payments_orphaned_total{event="payment"}';
+    const before = await counter(sample);
+
+    const lost = loseCommitUnknowably(/^UPDATE "webhook_events" SET "processed_at"/);
+    const success = stripe.succeed(pay.body.paymentIntentId);
+    await deliver(success);
+    const stopAsking = await lost;
+    await waitFor('the outcome given up on', () => counter(sample), {
+      until: (n) => n > before,
+      timeoutMs: 20_000,
+    });
+    stopAsking();
+    await drainAll();
+
+    expect(await counter(sample)).toBe(before + 1);
+    expect(await rows(`SELECT outcome FROM webhook_events WHERE id = $1`, [success.id])).toEqual([
+      { outcome: 'orphan' },
+    ]);
+  }, 60_000);
+
   it('a dispute whose evidence is due within a day: its reminder is raised once (payments_dispute_deadlines_near_total +1)', async () => {
     const { orderId, intent } = await paidOrder();
     const dueBy = Math.floor(Date.now() / 1000) + 20 * 3600;
