@@ -19,8 +19,12 @@ import { waitFor } from '../support/wait-for';
  * again.
  */
 const BUDGET_MS = 2_000;
-/** Room for the answer's own work (the database, the response) beyond the budget. */
-const SLACK_MS = 1_500;
+/**
+ * Room for the answer's own work (the database, the response) beyond the budget, on a machine busy
+ * with the rest of the suite (a payment start's, the same shape, took 1.6 s once): still well short
+ * of the SDK's 8 s timeout alone.
+ */
+const SLACK_MS = 3_000;
 /** A drain that runs each refund's settle-refund follow-up now (not 5 s after the request). */
 const SETTLE_REFUNDS_NOW = { due: (jobId: string) => jobId.startsWith('settle-refund.') };
 
@@ -43,6 +47,8 @@ describe("an admin's refund waits on a slow Stripe within its budget", () => {
     [alice] = await buyers(t.http, 1);
     admin = await createAdmin(t);
   });
+  // a case that failed midway leaves no stall armed for the next
+  afterEach(() => stripe.stallNext('/v1/refunds', 0));
   afterAll(async () => {
     await worker?.close();
     await t?.close();
