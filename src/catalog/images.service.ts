@@ -317,27 +317,32 @@ export class ImagesService {
             if (!(err instanceof ObjectStorageRefused)) throw err;
             refused++;
             firstRefused ??= err;
-            if (age >= REFUSED_ABANDONED_AFTER_MS && (await this.images.deletePending(image.key))) {
+            // (whatever is there, refused or missing, removed before its row: see below)
+            if (
+              age >= REFUSED_ABANDONED_AFTER_MS &&
+              (await this.removedBeforeRow(image.key)) &&
+              (await this.images.deletePending(image.key))
+            )
               removed++;
-              await this.removeQuietly(image.key); // (whatever is there: refused, or missing)
-            }
             // refused about everything (the key itself): the store cannot be asked, as above
             if (age < ABANDONED_AFTER_MS && ++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
             continue;
           }
           if (outcome === 'ready') ready++;
           const abandoned = age >= ABANDONED_AFTER_MS;
+          // an object refused (another size or type, a header that breaks it) goes with its
+          // row: it stayed in the bucket for good, at a key anyone may fetch from a public one
+          // (growth review); its URL expired long ago, so no PUT can bring it back. Removed
+          // before its row: the row removed first, a failed DELETE (a blink, the process killed in
+          // between) left the object with nothing naming it — never removed (residue sweep); now
+          // the row stays, and the next pass removes both
           if (
             (outcome === 'absent' || outcome === 'mismatch') &&
             abandoned &&
+            (outcome === 'absent' || (await this.removedBeforeRow(image.key))) &&
             (await this.images.deletePending(image.key))
-          ) {
+          )
             removed++;
-            // an object refused (another size or type, a header that breaks it) goes with its
-            // row: it stayed in the bucket for good, at a key anyone may fetch from a public one
-            // (growth review); its URL expired long ago, so no PUT can bring it back
-            if (outcome === 'mismatch') await this.removeQuietly(image.key);
-          }
         }
         if (pending.length < RECONCILE_BATCH) break;
         after = pending[pending.length - 1];
@@ -514,6 +519,20 @@ export class ImagesService {
    */
   private servedKey(uploadKey: string, contentType: string): string {
     return `${uploadKey}.${this.ids.uuid()}.${EXTENSIONS[contentType] ?? 'img'}`;
+  }
+
+  /**
+   * Removes an abandoned upload's object before its row is: false (logged) when the store did not
+   * — the row is then kept, for the next pass to try both again.
+   */
+  private async removedBeforeRow(key: string): Promise<boolean> {
+    try {
+      await this.storage.delete(key);
+      return true;
+    } catch (err) {
+      this.logger.warn(`abandoned upload ${key} not removed yet: ${String(err)}`);
+      return false;
+    }
   }
 
   /** Removes an object served to no one; a failure leaves it (logged), harmless but for its space. */
