@@ -12,7 +12,7 @@ import { SimulatedGateway } from '../../src/payments/simulated.gateway';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JobName, QueueName } from '../../src/queue/queues';
 import { drain } from '../support/drain';
-import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { FakeStripe, deliverSigned, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -83,13 +83,7 @@ describe('the payment orphan sweep (Stripe)', () => {
   let alice: Buyer;
   let errors: jest.SpyInstance;
 
-  const deliver = (event: Stripe.Event) => {
-    const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
-      raw: body,
-      headers: { 'stripe-signature': signature },
-    });
-  };
+  const deliver = (event: Stripe.Event) => deliverSigned(t.http, stripe, event);
   /** An order of alice's whose payment has started at Stripe (its intent made, pending here). */
   const paying = async (priceAmount: number) => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });

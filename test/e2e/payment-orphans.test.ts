@@ -5,7 +5,7 @@ import Redis from 'ioredis';
 import { Pool } from 'pg';
 import type Stripe from 'stripe';
 import { MetricsService } from '../../src/metrics/metrics.service';
-import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { FakeStripe, deliverSigned, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { ROOT } from '../support/processes';
@@ -26,13 +26,7 @@ describe('payments whose order the database does not have (restored from an olde
   let worker: INestApplicationContext;
   let alice: Buyer;
 
-  const deliver = (event: Stripe.Event) => {
-    const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
-      raw: body,
-      headers: { 'stripe-signature': signature },
-    });
-  };
+  const deliver = (event: Stripe.Event) => deliverSigned(t.http, stripe, event);
   /** The event's recorded outcome, once it is processed. */
   const outcomeOf = async (eventId: string) =>
     (

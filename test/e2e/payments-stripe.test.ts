@@ -15,7 +15,7 @@ import { TransactionHost } from '../../src/database/transaction-host';
 import { settleRefundJobId } from '../../src/payments/refund-settle.job';
 import { QueueName } from '../../src/queue/queues';
 import { Session, createAdmin, signInLimitsAnswering } from '../support/auth';
-import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { FakeStripe, deliverSigned, startFakeStripe } from '../support/fake-stripe';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { insertRefund } from '../support/refunds';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -56,13 +56,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     );
   const orderWhen = (orderId: string, what: string, done: (o: { status: string }) => boolean) =>
     waitFor(`order ${orderId}: ${what}`, () => orderOf(orderId), { until: (o) => done(o) });
-  const deliver = (event: Stripe.Event) => {
-    const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
-      raw: body,
-      headers: { 'stripe-signature': signature },
-    });
-  };
+  const deliver = (event: Stripe.Event) => deliverSigned(t.http, stripe, event);
   const processed = (eventId: string) =>
     waitFor(
       `event ${eventId} to be processed`,

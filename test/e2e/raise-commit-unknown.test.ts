@@ -4,7 +4,7 @@ import { MetricsService } from '../../src/metrics/metrics.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { Session, createAdmin } from '../support/auth';
 import { drain } from '../support/drain';
-import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { FakeStripe, deliverSigned, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { PgCommitProxy, startPgCommitProxy } from '../support/pg-commit-proxy';
@@ -50,13 +50,7 @@ describe('a raise for a person whose COMMIT outcome could not be learned', () =>
     await stripe?.close();
   });
 
-  const deliver = (event: Stripe.Event) => {
-    const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
-      raw: body,
-      headers: { 'stripe-signature': signature },
-    });
-  };
+  const deliver = (event: Stripe.Event) => deliverSigned(t.http, stripe, event);
   const counter = async (sample: string) => {
     const page = await worker.get(MetricsService).render();
     const line = page.split('\n').find((l) => l.startsWith(`${sample} `));

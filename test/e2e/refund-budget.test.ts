@@ -2,7 +2,7 @@ import type { INestApplicationContext } from '@nestjs/common';
 import type Stripe from 'stripe';
 import { Session, createAdmin } from '../support/auth';
 import { drain } from '../support/drain';
-import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { FakeStripe, deliverSigned, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { expectProblem } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -55,13 +55,7 @@ describe("an admin's refund waits on a slow Stripe within its budget", () => {
     await stripe?.close();
   });
 
-  const deliver = (event: Stripe.Event) => {
-    const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
-      raw: body,
-      headers: { 'stripe-signature': signature },
-    });
-  };
+  const deliver = (event: Stripe.Event) => deliverSigned(t.http, stripe, event);
   const orderOf = async (orderId: string) =>
     (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
   const paidOrder = async () => {

@@ -1,7 +1,7 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import type Stripe from 'stripe';
 import { Session, createAdmin } from '../support/auth';
-import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { FakeStripe, deliverSigned, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { HoldingProxy, startHoldingProxy } from '../support/holding-proxy';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -28,13 +28,7 @@ describe('a refund whose request a database outage cut off', () => {
   let alice: Buyer;
   let admin: Session;
 
-  const deliver = (event: Stripe.Event) => {
-    const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
-      raw: body,
-      headers: { 'stripe-signature': signature },
-    });
-  };
+  const deliver = (event: Stripe.Event) => deliverSigned(t.http, stripe, event);
   const orderOf = async (orderId: string) =>
     (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
   const refundsOf = async (orderId: string) =>

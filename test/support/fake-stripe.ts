@@ -2,6 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { IncomingMessage, ServerResponse, createServer } from 'node:http';
 import { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
+import type { HttpClient } from './http';
 
 /**
  * A small in-process stand-in for the Stripe HTTP API (payment intents, refunds, disputes, their
@@ -216,6 +217,15 @@ function oneOf(value: unknown, param: string, allowed: string[]): string | null 
   if (typeof value === 'string' && allowed.includes(value)) return value;
   const message = `Invalid ${param}: must be one of ${allowed.join(', ')}`;
   throw paramError(param, 'parameter_invalid_string', message);
+}
+
+/** Delivers `event` to the app's Stripe webhook, signed as Stripe signs it. */
+export function deliverSigned(http: HttpClient, stripe: FakeStripe, event: Stripe.Event) {
+  const { body, signature } = stripe.signed(event);
+  return http.request('POST', '/v1/webhooks/stripe', undefined, {
+    raw: body,
+    headers: { 'stripe-signature': signature },
+  });
 }
 
 export async function startFakeStripe(): Promise<FakeStripe> {
