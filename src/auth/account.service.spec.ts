@@ -64,6 +64,8 @@ function setup() {
     {
       run: jest.fn(<T>(work: () => Promise<T>) => work()),
       runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
+      // (committed at once: runOwn() above never fails after its work)
+      afterCommitOrUnknown: jest.fn((fn: () => void) => fn()),
     },
     'tx',
   );

@@ -82,7 +82,6 @@ export class AccountService {
     );
     this.signIns.rememberClient(user.email, clientIp, passwordEpochOf(hash));
     await this.accountLimits.newPassword(userId);
-    this.events.record({ event: 'password_changed', userId, client: clientIp });
   }
 
   /**
@@ -111,6 +110,12 @@ export class AccountService {
           // with the same old password, the second finds it gone
           if (!(await this.users.setPasswordHash(userId, hash, now, checked, 'new-password')))
             return null;
+          // the security event once the change commits, or may have: recorded after a commit
+          // seen, a change whose answer was lost (503, the retry then a 401: its session marked)
+          // left no trace of a password that had changed
+          this.tx.afterCommitOrUnknown(() =>
+            this.events.record({ event: 'password_changed', userId, client: clientIp }),
+          );
           const revoked = await this.refreshTokens.revokeAllOfUser(
             userId,
             REVOKED_BY_PASSWORD_CHANGE,

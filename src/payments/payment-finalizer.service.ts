@@ -649,13 +649,20 @@ export class PaymentFinalizer {
         .catch(() => undefined);
       return true;
     }
-    await this.events.markProcessed(eventId, now, 'unknown-intent');
     const unknown = `${isDisputeEvent(event.type) ? 'dispute of intent' : 'intent'} ${event.intentId}`;
-    this.logger.error(
-      `webhook event ${eventId} (${event.type}) given up: its ${unknown} has been unknown to the ` +
-        'payment provider (resource_missing) for 30 days — if the provider key was changed, look for it in the ' +
-        'account the intent was made in',
-    );
+    // said by the pass that marks it (two at once: one), once the mark commits or may have — said
+    // after a commit seen, a mark whose answer was lost was never said (the next pass no longer
+    // finds the event)
+    await this.tx.run(async () => {
+      if (!(await this.events.markProcessed(eventId, now, 'unknown-intent'))) return;
+      this.tx.afterCommitOrUnknown(() =>
+        this.logger.error(
+          `webhook event ${eventId} (${event.type}) given up: its ${unknown} has been unknown to the ` +
+            'payment provider (resource_missing) for 30 days — if the provider key was changed, look for it in the ' +
+            'account the intent was made in',
+        ),
+      );
+    });
     return true;
   }
 

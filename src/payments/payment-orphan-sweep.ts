@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Counter, Gauge } from 'prom-client';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { TransactionHost } from '../database/transaction-host';
 import { MetricsService } from '../metrics/metrics.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
@@ -109,6 +110,7 @@ export class PaymentOrphanSweep {
   constructor(
     private readonly orphans: PaymentOrphans,
     private readonly sweeps: PaymentOrphanSweepRepository,
+    private readonly tx: TransactionHost,
     private readonly clock: Clock,
     metrics: MetricsService,
     @Inject(APP_CONFIG) config: AppConfig,
@@ -240,23 +242,29 @@ export class PaymentOrphanSweep {
 
   /**
    * Raises the orphan — an error line and the counter — unless it was raised before (by a run
-   * before this one, or one beside it): true when it was raised now.
+   * before this one, or one beside it): true when it was raised now. Raised once its record
+   * commits, or may have (tx.afterCommitOrUnknown): raised after an answer seen, a record whose
+   * answer was lost was never raised — the next run found it recorded.
    */
-  private async report(orphan: Orphan): Promise<boolean> {
+  private report(orphan: Orphan): Promise<boolean> {
     const at = this.clock.now();
     const finding: OrphanFinding =
       orphan.kind !== 'intent' ? orphan.kind : orphan.payable ? 'payable-intent' : 'paid-intent';
-    const first = await this.sweeps.noteReported({
-      providerId: orphan.id,
-      finding,
-      madeAt: orphan.madeAt ?? at,
-      at,
+    return this.tx.run(async () => {
+      const first = await this.sweeps.noteReported({
+        providerId: orphan.id,
+        finding,
+        madeAt: orphan.madeAt ?? at,
+        at,
+      });
+      if (first)
+        this.tx.afterCommitOrUnknown(() => {
+          this.found.inc({ kind: orphan.kind });
+          this.logger.error(
+            `payment orphan at the payment provider, found by the sweep (no webhook event settled it here): ${orphan.line}`,
+          );
+        });
+      return first;
     });
-    if (!first) return false;
-    this.found.inc({ kind: orphan.kind });
-    this.logger.error(
-      `payment orphan at the payment provider, found by the sweep (no webhook event settled it here): ${orphan.line}`,
-    );
-    return true;
   }
 }

@@ -23,6 +23,12 @@ export interface PgCommitProxy {
   loseNextCommitAnswer(after?: RegExp): Promise<void>;
   cutBeforeNextCommit(): Promise<void>;
   /**
+   * The next statement matching `pattern` (simple query or Parse) runs, and its answer is lost:
+   * held back until the server is ready for the next (the statement done — committed, outside a
+   * transaction), then the connection is cut. Resolves once that happened.
+   */
+  loseNextAnswer(pattern: RegExp): Promise<void>;
+  /**
    * Until the returned function is called, the connection is cut as any statement matching
    * `pattern` goes out (simple query or Parse), before the server sees it: the database is
    * unreachable for that statement, every time.
@@ -61,6 +67,7 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
   let armed: Armed;
   let terminateNext: (() => void) | undefined;
   let blocked: RegExp | undefined;
+  let answerLost: { pattern: RegExp; done: () => void } | undefined;
   let cuts = 0;
   let connections = 0;
   const sockets = new Set<Socket>();
@@ -78,6 +85,8 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
 
     /** Whether this connection sent a statement matching the armed `after` since it was armed. */
     let sawAfter: Armed = undefined;
+    /** This connection's answers are dropped until the server is ready, then it is cut. */
+    let doomedAnswer: (() => void) | undefined;
     // client → server: the startup message has no type byte; every later one does
     let started = false;
     let fromClient = Buffer.alloc(0);
@@ -90,7 +99,7 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
         if (fromClient.length < length) return;
         const message = fromClient.subarray(0, length);
         fromClient = fromClient.subarray(length);
-        const watched = blocked ?? armed?.after;
+        const watched = blocked ?? armed?.after ?? answerLost?.pattern;
         if (started && watched && (message[0] === 0x51 /* Q */ || message[0] === 0x50) /* P */) {
           const body = message.subarray(5);
           // Parse: statement name, then the query (NUL-terminated each); Query: the query
@@ -102,6 +111,10 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
             return;
           }
           if (armed?.after?.test(text)) sawAfter = armed;
+          if (answerLost?.pattern.test(text)) {
+            doomedAnswer = answerLost.done;
+            answerLost = undefined;
+          }
         }
         if (started && armed?.side === 'query' && message[0] === 0x51 /* Q */) {
           const text = message.subarray(5, message.length - 1).toString('utf8');
@@ -122,6 +135,23 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
     let fromServer = Buffer.alloc(0);
     upstream.on('data', (chunk: Buffer) => {
       fromServer = Buffer.concat([fromServer, chunk]);
+      if (doomedAnswer) {
+        // dropped, up to the server's ReadyForQuery: then the connection is cut
+        for (let at = 0; fromServer.length - at >= 5;) {
+          const length = fromServer.readInt32BE(at + 1) + 1;
+          if (fromServer.length - at < length) break;
+          if (fromServer[at] === 0x5a /* Z */) {
+            const done = doomedAnswer;
+            doomedAnswer = undefined;
+            fromServer = Buffer.alloc(0);
+            cut();
+            done();
+            return;
+          }
+          at += length;
+        }
+        return;
+      }
       let forward = 0;
       while (fromServer.length - forward >= 5) {
         const length = fromServer.readInt32BE(forward + 1) + 1;
@@ -178,6 +208,11 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
     },
     loseNextCommitAnswer: (after) => arm('answer', after),
     cutBeforeNextCommit: () => arm('query'),
+    loseNextAnswer: (pattern) =>
+      new Promise<void>((done) => {
+        if (answerLost) throw new Error('the proxy is already armed');
+        answerLost = { pattern, done };
+      }),
     terminateNextConnectionWhenReady: () =>
       new Promise<void>((done) => {
         if (terminateNext) throw new Error('the proxy is already armed');
