@@ -522,17 +522,23 @@ export class ImagesService {
   }
 
   /**
-   * Removes an abandoned upload's object before its row is: false (logged) when the store did not
-   * — the row is then kept, for the next pass to try both again.
+   * Removes an abandoned upload's object before its row is: false (logged) when the store could
+   * not be asked — the row is then kept, for the next pass to try both again. A DELETE the store
+   * refuses (4xx: a key without s3:DeleteObject, README) will be refused again: the row goes all
+   * the same (kept, it would count in the product's images for good and be asked about on every
+   * pass), the object left as before, said once at error.
    */
   private async removedBeforeRow(key: string): Promise<boolean> {
     try {
       await this.storage.delete(key);
-      return true;
     } catch (err) {
-      this.logger.warn(`abandoned upload ${key} not removed yet: ${String(err)}`);
-      return false;
+      if (!(err instanceof ObjectStorageRefused)) {
+        this.logger.warn(`abandoned upload ${key} not removed yet: ${String(err)}`);
+        return false;
+      }
+      this.logger.error(`abandoned upload ${key}: the store refuses to remove it (${String(err)})`);
     }
+    return true;
   }
 
   /** Removes an object served to no one; a failure leaves it (logged), harmless but for its space. */

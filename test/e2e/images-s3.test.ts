@@ -1007,6 +1007,43 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await fetch(object)).status).toBe(404);
     });
 
+    it("an abandoned upload whose DELETE the store refuses (no s3:DeleteObject) goes all the same, said at error: kept, it would count in the product's images for good", async () => {
+      const p = await createProduct(t, admin);
+      const up = await requestUpload(p.id, 'image/png', 300);
+      const res = await fetch(up.uploadUrl, {
+        method: 'PUT',
+        headers: { 'content-type': 'image/png', 'content-encoding': 'gzip' },
+        body: randomBytes(300),
+      });
+      expect(res.status).toBe(200);
+      await age(up.imageId, '2 hours');
+      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
+        .client;
+      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+      const refused = jest.spyOn(client, 'send').mockImplementation(((command: unknown) =>
+        command instanceof DeleteObjectCommand
+          ? Promise.reject(
+              new S3ServiceException({
+                name: 'AccessDenied',
+                $fault: 'client',
+                $metadata: { httpStatusCode: 403 },
+                message: 'Access Denied',
+              }),
+            )
+          : send(command)) as never);
+      const errors = jest.spyOn(Logger.prototype, 'error');
+      try {
+        expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0 });
+        expect(
+          errors.mock.calls.filter(([line]) => String(line).includes('refuses to remove it')),
+        ).toHaveLength(1);
+      } finally {
+        refused.mockRestore();
+        errors.mockRestore();
+      }
+      expect(await imageRow(up.imageId)).toBeUndefined();
+    });
+
     it('an object the store refuses to describe (403) is left pending; the pass goes on to the others', async () => {
       const p = await createProduct(t, admin);
       const bytes = randomBytes(256);
