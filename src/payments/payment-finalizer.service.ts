@@ -875,7 +875,9 @@ export class PaymentFinalizer {
           // settled before (paid, perhaps refunded in part): its record stays as it is — raised
           result = { kind: 'confirmed', orderId };
         }
-        this.tx.afterCommitOrUnknown(() => {
+        // (after a commit seen only: raised by every convergence of such a success, not by the
+        // change of a state — a retry after an unknown outcome raises it again)
+        this.tx.afterCommit(() => {
           this.amountMismatches.inc();
           this.logger.error(
             `intent ${intent.id} of order ${orderId} succeeded for ${intent.amount} ${intent.currency}, not the ` +
