@@ -24,8 +24,9 @@ export interface PgCommitProxy {
   cutBeforeNextCommit(): Promise<void>;
   /**
    * The next statement matching `pattern` (simple query or Parse) runs, and its answer is lost:
-   * held back until the server is ready for the next (the statement done — committed, outside a
-   * transaction), then the connection is cut. Resolves once that happened.
+   * held back until the server is ready for the next, then the connection is cut. Outside a
+   * transaction the statement has committed; inside one, the cut ends (rolls back) it. Resolves
+   * once that happened.
    */
   loseNextAnswer(pattern: RegExp): Promise<void>;
   /**
@@ -184,6 +185,10 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
             return;
           }
         }
+        // a transaction ended without its COMMIT's answer lost (rolled back, run again elsewhere;
+        // or the statement ran on its own): the next one on this connection is not the one meant
+        if (sawAfter && type === 0x5a /* Z */ && fromServer[forward + 5] === 0x49 /* I: idle */)
+          sawAfter = undefined;
         forward += length;
       }
       client.write(fromServer.subarray(0, forward));
