@@ -189,7 +189,9 @@ describe('catalog builds paid for by their time, per client', () => {
       expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
       expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       expect(tookMs).toBeGreaterThanOrEqual(CATALOG_BUILD_STATEMENT_MS - 50);
-      expect(tookMs).toBeLessThan(CATALOG_BUILD_STATEMENT_MS + 5_000);
+      // (~3.2 s alone; 8.3 s once in a full run on a slow day: unbounded, it would wait for the
+      // lock, held until this test commits below — the request would never be answered)
+      expect(tookMs).toBeLessThan(CATALOG_BUILD_STATEMENT_MS + 15_000);
       // its statement was cancelled on the server, not left waiting for the lock
       const waiting = await t.db.pool.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_stat_activity
