@@ -86,8 +86,9 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     // loaded machine (six files at once on two cores)
     expect(burstMs).toBeLessThan(4000);
 
-    // each request on its own: answered at once — well under 100 ms here alone, 250 ms the bound
-    // for a loaded machine (the test's client shares the process), against a 5 s connect timeout
+    // each request on its own: answered at once — well under 100 ms here alone, 1 s the bound
+    // for a loaded machine (the test's client shares the process; a jest worker stalled seconds
+    // at a time on a slow day), against a 5 s connect timeout
     const single = [];
     const retriedKey = newKey();
     for (let i = 0; i < 9; i++) {
@@ -98,7 +99,7 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
       );
     }
     expect(single.every((r) => r.status === 503)).toBe(true);
-    expect(median(single.map((r) => r.ms))).toBeLessThan(250);
+    expect(median(single.map((r) => r.ms))).toBeLessThan(1_000);
 
     const down = await t.http.get('/health/ready');
     expect(down.status).toBe(503);

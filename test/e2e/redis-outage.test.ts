@@ -63,8 +63,9 @@ describe('Redis outage: a private redis-server stopped for a while, then started
       const elapsed = performance.now() - started;
       expect(detail.status).toBe(200);
       expect(list.status).toBe(200);
-      // bounded by the cache's and the rate limiter's Redis timeouts, not by the 6 s stall
-      expect(elapsed).toBeLessThan(3500);
+      // bounded by the cache's and the rate limiter's Redis timeouts, not by the 6 s stall (with
+      // room for a loaded machine: a jest worker stalled seconds at a time on a slow day)
+      expect(elapsed).toBeLessThan(5_500);
       await admin.ping(); // answered once the pause is over
     } finally {
       admin.disconnect();

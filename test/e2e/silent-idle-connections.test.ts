@@ -56,6 +56,8 @@ describe("the pool's idle connections after a silent cut", () => {
     const after: { status: number; ms: number }[] = [];
     for (let i = 0; i < warmIdle; i++) after.push(await timed());
     expect(after.map((r) => r.status)).toEqual(Array(warmIdle).fill(200));
-    for (const r of after) expect(r.ms).toBeLessThan(SILENCE_MS / 2);
+    // (a request that waited out a silence takes SILENCE_MS at least; a fresh connection's answer
+    // took 1,150 ms once in a full run on a slow day — half of it was the bound)
+    for (const r of after) expect(r.ms).toBeLessThan(SILENCE_MS - 100);
   }, 60_000);
 });
