@@ -110,6 +110,23 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
 
   /** The store's own event for the n-th object written (1-based), as it emitted it. */
   const storeEvent = async (n: number) => (await s3.waitForEvents(n))[n - 1];
+  /** Until restored, the store refuses every command of `type` (403: a key without its permission). */
+  const refuseCommands = (type: abstract new (...args: never[]) => unknown) => {
+    const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
+      .client;
+    const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+    return jest.spyOn(client, 'send').mockImplementation(((command: unknown) =>
+      command instanceof type
+        ? Promise.reject(
+            new S3ServiceException({
+              name: 'AccessDenied',
+              $fault: 'client',
+              $metadata: { httpStatusCode: 403 },
+              message: 'Access Denied',
+            }),
+          )
+        : send(command)) as never);
+  };
 
   it('uploads with the pre-signed URL, and the store notification makes the image ready and visible', async () => {
     const p = await createProduct(t, admin);
@@ -799,20 +816,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const bytes = randomBytes(300);
       const up = await requestUpload(p.id, 'image/png', bytes.length);
       const event = await upload(up.uploadUrl, bytes);
-      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
-        .client;
-      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
-      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) =>
-        command instanceof CopyObjectCommand
-          ? Promise.reject(
-              new S3ServiceException({
-                name: 'AccessDenied',
-                $fault: 'client',
-                $metadata: { httpStatusCode: 403 },
-                message: 'Access Denied',
-              }),
-            )
-          : send(command)) as never);
+      const spy = refuseCommands(CopyObjectCommand);
       const errors = jest.spyOn(Logger.prototype, 'error');
       try {
         // the store retries it (not "the store would not describe it": HeadObject just did)
@@ -1017,20 +1021,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       });
       expect(res.status).toBe(200);
       await age(up.imageId, '2 hours');
-      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
-        .client;
-      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
-      const refused = jest.spyOn(client, 'send').mockImplementation(((command: unknown) =>
-        command instanceof DeleteObjectCommand
-          ? Promise.reject(
-              new S3ServiceException({
-                name: 'AccessDenied',
-                $fault: 'client',
-                $metadata: { httpStatusCode: 403 },
-                message: 'Access Denied',
-              }),
-            )
-          : send(command)) as never);
+      const refused = refuseCommands(DeleteObjectCommand);
       const errors = jest.spyOn(Logger.prototype, 'error');
       try {
         expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0 });

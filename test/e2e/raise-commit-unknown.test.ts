@@ -85,8 +85,9 @@ describe('a raise for a person whose COMMIT outcome could not be learned', () =>
     return lost.then(() => asking);
   };
 
-  const paidOrder = async () => {
-    const productId = await insertProduct(t.db.pool, { stock: 10, priceAmount: 10_000 });
+  /** An order of alice's whose payment has started (its intent made at Stripe). */
+  const startedPayment = async (priceAmount: number) => {
+    const productId = await insertProduct(t.db.pool, { stock: 10, priceAmount });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     const pay = await t.http.post(
       `/v1/orders/${order.body.id}/payment`,
@@ -94,14 +95,19 @@ describe('a raise for a person whose COMMIT outcome could not be learned', () =>
       { token: alice.token, idempotencyKey: newKey() },
     );
     expect(pay.status).toBe(201);
-    await deliver(stripe.succeed(pay.body.paymentIntentId));
+    return { orderId: order.body.id as string, intent: pay.body.paymentIntentId as string };
+  };
+
+  const paidOrder = async () => {
+    const started = await startedPayment(10_000);
+    await deliver(stripe.succeed(started.intent));
     await waitFor(
       'the order confirmed',
-      async () => (await rows(`SELECT status FROM orders WHERE id = $1`, [order.body.id]))[0],
+      async () => (await rows(`SELECT status FROM orders WHERE id = $1`, [started.orderId]))[0],
       { until: (o) => o.status === 'CONFIRMED', timeoutMs: 20_000 },
     );
     await drainAll();
-    return { orderId: order.body.id as string, intent: pay.body.paymentIntentId as string };
+    return started;
   };
 
   it("an admin's refund answered pending, then failed at the bank: raised once (requested_refunds_failed_total +1), recorded failed", async () => {
@@ -140,23 +146,16 @@ describe('a raise for a person whose COMMIT outcome could not be learned', () =>
   }, 60_000);
 
   it('a payment whose order the database does not have (restored from an older backup): raised once (payments_orphaned_total +1), recorded orphan', async () => {
-    const productId = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7_300 });
-    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    expect(pay.status).toBe(201);
+    const { orderId, intent } = await startedPayment(7_300);
     await drainAll();
     // the backup knew neither the order nor its payment
-    await rows(`DELETE FROM payments WHERE order_id = $1`, [order.body.id]);
-    await rows(`DELETE FROM orders WHERE id = $1`, [order.body.id]);
+    await rows(`DELETE FROM payments WHERE order_id = $1`, [orderId]);
+    await rows(`DELETE FROM orders WHERE id = $1`, [orderId]);
     const sample = 'payments_orphaned_total{event="payment"}';
     const before = await counter(sample);
 
     const lost = loseCommitUnknowably(/^UPDATE "webhook_events" SET "processed_at"/);
-    const success = stripe.succeed(pay.body.paymentIntentId);
+    const success = stripe.succeed(intent);
     await deliver(success);
     const stopAsking = await lost;
     await waitFor('the outcome given up on', () => counter(sample), {
@@ -202,15 +201,7 @@ describe('a raise for a person whose COMMIT outcome could not be learned', () =>
       `UPDATE payment_orphan_sweep SET checked_before = statement_timestamp() - interval '1 hour',
               pass_before = NULL, pass_list = NULL, pass_after = NULL`,
     );
-    const productId = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7_300 });
-    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    expect(pay.status).toBe(201);
-    const intent = pay.body.paymentIntentId as string;
+    const { intent } = await startedPayment(7_300);
     stripe.succeed(intent); // its webhook never delivered
     stripe.backdate(intent, RECONCILING_MS / 1000 + 30);
     const sample = 'payment_orphans_found_total{kind="intent"}';
