@@ -339,8 +339,8 @@ export class PaymentFinalizer {
    * and what happened (no customer details), `payments_orphaned_total{event}`, and the event's
    * outcome `orphan` in webhook_events. Raised by the run that marks the event processed (a
    * rerun of its job raises nothing again), once that mark commits or may have (its COMMIT's
-   * answer lost and the database not asked in time: raised, not lost). The webhook was answered 200 when the event was
-   * recorded: the provider does not send it again.
+   * answer lost and the database not asked in time: raised, not lost). The webhook was answered
+   * 200 when the event was recorded: the provider does not send it again.
    */
   private async recordOrphan(
     eventId: string,
@@ -424,13 +424,12 @@ export class PaymentFinalizer {
     eventId?: string,
   ): Promise<RecordedDispute | null> {
     const at = this.clock.now();
-    const recorded = await this.tx.run(async () => {
+    return this.tx.run(async () => {
       const done = await this.disputes.record({ ...dispute, paymentId: payment.id }, at);
       if (eventId) await this.events.markProcessed(eventId, at, 'dispute');
       if (done) this.tx.afterCommitOrUnknown(() => this.raiseDispute(payment, dispute, done));
       return done;
     });
-    return recorded;
   }
 
   /** What a dispute recorded changed, said to a person (noteDispute: once it commits, or may have). */
