@@ -189,7 +189,8 @@ describe('slow clients', () => {
       expect(problemOf(text)).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
       expect(text).toMatch(/\r\nretry-after: 1\r\n/i);
       expect(text).toMatch(/\r\nconnection: close\r\n/i);
-      expect(closedAfterMs).toBeLessThan(1_000); // at once, not at the request limit (2 s)
+      // at once, not at the request limit (2 s): with room for a jest worker starved on a loaded run
+      expect(closedAfterMs).toBeLessThan(1_500);
     }
     // all ended: the client's share is free again
     const closing = head.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n');
