@@ -33,9 +33,8 @@ fi
 # it fails): lint, typecheck, unused code (knip.json), the committed contract (zero problems under
 # redocly.yaml and .spectral.yaml, offline) and formatting. Any of them failing fails the run.
 # They need ~115 s of CPU in all here (typecheck and lint ~70, prettier ~30; alone). The drill
-# leaves half of this 2-core machine idle
-# (83 s, 52% busy, measured alone: its processes mostly wait on its schedule and on each other);
-# jest keeps it busy. So the drill runs first, and the checks take what it leaves, then what jest
+# leaves half of this 2-core machine idle (83 s, 52% busy, measured alone: its processes mostly
+# wait on its schedule and on each other); jest keeps it busy. So the drill runs first, and the checks take what it leaves, then what jest
 # leaves: 595 s against 619 s for the whole run here (the drill last, the checks beside jest alone).
 # (The drill beside jest instead made the run no shorter — 558–636 s against 592 s — the
 # oversubscribed cores costing jest about what the drill's 85 s saved.)
