@@ -190,7 +190,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     // force-exited with code 1, its pools and lock sessions never closed. After the timeout, once
     // no handler runs (or CUT_AFTER_HANDLERS_MS more), what is left is cut: no handler of its
     // ran, and the close — Nest's shutdown hooks after it — finishes before the forced exit.
-    setTimeout(() => {
+    const cut = setTimeout(() => {
       // (a moment after the last handler returns: its answer is still on its way to the socket)
       void inFlight
         .waitForIdle(CUT_AFTER_HANDLERS_MS)
@@ -198,6 +198,9 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
           setTimeout(() => fastify.server.closeAllConnections(), LAST_ANSWER_GRACE_MS).unref(),
         );
     }, shutdownTimeoutMs).unref();
+    // (the server closed — its last connection ended — has nothing left to cut: the timer would
+    // keep this application in memory for SHUTDOWN_TIMEOUT_MS, in a process that goes on)
+    fastify.server.once('close', () => clearTimeout(cut));
   });
   const localOnly = developmentLocalOnly(config);
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
