@@ -334,6 +334,21 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       415,
       'UNSUPPORTED_MEDIA_TYPE',
     ]);
+    // a charset named twice: refused for the one that is not UTF-8, wherever it stands
+    for (const doubled of [
+      'application/json; charset=utf-8; charset=iso-8859-1',
+      'application/json; charset=iso-8859-1; charset="utf-8"',
+    ]) {
+      const res = await send(
+        doubled,
+        Buffer.from(`{"name":"Caf\u00e9","slug":"${slug()}"}`, 'latin1'),
+      );
+      expect([doubled, res.status, ((await res.json()) as { code: string }).code]).toEqual([
+        doubled,
+        415,
+        'UNSUPPORTED_MEDIA_TYPE',
+      ]);
+    }
     const broken = await send(
       'application/json',
       Buffer.concat([
@@ -361,6 +376,11 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       Buffer.from(`{"name":"Cafe","slug":"${slug()}"}`, 'ascii'),
     );
     expect(ascii.status).toBe(201);
+    const twice = await send(
+      'application/json; charset=utf-8; charset=UTF-8',
+      Buffer.from(`{"name":"Caf\u00e9","slug":"${slug()}"}`, 'utf8'),
+    );
+    expect(twice.status).toBe(201);
   });
 
   it('counts length as PostgreSQL does: variation selectors are characters, an over-long value is a 400', async () => {

@@ -72,8 +72,8 @@ function shapeProblem(value: unknown, { width, nodes: maxNodes }: BodyWidth): st
   return null;
 }
 
-/** The `charset` parameter of a Content-Type, quoted or not. */
-const CHARSET = /;\s*charset\s*=\s*("?)([^";\s]+)\1/i;
+/** The `charset` parameters of a Content-Type, quoted or not. */
+const CHARSET = /;\s*charset\s*=\s*("?)([^";\s]+)\1/gi;
 /** Refuses bytes that are not UTF-8 instead of replacing them. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
@@ -113,9 +113,12 @@ export function limitBodies(app: NestFastifyApplication): void {
     // JSON is UTF-8 (RFC 8259): another charset would be read as UTF-8 and its letters replaced
     // with U+FFFD — stored, and different from what was sent — so it is refused, as are bytes
     // that are not UTF-8 at all
-    const charset = CHARSET.exec(String(request.headers['content-type'] ?? ''))?.[2];
+    // — each one named: `charset=utf-8; charset=iso-8859-1` is a Latin-1 body to whoever reads the
+    // last, and a parameter named twice is an error (RFC 6838 4.3); only the first was read, and
+    // its Latin-1 letters were answered as bytes that are not UTF-8 (400), not as the charset
+    const charsets = String(request.headers['content-type'] ?? '').matchAll(CHARSET);
     // (US-ASCII is a part of UTF-8: such a body reads the same; the decode below holds it to that)
-    if (charset !== undefined && !/^(utf-?8|us-ascii|ascii)$/i.test(charset)) {
+    if ([...charsets].some(([, , charset]) => !/^(utf-?8|us-ascii|ascii)$/i.test(charset))) {
       done(
         new DomainError(
           'UNSUPPORTED_MEDIA_TYPE',
