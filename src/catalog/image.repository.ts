@@ -1,10 +1,12 @@
 import { Injectable } from '@nestjs/common';
+import { IsNull } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { ProductImageEntity, ProductImageStatus } from './entities/product-image.entity';
 import { ProductRepository } from './product.repository';
 
 /** A product image row as the storage notification needs it. */
 interface StoredImage {
+  id: string;
   productId: string;
   /** The key it is served from: its upload's while pending (and if made ready before 2026-12). */
   key: string;
@@ -21,6 +23,18 @@ export interface PendingImage {
   sizeBytes: number;
   createdAt: Date;
 }
+
+/** An image with objects noted as served to no one (`stray_keys`), for the pass to remove. */
+export interface StrayImage {
+  id: string;
+  /** The key it is served from (never removed as a stray). */
+  key: string;
+  strayKeys: string[];
+  notedAt: Date;
+}
+
+/** Objects an image may have noted at once (the row's CHECK); a note past them is refused. */
+export const MAX_STRAY_KEYS = 32;
 
 /** Advisory lock class of a product's image count ('IM'): one upload started at a time per product. */
 const IMAGES_LOCK_CLASS = 0x494d;
@@ -84,6 +98,7 @@ export class ImageRepository {
     );
     return image
       ? {
+          id: image.id,
           productId: image.productId,
           key: image.storageKey,
           contentType: image.contentType,
@@ -94,24 +109,59 @@ export class ImageRepository {
   }
 
   /**
-   * Marks a pending image ready, served from `servedKey` (its checked copy), and makes that the
-   * product's main image if it has none, in one transaction. Guarded (`WHERE status = 'pending'`
-   * and the upload's key): of two concurrent or repeated notifications only one changes anything.
-   * Returns the product id, or null when nothing was pending under this key.
+   * Notes `key` as an object of the image that nothing serves (yet): a copy, before it is made.
+   * False when the image is gone or already has MAX_STRAY_KEYS noted (then no copy is made:
+   * the pass removes those first).
+   */
+  async noteStray(imageId: string, key: string, at: Date): Promise<boolean> {
+    const rows = await this.tx.query(
+      `UPDATE product_images
+          SET stray_keys = array_append(coalesce(stray_keys, '{}'), $2::text), stray_noted_at = $3
+        WHERE id = $1 AND coalesce(cardinality(stray_keys), 0) < $4::int
+        RETURNING 1`,
+      [imageId, key, at, MAX_STRAY_KEYS],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Takes `key` off the image's noted strays — once it is gone from the store, or before the pass
+   * removes it (a ready mark or a move needs the copy noted: none can adopt it after this). Never
+   * the key it is served from. False when it was not noted.
+   */
+  async forgetStray(imageId: string, key: string): Promise<boolean> {
+    const rows = await this.tx.query(
+      `UPDATE product_images
+          SET stray_keys = NULLIF(array_remove(stray_keys, $2::text), '{}'),
+              stray_noted_at = CASE WHEN array_remove(stray_keys, $2::text) = '{}' THEN NULL
+                                    ELSE stray_noted_at END
+        WHERE id = $1 AND $2::text = ANY(stray_keys) AND storage_key <> $2::text
+        RETURNING 1`,
+      [imageId, key],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Marks a pending image ready, served from `servedKey` (its checked copy, noted as a stray
+   * before it was made), and makes that the product's main image if it has none, in one
+   * transaction. The copy is no stray any more; the upload's object is one now (served to no one;
+   * noted until it is removed). Guarded (`WHERE status = 'pending'`, the upload's key, the copy
+   * noted): of two concurrent or repeated notifications only one changes anything, and a copy the
+   * pass has taken for a stray is never served. Returns the product id, or null when nothing
+   * changed.
    */
   markReady(uploadKey: string, servedKey: string, at: Date): Promise<string | null> {
     return this.tx.run(async () => {
-      const result = await this.tx.withManager((m) =>
-        m
-          .createQueryBuilder()
-          .update(ProductImageEntity)
-          .set({ status: 'ready', readyAt: at, storageKey: servedKey })
-          .where('storage_key = :uploadKey', { uploadKey })
-          .andWhere(`status = 'pending'`)
-          .returning(['productId'])
-          .execute(),
+      const [row] = await this.tx.query<{ product_id: string }>(
+        `UPDATE product_images
+            SET status = 'ready', ready_at = $3, storage_key = $2,
+                stray_keys = array_replace(stray_keys, $2::text, $1::text), stray_noted_at = $3
+          WHERE storage_key = $1 AND status = 'pending' AND $2::text = ANY(stray_keys)
+          RETURNING product_id`,
+        [uploadKey, servedKey, at],
       );
-      const productId = (result.raw as { product_id: string }[])[0]?.product_id ?? null;
+      const productId = row?.product_id ?? null;
       if (productId !== null) await this.products.setImageIfNone(productId, servedKey, at);
       return productId;
     });
@@ -119,26 +169,57 @@ export class ImageRepository {
 
   /**
    * Moves a ready image still served from its upload's key (made ready by a build before
-   * 2026-12) to its checked copy `servedKey`, the product's main image too if it was that one.
-   * Guarded on the upload's key: of two at once one moves it. False when nothing moved.
+   * 2026-12) to its checked copy `servedKey` (noted before it was made; no stray now), the
+   * product's main image too if it was that one. Guarded on the upload's key and the note: of two
+   * at once one moves it. False when nothing moved.
    */
   moveToServedKey(uploadKey: string, servedKey: string, at: Date): Promise<boolean> {
     return this.tx.run(async () => {
-      const result = await this.tx.withManager((m) =>
-        m
-          .createQueryBuilder()
-          .update(ProductImageEntity)
-          .set({ storageKey: servedKey })
-          .where('storage_key = :uploadKey', { uploadKey })
-          .andWhere(`status = 'ready'`)
-          .returning(['productId'])
-          .execute(),
+      const [row] = await this.tx.query<{ product_id: string }>(
+        `UPDATE product_images
+            SET storage_key = $2,
+                stray_keys = NULLIF(array_remove(stray_keys, $2::text), '{}'),
+                stray_noted_at = CASE WHEN array_remove(stray_keys, $2::text) = '{}' THEN NULL
+                                      ELSE stray_noted_at END
+          WHERE storage_key = $1 AND status = 'ready' AND $2::text = ANY(stray_keys)
+          RETURNING product_id`,
+        [uploadKey, servedKey],
       );
-      const productId = (result.raw as { product_id: string }[])[0]?.product_id ?? null;
-      if (productId === null) return false;
-      await this.products.replaceImage(productId, uploadKey, servedKey, at);
+      if (!row) return false;
+      await this.products.replaceImage(row.product_id, uploadKey, servedKey, at);
       return true;
     });
+  }
+
+  /**
+   * Images with strays noted before `before`, the longest noted first, keyset-paged after
+   * `after`; through the partial index of the rows that have any (migration ImageStrayKeys).
+   */
+  async findStray(before: Date, limit: number, after?: StrayImage): Promise<StrayImage[]> {
+    const rows = await this.tx.query<{
+      id: string;
+      storage_key: string;
+      stray_keys: string[];
+      stray_noted_at: Date;
+    }>(
+      `SELECT id, storage_key, stray_keys, stray_noted_at FROM product_images
+        WHERE stray_keys IS NOT NULL AND stray_noted_at < $1
+          AND (stray_noted_at, id) > ($2::timestamptz, $3::uuid)
+        ORDER BY stray_noted_at, id
+        LIMIT $4::int`,
+      [
+        before,
+        after?.notedAt ?? new Date(0),
+        after?.id ?? '00000000-0000-0000-0000-000000000000',
+        limit,
+      ],
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      key: r.storage_key,
+      strayKeys: r.stray_keys,
+      notedAt: r.stray_noted_at,
+    }));
   }
 
   /** Pending images created before `before`, oldest first, keyset-paged after `after`. */
@@ -205,10 +286,15 @@ export class ImageRepository {
     }));
   }
 
-  /** Removes an image that is still pending (guarded: one made ready meanwhile stays). */
+  /**
+   * Removes an image that is still pending (guarded: one made ready meanwhile stays), and has no
+   * strays noted (the row is what names them: the pass removes them first).
+   */
   async deletePending(key: string): Promise<boolean> {
     const result = await this.tx.withManager((m) =>
-      m.getRepository(ProductImageEntity).delete({ storageKey: key, status: 'pending' }),
+      m
+        .getRepository(ProductImageEntity)
+        .delete({ storageKey: key, status: 'pending', strayKeys: IsNull() }),
     );
     return (result.affected ?? 0) > 0;
   }

@@ -8,7 +8,7 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
-import { ImageRepository, PendingImage } from './image.repository';
+import { ImageRepository, MAX_STRAY_KEYS, PendingImage, StrayImage } from './image.repository';
 import {
   ObjectStorage,
   ObjectStorageCopyRefused,
@@ -90,7 +90,27 @@ const REFUSALS_ENDING_A_PASS = 20;
  */
 const REFUSED_ABANDONED_AFTER_MS = 7 * 86_400_000;
 
+/**
+ * How long after its (latest) note a stray object of an image is removed by the pass: a copy is
+ * noted before it is made and served or removed within seconds by its confirmation (its store
+ * calls and statements are bounded far below this), and an upload made ready was removed at once
+ * but for a failure; only what a kill or a failure left is still noted an hour on.
+ */
+const STRAY_GRACE_MS = 60 * 60_000;
+
 type Settled = 'ready' | 'unchanged' | 'absent' | 'mismatch';
+
+/** What one reconciliation pass did (the job's result). */
+export interface ReconciledImages {
+  /** Pending images made ready (no notification came). */
+  ready: number;
+  /** Abandoned pending images removed. */
+  removed: number;
+  /** Images an earlier build made ready moved to a checked copy. */
+  moved: number;
+  /** Stray objects (copies served to no one, uploads of ready images) removed from the store. */
+  strays: number;
+}
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
@@ -114,6 +134,8 @@ export class ImagesService {
   private resumeAfter?: PendingImage;
   /** Where the last pass stopped among ready images still served from their upload key, as above. */
   private resumeServedFromUploadAfter?: PendingImage;
+  /** Where the last pass stopped among images with strays noted, as above. */
+  private resumeStrayAfter?: StrayImage;
   private readonly expectedAuthorization: Buffer;
 
   constructor(
@@ -281,14 +303,19 @@ export class ImagesService {
    * the earlier build (which ignores notifications for ready images) or was refused a HeadObject
    * replaced what customers were served, for good. Oldest first, in pages as the pending ones, a
    * place kept between passes the same way; refusals count towards the same run.
+   *
+   * Last, the objects noted on images as served to no one over STRAY_GRACE_MS ago are removed
+   * (removeStrays).
    */
   @OnJob(JobName.ReconcileImages)
-  async reconcilePending(): Promise<{ ready: number; removed: number; moved: number }> {
+  async reconcilePending(): Promise<ReconciledImages> {
     const now = this.clock.now().getTime();
     const before = new Date(now - NOTIFICATION_GRACE_MS);
     let ready = 0;
     let removed = 0;
     let moved = 0;
+    let strays = 0;
+    const refusedDeletes: string[] = [];
     let missing = 0;
     let refused = 0;
     let firstRefused: ObjectStorageRefused | undefined;
@@ -374,6 +401,8 @@ export class ImagesService {
         afterServed = served[served.length - 1];
         if (page === RECONCILE_PAGES - 1) this.resumeServedFromUploadAfter = afterServed;
       }
+
+      strays = await this.removeStrays(new Date(now - STRAY_GRACE_MS), refusedDeletes);
     } catch (err) {
       if (!(err instanceof ObjectStorageUnavailable)) throw err;
       // (a copy refused is logged below, as what it is)
@@ -393,18 +422,25 @@ export class ImagesService {
         `${copyRefused} checked upload(s) not copied (left pending, or served from their upload key): ${firstCopyRefused.message}`,
       );
     }
+    if (refusedDeletes.length > 0) {
+      this.logger.error(
+        `${refusedDeletes.length} stray object(s) the store refuses to remove (${refusedDeletes[0]}, …): ` +
+          'left in the bucket, no longer noted — a key without s3:DeleteObject',
+      );
+    }
     if (missing > 0) {
       this.logger.warn(
         `${missing} ready image(s) served from their upload key have no object in the store`,
       );
     }
-    if (ready > 0 || removed > 0 || moved > 0) {
+    if (ready > 0 || removed > 0 || moved > 0 || strays > 0) {
       this.logger.warn(
         `images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed, ` +
-          `${moved} made ready by an earlier build moved to a checked copy`,
+          `${moved} made ready by an earlier build moved to a checked copy, ` +
+          `${strays} stray object(s) a failure or a kill left removed`,
       );
     }
-    return { ready, removed, moved };
+    return { ready, removed, moved, strays };
   }
 
   /**
@@ -414,13 +450,15 @@ export class ImagesService {
    * the upload is removed. The upload URL stays valid for its 15 minutes, but writes only the
    * upload's key, which nobody is served. Throws ObjectStorageUnavailable when the store cannot be
    * asked (ObjectStorageCopyRefused when it described the upload and would not copy it). An update
-   * that fails, or that a concurrent confirmation won, removes its copy; only a process dying
-   * between the copy and the update leaves one (a full copy, served to no one, that nothing
-   * sweeps) beside a pending image: the next notification or pass makes another.
+   * that fails, or that a concurrent confirmation won, removes its copy. The copy's key is noted
+   * on the row before it is made, and the upload's once it is served to no one, each until it is
+   * removed: what a process dying between the copy and the update (or a failed DELETE) leaves —
+   * a full copy, served to no one — the pass removes (removeStrays); the next notification or pass
+   * makes another copy.
    */
   private async settle(
     key: string,
-    image: { contentType: string; sizeBytes: number },
+    image: { id: string; contentType: string; sizeBytes: number },
   ): Promise<Settled> {
     const stored = await this.storage.head(key);
     if (!stored) return 'absent';
@@ -442,13 +480,16 @@ export class ImagesService {
       );
       return 'mismatch';
     }
-    const servedKey = this.servedKey(key, image.contentType);
+    const servedKey = await this.noteCopy(image.id, key, image.contentType);
+    if (servedKey === null) return 'unchanged';
+    // (a copy that throws may have been made — a timeout —: it stays noted, for the pass)
     const copied = await this.storage.copyForServing(key, servedKey, {
       contentType: image.contentType,
       etag: stored.etag,
     });
-    if (copied === 'absent') return 'absent';
-    if (copied === 'changed') {
+    if (copied !== 'copied') {
+      await this.forgetQuietly(image.id, servedKey); // no copy was made
+      if (copied === 'absent') return 'absent';
       // another PUT through the URL since the HeadObject: its own notification checks it
       this.logger.warn(`storage object ${key} changed while it was checked: left pending`);
       return 'unchanged';
@@ -459,15 +500,16 @@ export class ImagesService {
     } catch (err) {
       // (a lock timeout, a connection lost): the copy is served to no one, and the store's retry
       // makes another — each left behind was a full copy nothing removes
-      await this.removeQuietly(servedKey);
+      await this.removeStray(image.id, servedKey);
       throw err;
     }
     if (productId === null) {
       // a concurrent confirmation made it ready from its own copy: this one is served to no one
-      await this.removeQuietly(servedKey);
+      await this.removeStray(image.id, servedKey);
       return 'unchanged';
     }
-    await this.removeQuietly(key);
+    // the upload, served to no one now (markReady noted it)
+    await this.removeStray(image.id, key);
     return 'ready';
   }
 
@@ -482,29 +524,33 @@ export class ImagesService {
    */
   private async afterReady(
     key: string,
-    image: { key: string; contentType: string },
+    image: { id: string; key: string; contentType: string },
   ): Promise<Settled> {
     if (image.key !== key) {
-      await this.removeQuietly(key);
+      await this.removeStray(image.id, key, { noted: false });
       return 'unchanged';
     }
     const stored = await this.storage.head(key);
     if (!stored) return 'absent';
-    const servedKey = this.servedKey(key, image.contentType);
+    const servedKey = await this.noteCopy(image.id, key, image.contentType);
+    if (servedKey === null) return 'unchanged';
     const copied = await this.storage.copyForServing(key, servedKey, {
       contentType: image.contentType,
       etag: stored.etag,
     });
-    if (copied !== 'copied') return 'unchanged';
+    if (copied !== 'copied') {
+      await this.forgetQuietly(image.id, servedKey);
+      return 'unchanged';
+    }
     let moved: boolean;
     try {
       moved = await this.images.moveToServedKey(key, servedKey, this.clock.now());
     } catch (err) {
-      await this.removeQuietly(servedKey); // (as in settle)
+      await this.removeStray(image.id, servedKey); // (as in settle)
       throw err;
     }
     if (!moved) {
-      await this.removeQuietly(servedKey);
+      await this.removeStray(image.id, servedKey);
       return 'unchanged';
     }
     // the upload's object is left: pages handed out before the move name it (the catalog cache
@@ -541,13 +587,98 @@ export class ImagesService {
     return true;
   }
 
-  /** Removes an object served to no one; a failure leaves it (logged), harmless but for its space. */
-  private async removeQuietly(key: string): Promise<void> {
+  /**
+   * A key for the image's next checked copy, noted on its row before the copy is made (a kill
+   * between the copy and the ready mark left a full copy that nothing named, for good); null,
+   * logged, when the row takes no more notes (MAX_STRAY_KEYS unremoved: the pass removes them
+   * first, and the image stays as it is until then).
+   */
+  private async noteCopy(
+    imageId: string,
+    key: string,
+    contentType: string,
+  ): Promise<string | null> {
+    const servedKey = this.servedKey(key, contentType);
+    if (await this.images.noteStray(imageId, servedKey, this.clock.now())) return servedKey;
+    this.logger.warn(
+      `image ${key} has ${MAX_STRAY_KEYS} copies noted and not yet removed: not copied again before the pass removes them`,
+    );
+    return null;
+  }
+
+  /**
+   * Removes an object of the image served to no one (a copy that lost, the upload of a ready
+   * image), and then its note; a removal that fails leaves it noted (logged), for the pass —
+   * one not noted (`noted: false`) is noted then.
+   */
+  private async removeStray(
+    imageId: string,
+    key: string,
+    { noted }: { noted: boolean } = { noted: true },
+  ): Promise<void> {
     try {
       await this.storage.delete(key);
     } catch (err) {
-      this.logger.warn(`storage object ${key} (served to no one) not removed: ${String(err)}`);
+      this.logger.warn(
+        `storage object ${key} (served to no one) not removed yet, left to the pass: ${String(err)}`,
+      );
+      if (!noted) await this.noteQuietly(imageId, key);
+      return;
     }
+    if (noted) await this.forgetQuietly(imageId, key);
+  }
+
+  /** Takes a key off the image's strays; a failure leaves it noted (the pass removes it then). */
+  private async forgetQuietly(imageId: string, key: string): Promise<void> {
+    try {
+      await this.images.forgetStray(imageId, key);
+    } catch (err) {
+      this.logger.warn(`stray ${key} removed, its note left for the pass: ${String(err)}`);
+    }
+  }
+
+  private async noteQuietly(imageId: string, key: string): Promise<void> {
+    try {
+      await this.images.noteStray(imageId, key, this.clock.now());
+    } catch (err) {
+      this.logger.warn(`storage object ${key} (served to no one) not noted: ${String(err)}`);
+    }
+  }
+
+  /**
+   * Removes the strays noted on images over STRAY_GRACE_MS ago: each taken off its row first
+   * (a ready mark or a move needs its copy noted, so none can adopt it once taken), then deleted
+   * from the store; a store that cannot be asked gets it noted back and ends this part of the
+   * pass (ObjectStorageUnavailable). A DELETE the store refuses (4xx: no s3:DeleteObject) will be
+   * refused again: the note goes all the same, said at error. Returns how many were removed.
+   */
+  private async removeStrays(before: Date, refusedDeletes: string[]): Promise<number> {
+    let removed = 0;
+    let after = this.resumeStrayAfter;
+    this.resumeStrayAfter = undefined;
+    for (let page = 0; page < RECONCILE_PAGES; page++) {
+      const images = await this.images.findStray(before, RECONCILE_BATCH, after);
+      for (const image of images) {
+        for (const key of image.strayKeys) {
+          if (!(await this.images.forgetStray(image.id, key))) continue;
+          try {
+            await this.storage.delete(key);
+            removed++;
+          } catch (err) {
+            if (err instanceof ObjectStorageRefused) {
+              refusedDeletes.push(key);
+              continue;
+            }
+            await this.noteQuietly(image.id, key);
+            throw err;
+          }
+        }
+      }
+      if (images.length < RECONCILE_BATCH) break;
+      after = images[images.length - 1];
+      if (page === RECONCILE_PAGES - 1) this.resumeStrayAfter = after;
+    }
+    return removed;
   }
 }
 

@@ -228,6 +228,8 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     const key = `products/${p.id}/${up.imageId}`;
     const images = t.app.get(ImageRepository);
     const at = new Date();
+    // each copy noted before it is made, as a confirmation does
+    for (let i = 0; i < 8; i++) await images.noteStray(up.imageId, `${key}.${i}.png`, at);
     const winners = await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
         images.markReady(key, `${key}.${i}.png`, new Date(at.getTime() + i)),
@@ -939,11 +941,11 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBeNull(); // cached, no image
 
       // within the grace period the store's notification is waited for
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 });
       expect((await imageRow(up.imageId)).status).toBe('pending');
 
       await age(up.imageId, '3 minutes');
-      expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
+      expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0, strays: 0 });
       expect((await imageRow(up.imageId)).status).toBe('ready');
       // visible at once: the catalog cache was invalidated
       const key = `products/${p.id}/${up.imageId}`;
@@ -951,7 +953,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         `${s3.endpoint}/${s3.bucket}/${await servedKey(up.imageId)}`,
       );
       // again, or a late notification: nothing changes
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 });
       const late = await notify({
         Records: [
           { eventName: 'ObjectCreated:Put', s3: { bucket: { name: s3.bucket }, object: { key } } },
@@ -964,10 +966,10 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const p = await createProduct(t, admin);
       const up = await requestUpload(p.id, 'image/png', 64);
       await age(up.imageId, '30 minutes'); // URL expired, but a PUT begun in time may still be arriving
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 });
       expect((await imageRow(up.imageId)).status).toBe('pending');
       await age(up.imageId, '2 hours');
-      expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0, strays: 0 });
       expect(await imageRow(up.imageId)).toBeUndefined();
       expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([]);
     });
@@ -1000,12 +1002,12 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
             ? Promise.reject(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }))
             : send(command)) as never);
       try {
-        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 });
       } finally {
         blink.mockRestore();
       }
       expect((await imageRow(up.imageId)).status).toBe('pending');
-      expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0, strays: 0 });
       expect(await imageRow(up.imageId)).toBeUndefined();
       // (it stayed in the bucket for good, fetchable at its key)
       expect((await fetch(object)).status).toBe(404);
@@ -1024,7 +1026,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const refused = refuseCommands(DeleteObjectCommand);
       const errors = jest.spyOn(Logger.prototype, 'error');
       try {
-        expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0 });
+        expect(await reconcile()).toEqual({ ready: 0, removed: 1, moved: 0, strays: 0 });
         expect(
           errors.mock.calls.filter(([line]) => String(line).includes('refuses to remove it')),
         ).toHaveLength(1);
@@ -1046,7 +1048,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       await age(uploaded.imageId, '3 minutes');
       const store = refuseHeads((key) => key === `products/${p.id}/${refused.imageId}`);
       try {
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0, strays: 0 });
       } finally {
         store.restore();
       }
@@ -1087,7 +1089,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       for (const up of ups) await age(up.imageId, '3 minutes');
       const store = refuseHeads(() => true);
       try {
-        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 });
       } finally {
         store.restore();
       }
@@ -1114,9 +1116,9 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const staleKeys = new Set(stale.map((up) => `products/${up.productId}/${up.imageId}`));
       const store = refuseHeads((key) => staleKeys.has(key));
       try {
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0, strays: 0 });
         for (const up of stale) await age(up.imageId, '8 days');
-        expect(await reconcile()).toEqual({ ready: 0, removed: 22, moved: 0 });
+        expect(await reconcile()).toEqual({ ready: 0, removed: 22, moved: 0, strays: 0 });
       } finally {
         store.restore();
       }
@@ -1142,9 +1144,9 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const uploadedKey = `products/${other.id}/${uploaded.imageId}`;
       const store = refuseHeads((key) => key !== uploadedKey);
       try {
-        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 }); // the oldest 2,000
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 }); // the oldest 2,000
         expect(store.heads()).toBe(2_000);
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 }); // on from there: the rest, and the upload
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0, strays: 0 }); // on from there: the rest, and the upload
       } finally {
         store.restore();
       }
@@ -1183,7 +1185,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       });
       expect(res.status).toBe(200);
       await age(up.imageId, '1 day');
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1, strays: 0 });
       const served = await servedKey(up.imageId);
       const detail = (await t.http.get(`/v1/products/${p.id}`)).body;
       expect([detail.imageUrl, detail.images]).toEqual([
@@ -1197,7 +1199,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         fetched.headers.get('cache-control'),
       ]).toEqual([null, null, 'public, max-age=31536000, immutable']);
       // once moved, nothing more to do; the upload's object is left for pages that name it
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 });
       expect((await fetch(`${s3.endpoint}/${s3.bucket}/${up.key}`)).status).toBe(200);
     });
 
@@ -1218,7 +1220,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       } finally {
         store.restore();
       }
-      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1 });
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1, strays: 0 });
       await servedKey(up.imageId);
     });
 
@@ -1236,9 +1238,9 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const up = await readyOnUploadKey(other.id, randomBytes(128));
       const store = failHeads((key) => (key === up.key ? undefined : 404));
       try {
-        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0 }); // the oldest 2,000
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 0, strays: 0 }); // the oldest 2,000
         expect(store.heads(`products/${p.id}/`)).toBe(2_000);
-        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1 }); // on from there
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0, moved: 1, strays: 0 }); // on from there
       } finally {
         store.restore();
         await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
@@ -1261,12 +1263,145 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
           ready: 0,
           removed: 0,
           moved: 0,
+          strays: 0,
         });
         expect((await imageRow(up.imageId)).status).toBe('pending');
-        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0 });
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0, moved: 0, strays: 0 });
       } finally {
         await down.close();
       }
+    });
+  });
+
+  describe('what a kill or a failed DELETE leaves in the bucket (strays)', () => {
+    const reconcile = () => t.app.get(ImagesService).reconcilePending();
+    const strayRow = async (imageId: string) =>
+      (
+        await t.db.pool.query<{ stray_keys: string[] | null }>(
+          `SELECT stray_keys FROM product_images WHERE id = $1`,
+          [imageId],
+        )
+      ).rows[0].stray_keys;
+    /** As if the strays had been noted `interval` ago. */
+    const ageStrays = (imageId: string, interval: string) =>
+      t.db.pool.query(
+        `UPDATE product_images SET stray_noted_at = stray_noted_at - $2::interval WHERE id = $1`,
+        [imageId, interval],
+      );
+    const uploaded = async (productId: string) => {
+      const bytes = randomBytes(256);
+      const up = await requestUpload(productId, 'image/png', bytes.length);
+      const n = s3.events.length;
+      expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
+      return { up, event: await storeEvent(n + 1) };
+    };
+
+    it('a process killed between the copy and the ready mark: its copy is noted on the row, the retry serves another, and an hour on the pass removes the first — the bucket holds only what is served', async () => {
+      const p = await createProduct(t, admin);
+      const { up, event } = await uploaded(p.id);
+      const uploadKey = `products/${p.id}/${up.imageId}`;
+      // the kill: nothing after the copy runs (no ready mark, no removal of the copy)
+      const mark = jest
+        .spyOn(t.app.get(ImageRepository), 'markReady')
+        .mockRejectedValueOnce(new Error('killed'));
+      const remove = jest
+        .spyOn(t.app.get(ObjectStorage), 'delete')
+        .mockRejectedValueOnce(new Error('killed'));
+      try {
+        expect((await notify(event)).status).toBe(500);
+      } finally {
+        mark.mockRestore();
+        remove.mockRestore();
+      }
+      const [left] = (await objectsUnder(`products/${p.id}/`)).filter((k) => k !== uploadKey);
+      expect(left).toMatch(/\.png$/);
+      expect(await strayRow(up.imageId)).toEqual([left]);
+
+      expect((await notify(event)).status).toBe(204);
+      const served = await servedKey(up.imageId);
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([left, served].sort());
+      expect(await strayRow(up.imageId)).toEqual([left]);
+      // within the hour (a confirmation may still be making it): left as it is
+      expect(await reconcile()).toMatchObject({ strays: 0 });
+      await ageStrays(up.imageId, '61 minutes');
+      expect(await reconcile()).toMatchObject({ strays: 1 });
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([served]);
+      expect(await strayRow(up.imageId)).toBeNull();
+      expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([
+        `${s3.endpoint}/${s3.bucket}/${served}`,
+      ]);
+      expect(await reconcile()).toMatchObject({ strays: 0 });
+    });
+
+    it('the upload of an image made ready whose DELETE failed stays noted, and the pass removes it', async () => {
+      const p = await createProduct(t, admin);
+      const { up, event } = await uploaded(p.id);
+      const uploadKey = `products/${p.id}/${up.imageId}`;
+      const remove = jest
+        .spyOn(t.app.get(ObjectStorage), 'delete')
+        .mockRejectedValueOnce(new ObjectStorageUnavailable(new Error('connect ECONNREFUSED')));
+      try {
+        expect((await notify(event)).status).toBe(204);
+      } finally {
+        remove.mockRestore();
+      }
+      const served = await servedKey(up.imageId);
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([uploadKey, served].sort());
+      expect(await strayRow(up.imageId)).toEqual([uploadKey]);
+      await ageStrays(up.imageId, '2 hours');
+      // a store that cannot be asked: the stray stays noted for the next pass
+      const down = jest
+        .spyOn(t.app.get(ObjectStorage), 'delete')
+        .mockRejectedValue(new ObjectStorageUnavailable(new Error('connect ECONNREFUSED')));
+      try {
+        expect(await reconcile()).toMatchObject({ strays: 0 });
+      } finally {
+        down.mockRestore();
+      }
+      expect(await strayRow(up.imageId)).toEqual([uploadKey]);
+      await ageStrays(up.imageId, '2 hours');
+      expect(await reconcile()).toMatchObject({ strays: 1 });
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([served]);
+      expect(await strayRow(up.imageId)).toBeNull();
+    });
+
+    it('a copy the pass has taken for a stray is never served: the ready mark needs its copy noted', async () => {
+      const p = await createProduct(t, admin);
+      const up = await requestUpload(p.id, 'image/png', 16);
+      const key = `products/${p.id}/${up.imageId}`;
+      const images = t.app.get(ImageRepository);
+      expect(await images.noteStray(up.imageId, `${key}.late.png`, new Date())).toBe(true);
+      expect(await images.forgetStray(up.imageId, `${key}.late.png`)).toBe(true);
+      expect(await images.markReady(key, `${key}.late.png`, new Date())).toBeNull();
+      expect([(await imageRow(up.imageId)).status, await strayRow(up.imageId)]).toEqual([
+        'pending',
+        null,
+      ]);
+    });
+
+    it('an image takes 32 notes at most: past them no copy is made until the pass has removed them', async () => {
+      const p = await createProduct(t, admin);
+      const { up, event } = await uploaded(p.id);
+      const key = `products/${p.id}/${up.imageId}`;
+      const images = t.app.get(ImageRepository);
+      for (let i = 0; i < 32; i++)
+        expect(await images.noteStray(up.imageId, `${key}.${i}.png`, new Date())).toBe(true);
+      expect(await images.noteStray(up.imageId, `${key}.32.png`, new Date())).toBe(false);
+      expect((await notify(event)).status).toBe(204);
+      expect([(await imageRow(up.imageId)).status, await objectsUnder(`${key}.`)]).toEqual([
+        'pending',
+        [],
+      ]);
+      await ageStrays(up.imageId, '2 hours');
+      await t.db.pool.query(
+        `UPDATE product_images SET created_at = created_at - interval '1 hour' WHERE id = $1`,
+        [up.imageId],
+      );
+      // the pass removes the 32 (the image still refused a note before that), the next makes it ready
+      expect(await reconcile()).toMatchObject({ ready: 0, strays: 32 });
+      expect(await reconcile()).toMatchObject({ ready: 1, strays: 0 });
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([await servedKey(up.imageId)]);
+      expect(await strayRow(up.imageId)).toBeNull();
     });
   });
 });

@@ -29,6 +29,12 @@ export type ProductImageStatus = 'pending' | 'ready';
 )
 @Check('product_images_size_bytes_check', `size_bytes BETWEEN 1 AND 10485760`)
 @Check('product_images_status_check', `status IN ('pending', 'ready')`)
+@Index('product_images_stray_idx', ['strayNotedAt', 'id'], { where: 'stray_keys IS NOT NULL' })
+@Check(
+  'product_images_stray_keys_check',
+  `(stray_keys IS NULL) = (stray_noted_at IS NULL)
+               AND (stray_keys IS NULL OR cardinality(stray_keys) BETWEEN 1 AND 32)`,
+)
 export class ProductImageEntity {
   @PrimaryColumn('uuid', { primaryKeyConstraintName: 'product_images_pkey' })
   id!: string;
@@ -62,4 +68,17 @@ export class ProductImageEntity {
 
   @Column('timestamptz', { name: 'ready_at', nullable: true })
   readyAt!: Date | null;
+
+  /**
+   * Objects of this image in the bucket that nothing serves, or soon may not (migration
+   * 1763800071000-ImageStrayKeys): a checked copy, noted before it is made (until it is served or
+   * removed), and the upload of an image made ready (until removed). What a kill or a failed
+   * DELETE leaves noted here the reconciliation pass removes. Null when there are none.
+   */
+  @Column('text', { name: 'stray_keys', array: true, nullable: true })
+  strayKeys!: string[] | null;
+
+  /** When the latest of `strayKeys` was noted (null with them). */
+  @Column('timestamptz', { name: 'stray_noted_at', nullable: true })
+  strayNotedAt!: Date | null;
 }
