@@ -102,6 +102,17 @@ const isHtml = (reply: FastifyReply): boolean =>
 /** The board's page without the links that would load a stylesheet from another origin. */
 const withoutExternalStylesheets = (html: string): string => html.replace(EXTERNAL_STYLESHEET, '');
 
+/**
+ * The board's refusals name a translation key, not words (`{error: {key: 'ERRORS.QUEUE_NOT_FOUND'}}`):
+ * read as words for the problem's detail ("Queue not found."), or undefined.
+ */
+function refusalWords(error: unknown): string | undefined {
+  const key = typeof error === 'object' && error !== null ? (error as { key?: unknown }).key : null;
+  if (typeof key !== 'string' || !/^ERRORS\.[A-Z_]{1,64}$/.test(key)) return undefined;
+  const words = key.slice('ERRORS.'.length).toLowerCase().replace(/_/g, ' ');
+  return `${words.charAt(0).toUpperCase()}${words.slice(1)}.`;
+}
+
 @Injectable()
 export class QueueBoardRegistrar implements OnModuleInit {
   constructor(
@@ -219,13 +230,14 @@ export class QueueBoardRegistrar implements OnModuleInit {
           }
           const status =
             reply.statusCode >= 500 && /URI malformed/i.test(message) ? 400 : reply.statusCode;
+          const detail =
+            message || refusalWords(said.error) || `${STATUS_CODES[status] ?? 'Bad request'}.`;
           let rendered =
             status < 500
-              ? render({
-                  statusCode: status,
-                  code: 'FST_QUEUE_BOARD',
-                  message: message || `${STATUS_CODES[status] ?? 'Bad request'}.`,
-                })
+              ? // a 404 of a route the board has (a queue or job it does not know) is no missing route
+                status === 404 && request.routeOptions.url !== undefined
+                ? render(new DomainError('NOT_FOUND', detail))
+                : render({ statusCode: status, code: 'FST_QUEUE_BOARD', message: detail })
               : null;
           // a refusal of the board's own keeps its `error` and `message` (its UI shows them)
           if (rendered && reply.statusCode < 500)

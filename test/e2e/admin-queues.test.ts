@@ -163,12 +163,27 @@ describe('admin: queue board at /admin/queues', () => {
     const logs = await t.http.get('/admin/queues/api/queues/x/y/logs', {
       token: admin.accessToken,
     });
+    // a queue it does not know, on a route it has: not found, named — not "No such route"
     expect([logs.status, logs.body.code, logs.body.detail]).toEqual([
       404,
-      'ROUTE_NOT_FOUND',
-      'Not Found.',
+      'NOT_FOUND',
+      'Queue not found.',
     ]);
     expect(logs.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
+    const [queue] = t.app.get(QueueBoardQueues).queues;
+    const job = await t.http.get(`/admin/queues/api/queues/${queue.name}/no-such-job`, {
+      token: admin.accessToken,
+    });
+    expect([job.status, job.body.code, job.body.detail]).toEqual([
+      404,
+      'NOT_FOUND',
+      'Job not found.',
+    ]);
+    // a route the board does not have is one
+    const route = await t.http.get('/admin/queues/api/no-such-route', {
+      token: admin.accessToken,
+    });
+    expect([route.status, route.body.code]).toEqual([404, 'ROUTE_NOT_FOUND']);
   });
 
   it('Redis lost during a board request (after the readiness check), or answering "not now" (BUSY, LOADING, MASTERDOWN): 503 with Retry-After, not a 500', async () => {
