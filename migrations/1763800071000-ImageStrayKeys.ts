@@ -3,7 +3,7 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
 /**
  * Objects of an image that nothing serves, noted on its row until they are removed from the store
  * (`stray_keys`, the latest noted at `stray_noted_at`): a checked copy is noted before it is made,
- * and the upload of an image made ready when its copy is. A process killed between the copy and
+ * and the upload of an image made ready when its copy is (kept until its URL has expired). A process killed between the copy and
  * the ready mark, or a DELETE that failed, left a full copy of the image in the bucket with no row
  * naming it, for good; the reconciliation pass now removes what is noted an hour on
  * (ImagesService, STRAY_GRACE_MS), oldest first, through a partial index of the rows that have any.
@@ -12,7 +12,8 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * VALID and validated apart (a scan under a lock that lets writes go on); the index is built
  * CONCURRENTLY, outside a transaction (`transaction = false`): every upload and confirmation
  * writes this table. A second run after a failure does the same (IF NOT EXISTS, the constraint
- * and an INVALID index a failed build left dropped first).
+ * and an INVALID index a failed build left dropped first). A revert drops the notes: what they
+ * name stays in the bucket.
  */
 export class ImageStrayKeys1763800071000 implements MigrationInterface {
   name = 'ImageStrayKeys1763800071000';

@@ -27,11 +27,21 @@ export interface PendingImage {
 /** An image with objects noted as served to no one (`stray_keys`), for the pass to remove. */
 export interface StrayImage {
   id: string;
+  productId: string;
   /** The key it is served from (never removed as a stray). */
   key: string;
+  /** As noted; one being removed by the pass is marked TAKEN (`~<key>`). */
   strayKeys: string[];
   notedAt: Date;
+  createdAt: Date;
 }
+
+/**
+ * The mark of a noted key the pass is removing (`~<key>`: no key of ours starts with it): taken
+ * before its DeleteObject, in place, so that no ready mark can adopt it any more (their guard
+ * names the bare key) and a kill before the DELETE leaves it named — the next pass deletes it.
+ */
+export const TAKEN = '~';
 
 /** Objects an image may have noted at once (the row's CHECK); a note past them is refused. */
 export const MAX_STRAY_KEYS = 32;
@@ -114,20 +124,26 @@ export class ImageRepository {
    * the pass removes those first).
    */
   async noteStray(imageId: string, key: string, at: Date): Promise<boolean> {
+    // (a key noted already stays as it is, its time too: true)
     const rows = await this.tx.query(
       `UPDATE product_images
           SET stray_keys = array_append(coalesce(stray_keys, '{}'), $2::text), stray_noted_at = $3
         WHERE id = $1 AND coalesce(cardinality(stray_keys), 0) < $4::int
+          AND NOT ($2::text = ANY(coalesce(stray_keys, '{}')))
         RETURNING 1`,
       [imageId, key, at, MAX_STRAY_KEYS],
     );
-    return rows.length > 0;
+    if (rows.length > 0) return true;
+    const [noted] = await this.tx.query(
+      `SELECT 1 FROM product_images WHERE id = $1 AND $2::text = ANY(stray_keys)`,
+      [imageId, key],
+    );
+    return noted !== undefined;
   }
 
   /**
-   * Takes `key` off the image's noted strays — once it is gone from the store, or before the pass
-   * removes it (a ready mark or a move needs the copy noted: none can adopt it after this). Never
-   * the key it is served from. False when it was not noted.
+   * Takes `key` (as noted, TAKEN or not) off the image's strays, once it is gone from the store.
+   * Never the key it is served from. False when it was not noted.
    */
   async forgetStray(imageId: string, key: string): Promise<boolean> {
     const rows = await this.tx.query(
@@ -138,6 +154,21 @@ export class ImageRepository {
         WHERE id = $1 AND $2::text = ANY(stray_keys) AND storage_key <> $2::text
         RETURNING 1`,
       [imageId, key],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Marks a noted `key` TAKEN, in place, before the pass deletes it: no ready mark or move can
+   * adopt it from then on (their guards name the bare key). Never the key it is served from.
+   * False when it was not noted (served, or taken, meanwhile).
+   */
+  async takeStray(imageId: string, key: string): Promise<boolean> {
+    const rows = await this.tx.query(
+      `UPDATE product_images SET stray_keys = array_replace(stray_keys, $2::text, $3::text)
+        WHERE id = $1 AND $2::text = ANY(stray_keys) AND storage_key <> $2::text
+        RETURNING 1`,
+      [imageId, key, `${TAKEN}${key}`],
     );
     return rows.length > 0;
   }
@@ -198,11 +229,14 @@ export class ImageRepository {
   async findStray(before: Date, limit: number, after?: StrayImage): Promise<StrayImage[]> {
     const rows = await this.tx.query<{
       id: string;
+      product_id: string;
       storage_key: string;
       stray_keys: string[];
       stray_noted_at: Date;
+      created_at: Date;
     }>(
-      `SELECT id, storage_key, stray_keys, stray_noted_at FROM product_images
+      `SELECT id, product_id, storage_key, stray_keys, stray_noted_at, created_at
+         FROM product_images
         WHERE stray_keys IS NOT NULL AND stray_noted_at < $1
           AND (stray_noted_at, id) > ($2::timestamptz, $3::uuid)
         ORDER BY stray_noted_at, id
@@ -216,9 +250,11 @@ export class ImageRepository {
     );
     return rows.map((r) => ({
       id: r.id,
+      productId: r.product_id,
       key: r.storage_key,
       strayKeys: r.stray_keys,
       notedAt: r.stray_noted_at,
+      createdAt: r.created_at,
     }));
   }
 

@@ -8,7 +8,13 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
-import { ImageRepository, MAX_STRAY_KEYS, PendingImage, StrayImage } from './image.repository';
+import {
+  ImageRepository,
+  MAX_STRAY_KEYS,
+  PendingImage,
+  StrayImage,
+  TAKEN,
+} from './image.repository';
 import {
   ObjectStorage,
   ObjectStorageCopyRefused,
@@ -91,10 +97,10 @@ const REFUSALS_ENDING_A_PASS = 20;
 const REFUSED_ABANDONED_AFTER_MS = 7 * 86_400_000;
 
 /**
- * How long after its (latest) note a stray object of an image is removed by the pass: a copy is
- * noted before it is made and served or removed within seconds by its confirmation (its store
- * calls and statements are bounded far below this), and an upload made ready was removed at once
- * but for a failure; only what a kill or a failure left is still noted an hour on.
+ * How long after an image's latest note the pass removes its strays: a copy is noted before it is
+ * made and is served or removed within seconds by its confirmation, so what is still noted an hour
+ * on a kill or a failure left. Liveness only, not safety: a copy the pass takes is marked TAKEN
+ * first, and no ready mark adopts a taken copy, however late it comes.
  */
 const STRAY_GRACE_MS = 60 * 60_000;
 
@@ -314,7 +320,6 @@ export class ImagesService {
     let ready = 0;
     let removed = 0;
     let moved = 0;
-    let strays = 0;
     const refusedDeletes: string[] = [];
     let missing = 0;
     let refused = 0;
@@ -401,8 +406,6 @@ export class ImagesService {
         afterServed = served[served.length - 1];
         if (page === RECONCILE_PAGES - 1) this.resumeServedFromUploadAfter = afterServed;
       }
-
-      strays = await this.removeStrays(new Date(now - STRAY_GRACE_MS), refusedDeletes);
     } catch (err) {
       if (!(err instanceof ObjectStorageUnavailable)) throw err;
       // (a copy refused is logged below, as what it is)
@@ -411,6 +414,16 @@ export class ImagesService {
     } finally {
       if (ready > 0 || moved > 0) await this.cache.invalidate();
     }
+    // whatever ended the part before (refusals in a row, a store that could not be asked then):
+    // an abandoned pending image with strays noted is removed only once they are
+    const removing = { deleted: 0 };
+    try {
+      await this.removeStrays(now, removing, refusedDeletes);
+    } catch (err) {
+      if (!(err instanceof ObjectStorageUnavailable)) throw err;
+      this.logger.warn(`stray objects not removed: ${err.message}`);
+    }
+    const strays = removing.deleted;
     if (firstRefused) {
       this.logger.warn(
         `${refused} image(s) left as they were, the store refusing to describe them ` +
@@ -433,13 +446,15 @@ export class ImagesService {
         `${missing} ready image(s) served from their upload key have no object in the store`,
       );
     }
-    if (ready > 0 || removed > 0 || moved > 0 || strays > 0) {
+    if (ready > 0 || removed > 0 || moved > 0) {
       this.logger.warn(
         `images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed, ` +
-          `${moved} made ready by an earlier build moved to a checked copy, ` +
-          `${strays} stray object(s) a failure or a kill left removed`,
+          `${moved} made ready by an earlier build moved to a checked copy`,
       );
     }
+    // (every image made ready has its upload noted, deleted again here once its URL has expired:
+    // most of these are gone already — the store does not say — so this is no warning)
+    if (strays > 0) this.logger.log(`${strays} object(s) noted as served to no one deleted`);
     return { ready, removed, moved, strays };
   }
 
@@ -449,12 +464,14 @@ export class ImagesService {
    * headers only (copyForServing), and the image is marked ready (guarded), served from the copy;
    * the upload is removed. The upload URL stays valid for its 15 minutes, but writes only the
    * upload's key, which nobody is served. Throws ObjectStorageUnavailable when the store cannot be
-   * asked (ObjectStorageCopyRefused when it described the upload and would not copy it). An update
-   * that fails, or that a concurrent confirmation won, removes its copy. The copy's key is noted
-   * on the row before it is made, and the upload's once it is served to no one, each until it is
-   * removed: what a process dying between the copy and the update (or a failed DELETE) leaves —
-   * a full copy, served to no one — the pass removes (removeStrays); the next notification or pass
-   * makes another copy.
+   * asked (ObjectStorageCopyRefused when it described the upload and would not copy it). The copy's
+   * key is noted on the row before it is made; a confirmation that a concurrent one won removes its
+   * copy and the note; an update that fails leaves the copy noted (it may have committed, its
+   * answer lost: the copy is served then, and the note is gone with it). The upload's key is noted
+   * by the update and stays noted after its removal, until the pass removes it again once its URL
+   * has expired. What a process dying anywhere in between (or a failed DELETE) leaves — a full
+   * copy, served to no one — is named, and the pass removes it (removeStrays); the next
+   * notification or pass makes another copy.
    */
   private async settle(
     key: string,
@@ -488,28 +505,26 @@ export class ImagesService {
       etag: stored.etag,
     });
     if (copied !== 'copied') {
-      await this.forgetQuietly(image.id, servedKey); // no copy was made
+      // (not copied — or copied by a first attempt whose answer was lost, the retry told 404/412)
+      await this.removeStray(image.id, servedKey);
       if (copied === 'absent') return 'absent';
       // another PUT through the URL since the HeadObject: its own notification checks it
       this.logger.warn(`storage object ${key} changed while it was checked: left pending`);
       return 'unchanged';
     }
-    let productId: string | null;
-    try {
-      productId = await this.images.markReady(key, servedKey, this.clock.now());
-    } catch (err) {
-      // (a lock timeout, a connection lost): the copy is served to no one, and the store's retry
-      // makes another — each left behind was a full copy nothing removes
-      await this.removeStray(image.id, servedKey);
-      throw err;
-    }
+    // a failure (a lock timeout, a connection lost) is thrown as it is, the copy left noted: the
+    // update may have committed all the same (its COMMIT's answer lost), the copy served then —
+    // removing it here broke the image for good — and if it did not, the pass removes the copy
+    const productId = await this.images.markReady(key, servedKey, this.clock.now());
     if (productId === null) {
       // a concurrent confirmation made it ready from its own copy: this one is served to no one
       await this.removeStray(image.id, servedKey);
       return 'unchanged';
     }
-    // the upload, served to no one now (markReady noted it)
-    await this.removeStray(image.id, key);
+    // the upload, served to no one now: removed, and left noted (markReady noted it) for the pass
+    // to remove again once its URL has expired — a PUT through it brings it back, and that PUT's
+    // notification may be lost
+    await this.deleteQuietly(key);
     return 'ready';
   }
 
@@ -527,7 +542,13 @@ export class ImagesService {
     image: { id: string; key: string; contentType: string },
   ): Promise<Settled> {
     if (image.key !== key) {
-      await this.removeStray(image.id, key, { noted: false });
+      // its upload's object, PUT again (or a late duplicate): noted (it is, unless the image was
+      // made ready before the notes) and removed — again by the pass once the URL has expired
+      if (!(await this.images.noteStray(image.id, key, this.clock.now())))
+        this.logger.warn(
+          `upload ${key} of a ready image not noted (its image takes no more notes)`,
+        );
+      await this.deleteQuietly(key);
       return 'unchanged';
     }
     const stored = await this.storage.head(key);
@@ -539,16 +560,11 @@ export class ImagesService {
       etag: stored.etag,
     });
     if (copied !== 'copied') {
-      await this.forgetQuietly(image.id, servedKey);
+      await this.removeStray(image.id, servedKey); // (as in settle)
       return 'unchanged';
     }
-    let moved: boolean;
-    try {
-      moved = await this.images.moveToServedKey(key, servedKey, this.clock.now());
-    } catch (err) {
-      await this.removeStray(image.id, servedKey); // (as in settle)
-      throw err;
-    }
+    // (a failure thrown as it is, the copy left noted: as in settle)
+    const moved = await this.images.moveToServedKey(key, servedKey, this.clock.now());
     if (!moved) {
       await this.removeStray(image.id, servedKey);
       return 'unchanged';
@@ -601,35 +617,17 @@ export class ImagesService {
     const servedKey = this.servedKey(key, contentType);
     if (await this.images.noteStray(imageId, servedKey, this.clock.now())) return servedKey;
     this.logger.warn(
-      `image ${key} has ${MAX_STRAY_KEYS} copies noted and not yet removed: not copied again before the pass removes them`,
+      `image ${key} takes no more notes (${MAX_STRAY_KEYS} objects noted and not yet removed, or it is gone): not copied`,
     );
     return null;
   }
 
   /**
-   * Removes an object of the image served to no one (a copy that lost, the upload of a ready
-   * image), and then its note; a removal that fails leaves it noted (logged), for the pass —
-   * one not noted (`noted: false`) is noted then.
+   * Removes a copy of the image served to no one (one that lost, or was never made), and then its
+   * note; a removal that fails leaves it noted (logged), for the pass.
    */
-  private async removeStray(
-    imageId: string,
-    key: string,
-    { noted }: { noted: boolean } = { noted: true },
-  ): Promise<void> {
-    try {
-      await this.storage.delete(key);
-    } catch (err) {
-      this.logger.warn(
-        `storage object ${key} (served to no one) not removed yet, left to the pass: ${String(err)}`,
-      );
-      if (!noted) await this.noteQuietly(imageId, key);
-      return;
-    }
-    if (noted) await this.forgetQuietly(imageId, key);
-  }
-
-  /** Takes a key off the image's strays; a failure leaves it noted (the pass removes it then). */
-  private async forgetQuietly(imageId: string, key: string): Promise<void> {
+  private async removeStray(imageId: string, key: string): Promise<void> {
+    if (!(await this.deleteQuietly(key))) return;
     try {
       await this.images.forgetStray(imageId, key);
     } catch (err) {
@@ -637,48 +635,65 @@ export class ImagesService {
     }
   }
 
-  private async noteQuietly(imageId: string, key: string): Promise<void> {
+  /** Deletes an object served to no one; false (logged) when it failed — it is noted, for the pass. */
+  private async deleteQuietly(key: string): Promise<boolean> {
     try {
-      await this.images.noteStray(imageId, key, this.clock.now());
+      await this.storage.delete(key);
+      return true;
     } catch (err) {
-      this.logger.warn(`storage object ${key} (served to no one) not noted: ${String(err)}`);
+      this.logger.warn(
+        `storage object ${key} (served to no one) not removed yet, left to the pass: ${String(err)}`,
+      );
+      return false;
     }
   }
 
   /**
-   * Removes the strays noted on images over STRAY_GRACE_MS ago: each taken off its row first
-   * (a ready mark or a move needs its copy noted, so none can adopt it once taken), then deleted
-   * from the store; a store that cannot be asked gets it noted back and ends this part of the
-   * pass (ObjectStorageUnavailable). A DELETE the store refuses (4xx: no s3:DeleteObject) will be
-   * refused again: the note goes all the same, said at error. Returns how many were removed.
+   * Removes the strays noted on images over STRAY_GRACE_MS ago (an image's upload only once its URL
+   * can write it no more, ABANDONED_AFTER_MS after it was signed): each marked TAKEN on its row
+   * first (in place: no ready mark or move can adopt it from then on, and a kill before its DELETE
+   * leaves it named), then deleted from the store, then taken off the row. One found TAKEN (a pass
+   * that died, or a store that could not be asked) is deleted again. A store that cannot be asked
+   * ends this part of the pass (ObjectStorageUnavailable), the key left TAKEN; a DELETE it refuses
+   * (4xx: no s3:DeleteObject) will be refused again: the key goes off the row all the same, said
+   * at error. Counts the deletes in `removing` as they are done.
    */
-  private async removeStrays(before: Date, refusedDeletes: string[]): Promise<number> {
-    let removed = 0;
+  private async removeStrays(
+    now: number,
+    removing: { deleted: number },
+    refusedDeletes: string[],
+  ): Promise<void> {
     let after = this.resumeStrayAfter;
     this.resumeStrayAfter = undefined;
     for (let page = 0; page < RECONCILE_PAGES; page++) {
-      const images = await this.images.findStray(before, RECONCILE_BATCH, after);
+      const images = await this.images.findStray(
+        new Date(now - STRAY_GRACE_MS),
+        RECONCILE_BATCH,
+        after,
+      );
       for (const image of images) {
-        for (const key of image.strayKeys) {
-          if (!(await this.images.forgetStray(image.id, key))) continue;
+        const uploadKey = `products/${image.productId}/${image.id}`;
+        for (const noted of image.strayKeys) {
+          const taken = noted.startsWith(TAKEN);
+          const key = taken ? noted.slice(TAKEN.length) : noted;
+          if (!taken) {
+            if (key === uploadKey && now - image.createdAt.getTime() < ABANDONED_AFTER_MS) continue;
+            if (!(await this.images.takeStray(image.id, key))) continue;
+          }
           try {
             await this.storage.delete(key);
-            removed++;
+            removing.deleted++;
           } catch (err) {
-            if (err instanceof ObjectStorageRefused) {
-              refusedDeletes.push(key);
-              continue;
-            }
-            await this.noteQuietly(image.id, key);
-            throw err;
+            if (!(err instanceof ObjectStorageRefused)) throw err; // (left TAKEN)
+            refusedDeletes.push(key);
           }
+          await this.images.forgetStray(image.id, `${TAKEN}${key}`);
         }
       }
       if (images.length < RECONCILE_BATCH) break;
       after = images[images.length - 1];
       if (page === RECONCILE_PAGES - 1) this.resumeStrayAfter = after;
     }
-    return removed;
   }
 }
 

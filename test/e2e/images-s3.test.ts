@@ -767,10 +767,11 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await fetchRaw(detail.imageUrl)).body.equals(bytes)).toBe(true);
     });
 
-    it('an update that fails after the copy removes that copy: retries leave only the one served', async () => {
+    it('an update that fails after the copy leaves that copy noted (it may have committed): retries serve one, and the pass removes the others and the upload', async () => {
       const p = await createProduct(t, admin);
       const bytes = randomBytes(1000);
       const up = await requestUpload(p.id, 'image/png', bytes.length);
+      const uploadKey = `products/${p.id}/${up.imageId}`;
       const event = await upload(up.uploadUrl, bytes);
       const spy = jest
         .spyOn(t.app.get(ImageRepository), 'markReady')
@@ -780,9 +781,19 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       } finally {
         spy.mockRestore();
       }
-      expect(await objectsUnder(`products/${p.id}/`)).toEqual([`products/${p.id}/${up.imageId}`]);
+      const failed = (await objectsUnder(`products/${p.id}/`)).filter((k) => k !== uploadKey);
+      expect(failed).toHaveLength(3);
       expect((await notify(event)).status).toBe(204);
-      expect(await objectsUnder(`products/${p.id}/`)).toEqual([await servedKey(up.imageId)]);
+      const served = await servedKey(up.imageId);
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([...failed, served].sort());
+      await t.db.pool.query(
+        `UPDATE product_images SET stray_noted_at = stray_noted_at - interval '2 hours',
+                created_at = created_at - interval '2 hours' WHERE id = $1`,
+        [up.imageId],
+      );
+      // the three copies, and the upload (removed already, deleted again once its URL has expired)
+      expect(await t.app.get(ImagesService).reconcilePending()).toMatchObject({ strays: 4 });
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([served]);
     });
 
     it("of confirmations racing past the copy, each loser removes its own copy: the store holds only the winner's", async () => {
@@ -1282,36 +1293,38 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
           [imageId],
         )
       ).rows[0].stray_keys;
-    /** As if the strays had been noted `interval` ago. */
-    const ageStrays = (imageId: string, interval: string) =>
+    /** As if the strays had been noted `interval` ago (and, with `upload`, its URL signed then). */
+    const ageStrays = (imageId: string, interval: string, upload = false) =>
       t.db.pool.query(
-        `UPDATE product_images SET stray_noted_at = stray_noted_at - $2::interval WHERE id = $1`,
-        [imageId, interval],
+        `UPDATE product_images SET stray_noted_at = stray_noted_at - $2::interval,
+                created_at = CASE WHEN $3 THEN created_at - $2::interval ELSE created_at END
+          WHERE id = $1`,
+        [imageId, interval, upload],
       );
     const uploaded = async (productId: string) => {
       const bytes = randomBytes(256);
       const up = await requestUpload(productId, 'image/png', bytes.length);
       const n = s3.events.length;
       expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
-      return { up, event: await storeEvent(n + 1) };
+      return { up, bytes, event: await storeEvent(n + 1) };
+    };
+    const fetchBytes = async (key: string) => {
+      const res = await fetch(`${s3.endpoint}/${s3.bucket}/${key}`);
+      return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
     };
 
     it('a process killed between the copy and the ready mark: its copy is noted on the row, the retry serves another, and an hour on the pass removes the first — the bucket holds only what is served', async () => {
       const p = await createProduct(t, admin);
       const { up, event } = await uploaded(p.id);
       const uploadKey = `products/${p.id}/${up.imageId}`;
-      // the kill: nothing after the copy runs (no ready mark, no removal of the copy)
+      // the kill: nothing after the copy runs
       const mark = jest
         .spyOn(t.app.get(ImageRepository), 'markReady')
-        .mockRejectedValueOnce(new Error('killed'));
-      const remove = jest
-        .spyOn(t.app.get(ObjectStorage), 'delete')
         .mockRejectedValueOnce(new Error('killed'));
       try {
         expect((await notify(event)).status).toBe(500);
       } finally {
         mark.mockRestore();
-        remove.mockRestore();
       }
       const [left] = (await objectsUnder(`products/${p.id}/`)).filter((k) => k !== uploadKey);
       expect(left).toMatch(/\.png$/);
@@ -1320,12 +1333,16 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await notify(event)).status).toBe(204);
       const served = await servedKey(up.imageId);
       expect(await objectsUnder(`products/${p.id}/`)).toEqual([left, served].sort());
-      expect(await strayRow(up.imageId)).toEqual([left]);
+      expect(await strayRow(up.imageId)).toEqual([left, uploadKey]);
       // within the hour (a confirmation may still be making it): left as it is
       expect(await reconcile()).toMatchObject({ strays: 0 });
       await ageStrays(up.imageId, '61 minutes');
       expect(await reconcile()).toMatchObject({ strays: 1 });
       expect(await objectsUnder(`products/${p.id}/`)).toEqual([served]);
+      // the upload's key stays noted while its URL (and a PUT begun in time) can still write it
+      expect(await strayRow(up.imageId)).toEqual([uploadKey]);
+      await ageStrays(up.imageId, '2 hours', true);
+      expect(await reconcile()).toMatchObject({ strays: 1 });
       expect(await strayRow(up.imageId)).toBeNull();
       expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([
         `${s3.endpoint}/${s3.bucket}/${served}`,
@@ -1333,12 +1350,58 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect(await reconcile()).toMatchObject({ strays: 0 });
     });
 
-    it('the upload of an image made ready whose DELETE failed stays noted, and the pass removes it', async () => {
+    it('a ready mark that committed but whose answer was lost (thrown): its copy is served, never removed — the retry changes nothing', async () => {
+      const p = await createProduct(t, admin);
+      const { up, bytes, event } = await uploaded(p.id);
+      const images = t.app.get(ImageRepository);
+      const markReady = images.markReady.bind(images);
+      const mark = jest.spyOn(images, 'markReady').mockImplementationOnce(async (...args) => {
+        await markReady(...args);
+        throw new Error('Connection terminated: the COMMIT outcome is unknown');
+      });
+      try {
+        expect((await notify(event)).status).toBe(500);
+      } finally {
+        mark.mockRestore();
+      }
+      const served = await servedKey(up.imageId);
+      expect(await fetchBytes(served)).toEqual({ status: 200, bytes });
+      expect((await notify(event)).status).toBe(204);
+      await ageStrays(up.imageId, '2 hours', true);
+      await reconcile();
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([served]);
+      expect(await fetchBytes(served)).toEqual({ status: 200, bytes });
+      expect(await strayRow(up.imageId)).toBeNull();
+    });
+
+    it('a copy made though the store answered otherwise (a retried CopyObject told 404 or 412) is removed with its note', async () => {
+      const p = await createProduct(t, admin);
+      const { up, event } = await uploaded(p.id);
+      const storage = t.app.get(ObjectStorage);
+      const copy = storage.copyForServing.bind(storage);
+      const spy = jest.spyOn(storage, 'copyForServing').mockImplementationOnce(async (...args) => {
+        await copy(...args);
+        return 'changed';
+      });
+      try {
+        expect((await notify(event)).status).toBe(204);
+      } finally {
+        spy.mockRestore();
+      }
+      expect([(await imageRow(up.imageId)).status, await strayRow(up.imageId)]).toEqual([
+        'pending',
+        null,
+      ]);
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([`products/${p.id}/${up.imageId}`]);
+    });
+
+    it('the upload of an image made ready whose DELETE failed stays noted, and the pass removes it once its URL has expired — a store down, or a kill, in the middle of that leaves it named', async () => {
       const p = await createProduct(t, admin);
       const { up, event } = await uploaded(p.id);
       const uploadKey = `products/${p.id}/${up.imageId}`;
+      const storage = t.app.get(ObjectStorage);
       const remove = jest
-        .spyOn(t.app.get(ObjectStorage), 'delete')
+        .spyOn(storage, 'delete')
         .mockRejectedValueOnce(new ObjectStorageUnavailable(new Error('connect ECONNREFUSED')));
       try {
         expect((await notify(event)).status).toBe(204);
@@ -1348,35 +1411,83 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const served = await servedKey(up.imageId);
       expect(await objectsUnder(`products/${p.id}/`)).toEqual([uploadKey, served].sort());
       expect(await strayRow(up.imageId)).toEqual([uploadKey]);
-      await ageStrays(up.imageId, '2 hours');
-      // a store that cannot be asked: the stray stays noted for the next pass
+      await ageStrays(up.imageId, '2 hours', true);
+      // a store that cannot be asked: the key is left taken (named), the pass ends quietly
       const down = jest
-        .spyOn(t.app.get(ObjectStorage), 'delete')
+        .spyOn(storage, 'delete')
         .mockRejectedValue(new ObjectStorageUnavailable(new Error('connect ECONNREFUSED')));
       try {
         expect(await reconcile()).toMatchObject({ strays: 0 });
       } finally {
         down.mockRestore();
       }
-      expect(await strayRow(up.imageId)).toEqual([uploadKey]);
-      await ageStrays(up.imageId, '2 hours');
+      expect(await strayRow(up.imageId)).toEqual([`~${uploadKey}`]);
+      // a worker killed between the DELETE and the row's update: still named
+      const killed = jest.spyOn(storage, 'delete').mockImplementationOnce(async () => {
+        throw new Error('killed');
+      });
+      try {
+        await expect(reconcile()).rejects.toThrow('killed');
+      } finally {
+        killed.mockRestore();
+      }
+      expect(await strayRow(up.imageId)).toEqual([`~${uploadKey}`]);
       expect(await reconcile()).toMatchObject({ strays: 1 });
       expect(await objectsUnder(`products/${p.id}/`)).toEqual([served]);
       expect(await strayRow(up.imageId)).toBeNull();
     });
 
-    it('a copy the pass has taken for a stray is never served: the ready mark needs its copy noted', async () => {
+    it('a PUT through the URL of a ready image whose notification is lost is removed by the pass once the URL has expired', async () => {
+      const p = await createProduct(t, admin);
+      const { up, bytes, event } = await uploaded(p.id);
+      const uploadKey = `products/${p.id}/${up.imageId}`;
+      expect((await notify(event)).status).toBe(204);
+      const served = await servedKey(up.imageId);
+      expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200); // its event lost
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([uploadKey, served].sort());
+      await ageStrays(up.imageId, '2 hours');
+      expect(await reconcile()).toMatchObject({ strays: 0 }); // its URL could still write it
+      await ageStrays(up.imageId, '2 hours', true);
+      expect(await reconcile()).toMatchObject({ strays: 1 });
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([served]);
+    });
+
+    it('a copy the pass has taken is never served: the ready mark needs its copy noted as it was', async () => {
       const p = await createProduct(t, admin);
       const up = await requestUpload(p.id, 'image/png', 16);
       const key = `products/${p.id}/${up.imageId}`;
       const images = t.app.get(ImageRepository);
       expect(await images.noteStray(up.imageId, `${key}.late.png`, new Date())).toBe(true);
-      expect(await images.forgetStray(up.imageId, `${key}.late.png`)).toBe(true);
+      expect(await images.takeStray(up.imageId, `${key}.late.png`)).toBe(true);
       expect(await images.markReady(key, `${key}.late.png`, new Date())).toBeNull();
       expect([(await imageRow(up.imageId)).status, await strayRow(up.imageId)]).toEqual([
         'pending',
-        null,
+        [`~${key}.late.png`],
       ]);
+    });
+
+    it('an abandoned pending image is removed only after its strays: the row is what names them', async () => {
+      const p = await createProduct(t, admin);
+      const { up, event } = await uploaded(p.id);
+      const uploadKey = `products/${p.id}/${up.imageId}`;
+      const mark = jest
+        .spyOn(t.app.get(ImageRepository), 'markReady')
+        .mockRejectedValueOnce(new Error('killed'));
+      try {
+        expect((await notify(event)).status).toBe(500);
+      } finally {
+        mark.mockRestore();
+      }
+      const [copy] = await strayRow(up.imageId).then((keys) => keys ?? []);
+      // the upload gone from the store (its lifecycle rule, a hand), the image abandoned
+      await t.app.get(ObjectStorage).delete(uploadKey);
+      await ageStrays(up.imageId, '3 hours', true);
+      expect(await reconcile()).toMatchObject({ removed: 0, strays: 1 });
+      expect(await objectsUnder(`products/${p.id}/`)).toEqual([]);
+      expect(await strayRow(up.imageId)).toBeNull();
+      expect(copy).toMatch(/\.png$/);
+      expect(await reconcile()).toMatchObject({ removed: 1, strays: 0 });
+      expect(await imageRow(up.imageId)).toBeUndefined();
     });
 
     it('an image takes 32 notes at most: past them no copy is made until the pass has removed them', async () => {
@@ -1387,6 +1498,9 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       for (let i = 0; i < 32; i++)
         expect(await images.noteStray(up.imageId, `${key}.${i}.png`, new Date())).toBe(true);
       expect(await images.noteStray(up.imageId, `${key}.32.png`, new Date())).toBe(false);
+      // a key noted already is noted still
+      expect(await images.noteStray(up.imageId, `${key}.0.png`, new Date())).toBe(true);
+      expect(await strayRow(up.imageId)).toHaveLength(32);
       expect((await notify(event)).status).toBe(204);
       expect([(await imageRow(up.imageId)).status, await objectsUnder(`${key}.`)]).toEqual([
         'pending',
@@ -1394,14 +1508,14 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       ]);
       await ageStrays(up.imageId, '2 hours');
       await t.db.pool.query(
-        `UPDATE product_images SET created_at = created_at - interval '1 hour' WHERE id = $1`,
+        `UPDATE product_images SET created_at = created_at - interval '3 minutes' WHERE id = $1`,
         [up.imageId],
       );
       // the pass removes the 32 (the image still refused a note before that), the next makes it ready
       expect(await reconcile()).toMatchObject({ ready: 0, strays: 32 });
       expect(await reconcile()).toMatchObject({ ready: 1, strays: 0 });
       expect(await objectsUnder(`products/${p.id}/`)).toEqual([await servedKey(up.imageId)]);
-      expect(await strayRow(up.imageId)).toBeNull();
+      expect(await strayRow(up.imageId)).toEqual([key]);
     });
   });
 });
