@@ -233,6 +233,35 @@ export class TransactionHost {
   }
 
   /**
+   * One statement outside a transaction whose effect is the same run twice (it is guarded: run a
+   * second time it changes nothing): when its connection dies under it (isConnectionDeath: a
+   * blink — a backend ended, a pooler's reset — or its answer lost with the connection), whether
+   * the server ran it is not known, and it is run again, once, on another connection, as a
+   * transaction whose connection died before its COMMIT is. A keyed route's record of its answer,
+   * written after its work had committed, answered 503 for that work and left the record in
+   * progress. A second run that cannot reach the database either answers as the first failed.
+   */
+  async queryRerunnable<T = Record<string, unknown>>(
+    sql: string,
+    params: unknown[] = [],
+  ): Promise<T[]> {
+    try {
+      return await this.query<T>(sql, params);
+    } catch (err) {
+      const died = (err as { cause?: unknown } | null)?.cause ?? err;
+      if (this.als.getStore() || !isConnectionDeath(died)) throw err;
+      this.logger.warn('statement run again: its connection died under it');
+      await new Promise((r) => setTimeout(r, RECONNECT_PAUSE_MS));
+      try {
+        return await this.query<T>(sql, params);
+      } catch (again) {
+        const cause = (again as { cause?: unknown } | null)?.cause;
+        throw cause !== undefined && isConnectionFailure(cause) ? err : again;
+      }
+    }
+  }
+
+  /**
    * Throws a 25006 error when the server takes no writes (a standby a failover left the pool's
    * address on, or a server set read-only), its connection dropped as after any 25006; readiness
    * asks this where it asked `SELECT 1`, which a standby answers.

@@ -264,7 +264,12 @@ export class IdempotencyRepository {
      WHERE principal = $1::text AND key = $2::text AND state = 'in_progress'
        AND created_at = $3::timestamptz`;
 
-  /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
+  /**
+   * Completes a claim made by `begin`, unless it was taken over meanwhile. Its work has committed
+   * by then: a connection that dies under this one statement (a blink) runs it again on another
+   * (guarded on the claim: a second run that finds it completed changes nothing) — it answered
+   * 503 for work done, and left the record in progress until the hourly purge.
+   */
   async finish(
     scope: IdempotencyScope,
     token: Date,
@@ -274,7 +279,13 @@ export class IdempotencyRepository {
     const sql = storedInline(response.body)
       ? IdempotencyRepository.FINISH_INLINE_SQL
       : IdempotencyRepository.FINISH_BY_HASH_SQL;
-    await this.tx.query(sql, [scope.principal, scope.key, token, response.status, response.body]);
+    await this.tx.queryRerunnable(sql, [
+      scope.principal,
+      scope.key,
+      token,
+      response.status,
+      response.body,
+    ]);
   }
 
   /** Drops a claim made by `begin` (the handler failed: a retry runs afresh). */

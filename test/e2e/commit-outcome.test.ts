@@ -444,4 +444,42 @@ describe('a COMMIT whose answer is lost', () => {
     expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 3, reserved: 2 });
     await assertStockInvariants(t.db.pool, [productId]);
   });
+
+  it("a keyed payment start whose answer's record loses its connection (a blink; or the statement's answer lost) answers its 201, the record completed: the retry replays it", async () => {
+    const buyer = await registerCustomer(t.http);
+    const finish = /^\s*(WITH|UPDATE)\b[\s\S]*SET state = 'completed'/;
+    for (const blink of [
+      () => proxy.cutNextStatement(finish),
+      () => proxy.loseNextAnswer(finish),
+    ]) {
+      const productId = await insertProduct(t.db.pool, { stock: 3 });
+      const order = await t.http.post(
+        '/v1/orders',
+        { items: [{ productId, quantity: 1 }] },
+        { token: buyer.accessToken, idempotencyKey: newKey() },
+      );
+      expect(order.status).toBe(201);
+      const key = newKey();
+      const cut = blink();
+      const first = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: buyer.accessToken, idempotencyKey: key },
+      );
+      await cut;
+      expect([first.status, first.body.paymentIntentId]).toEqual([201, expect.any(String)]);
+      const { rows } = await t.db.pool.query(
+        `SELECT state, response_status FROM idempotency_keys WHERE key = $1`,
+        [key],
+      );
+      expect(rows).toEqual([{ state: 'completed', response_status: 201 }]);
+      const again = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: buyer.accessToken, idempotencyKey: key },
+      );
+      expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+      expect(again.body.paymentIntentId).toBe(first.body.paymentIntentId);
+    }
+  });
 });

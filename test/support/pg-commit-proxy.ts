@@ -36,6 +36,11 @@ export interface PgCommitProxy {
    */
   cutStatements(pattern: RegExp): () => void;
   /**
+   * The next statement matching `pattern` cuts its connection as it goes out, before the server
+   * sees it — once (a blink: the statement's next run goes through). Resolves once that happened.
+   */
+  cutNextStatement(pattern: RegExp): Promise<void>;
+  /**
    * The next connection opened is ended by the server the moment it is ready: its
    * ReadyForQuery and a FATAL 57P01 (an administrator's pg_terminate_backend, a failover) reach
    * the client in one packet, then the connection is cut. Resolves once that happened.
@@ -68,6 +73,7 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
   let armed: Armed;
   let terminateNext: (() => void) | undefined;
   let blocked: RegExp | undefined;
+  let cutOnce: { pattern: RegExp; done: () => void } | undefined;
   let answerLost: { pattern: RegExp; done: () => void } | undefined;
   let cuts = 0;
   let connections = 0;
@@ -100,7 +106,7 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
         if (fromClient.length < length) return;
         const message = fromClient.subarray(0, length);
         fromClient = fromClient.subarray(length);
-        const watched = blocked ?? armed?.after ?? answerLost?.pattern;
+        const watched = blocked ?? cutOnce?.pattern ?? armed?.after ?? answerLost?.pattern;
         if (started && watched && (message[0] === 0x51 /* Q */ || message[0] === 0x50) /* P */) {
           const body = message.subarray(5);
           // Parse: statement name, then the query (NUL-terminated each); Query: the query
@@ -109,6 +115,13 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
             .split('\0')[0];
           if (blocked?.test(text)) {
             cut();
+            return;
+          }
+          if (cutOnce?.pattern.test(text)) {
+            const { done } = cutOnce;
+            cutOnce = undefined;
+            cut();
+            done();
             return;
           }
           if (armed?.after?.test(text)) sawAfter = armed;
@@ -222,6 +235,11 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
       new Promise<void>((done) => {
         if (terminateNext) throw new Error('the proxy is already armed');
         terminateNext = done;
+      }),
+    cutNextStatement: (pattern) =>
+      new Promise<void>((done) => {
+        if (cutOnce) throw new Error('the proxy is already armed');
+        cutOnce = { pattern, done };
       }),
     cutStatements: (pattern) => {
       blocked = pattern;
