@@ -46,6 +46,12 @@ export const TAKEN = '~';
 /** Objects an image may have noted at once (the row's CHECK); a note past them is refused. */
 export const MAX_STRAY_KEYS = 32;
 
+/** A keyset page's start: after (time, id) of the last row read, or before every row. */
+const keysetAfter = (at?: Date, id?: string): [Date, string] => [
+  at ?? new Date(0),
+  id ?? '00000000-0000-0000-0000-000000000000',
+];
+
 /** Advisory lock class of a product's image count ('IM'): one upload started at a time per product. */
 const IMAGES_LOCK_CLASS = 0x494d;
 
@@ -241,12 +247,7 @@ export class ImageRepository {
           AND (stray_noted_at, id) > ($2::timestamptz, $3::uuid)
         ORDER BY stray_noted_at, id
         LIMIT $4::int`,
-      [
-        before,
-        after?.notedAt ?? new Date(0),
-        after?.id ?? '00000000-0000-0000-0000-000000000000',
-        limit,
-      ],
+      [before, ...keysetAfter(after?.notedAt, after?.id), limit],
     );
     return rows.map((r) => ({
       id: r.id,
@@ -260,6 +261,7 @@ export class ImageRepository {
 
   /** Pending images created before `before`, oldest first, keyset-paged after `after`. */
   async findPending(before: Date, limit: number, after?: PendingImage): Promise<PendingImage[]> {
+    const [afterAt, afterId] = keysetAfter(after?.createdAt, after?.id);
     const rows = await this.tx.withManager((m) =>
       m
         .getRepository(ProductImageEntity)
@@ -267,8 +269,8 @@ export class ImageRepository {
         .select(['i.id', 'i.storageKey', 'i.contentType', 'i.sizeBytes', 'i.createdAt'])
         .where(`i.status = 'pending' AND i.createdAt < :before`, { before })
         .andWhere('(i.createdAt, i.id) > (:afterAt, :afterId)', {
-          afterAt: after?.createdAt ?? new Date(0),
-          afterId: after?.id ?? '00000000-0000-0000-0000-000000000000',
+          afterAt,
+          afterId,
         })
         .orderBy('i.createdAt', 'ASC')
         .addOrderBy('i.id', 'ASC')
@@ -309,8 +311,7 @@ export class ImageRepository {
       size_bytes: number;
       created_at: Date;
     }>(ImageRepository.SERVED_FROM_UPLOAD_SQL, [
-      after?.createdAt ?? new Date(0),
-      after?.id ?? '00000000-0000-0000-0000-000000000000',
+      ...keysetAfter(after?.createdAt, after?.id),
       limit,
     ]);
     return rows.map((r) => ({

@@ -1308,6 +1308,17 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
       return { up, bytes, event: await storeEvent(n + 1) };
     };
+    /** The store's event delivered to a process killed between the copy and the ready mark. */
+    const killedBeforeReadyMark = async (event: unknown) => {
+      const mark = jest
+        .spyOn(t.app.get(ImageRepository), 'markReady')
+        .mockRejectedValueOnce(new Error('killed'));
+      try {
+        expect((await notify(event)).status).toBe(500);
+      } finally {
+        mark.mockRestore();
+      }
+    };
     const fetchBytes = async (key: string) => {
       const res = await fetch(`${s3.endpoint}/${s3.bucket}/${key}`);
       return { status: res.status, bytes: Buffer.from(await res.arrayBuffer()) };
@@ -1317,15 +1328,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const p = await createProduct(t, admin);
       const { up, event } = await uploaded(p.id);
       const uploadKey = `products/${p.id}/${up.imageId}`;
-      // the kill: nothing after the copy runs
-      const mark = jest
-        .spyOn(t.app.get(ImageRepository), 'markReady')
-        .mockRejectedValueOnce(new Error('killed'));
-      try {
-        expect((await notify(event)).status).toBe(500);
-      } finally {
-        mark.mockRestore();
-      }
+      await killedBeforeReadyMark(event);
       const [left] = (await objectsUnder(`products/${p.id}/`)).filter((k) => k !== uploadKey);
       expect(left).toMatch(/\.png$/);
       expect(await strayRow(up.imageId)).toEqual([left]);
@@ -1470,14 +1473,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const p = await createProduct(t, admin);
       const { up, event } = await uploaded(p.id);
       const uploadKey = `products/${p.id}/${up.imageId}`;
-      const mark = jest
-        .spyOn(t.app.get(ImageRepository), 'markReady')
-        .mockRejectedValueOnce(new Error('killed'));
-      try {
-        expect((await notify(event)).status).toBe(500);
-      } finally {
-        mark.mockRestore();
-      }
+      await killedBeforeReadyMark(event);
       const [copy] = await strayRow(up.imageId).then((keys) => keys ?? []);
       // the upload gone from the store (its lifecycle rule, a hand), the image abandoned
       await t.app.get(ObjectStorage).delete(uploadKey);
