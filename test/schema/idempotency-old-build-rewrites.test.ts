@@ -42,10 +42,14 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 type Sql = Pick<Pool, 'query'> | PoolClient;
 
 /** The repository over `sql`: the statements it sends itself (find, begin, finish), as the app sends them. */
-const repositoryOn = (sql: Sql) =>
-  new IdempotencyRepository({
-    query: async (text: string, params: unknown[] = []) => (await sql.query(text, params)).rows,
+const repositoryOn = (sql: Sql) => {
+  const query = async (text: string, params: unknown[] = []) =>
+    (await sql.query(text, params)).rows;
+  return new IdempotencyRepository({
+    query,
+    queryRerunnable: query,
   } as unknown as TransactionHost);
+};
 
 /** A checkout's answer: an order of 40 lines, stored by hash (over INLINE_BODY_MAX_BYTES). */
 const checkoutAnswer = JSON.stringify({
