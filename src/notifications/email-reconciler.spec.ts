@@ -1,5 +1,6 @@
 import { mockOf } from '../../test/support/mocks';
 import type { JobQueues } from '../queue/job-queues';
+import { MetricsService } from '../metrics/metrics.service';
 import { JobName } from '../queue/queues';
 import type { EmailDeliveryRepository, OwedEmail } from './email-delivery.repository';
 import { EmailReconciler } from './email-reconciler';
@@ -21,7 +22,7 @@ describe('EmailReconciler: where a pass starts', () => {
     });
     // every owed email's job still waiting in the queue: left alone
     const jobs = mockOf<JobQueues>({ find: async () => ({ getState: async () => 'waiting' }) });
-    const reconciler = new EmailReconciler(deliveries, jobs);
+    const reconciler = new EmailReconciler(deliveries, jobs, new MetricsService());
     const notBefore = (n: number) =>
       (
         deliveries.findUnsent.mock.calls.filter(

@@ -1,4 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
+import type { Counter } from 'prom-client';
+import { MetricsService } from '../metrics/metrics.service';
 import { JobQueues } from '../queue/job-queues';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
@@ -51,10 +53,22 @@ export class EmailReconciler {
    */
   private settledBefore?: Date;
 
+  /** Owed emails left failed for the operator after every round: never sent, each a person's. */
+  private readonly givenUp: Counter<'kind'>;
+
   constructor(
     private readonly deliveries: EmailDeliveryRepository,
     private readonly jobs: JobQueues,
-  ) {}
+    metrics: MetricsService,
+  ) {
+    this.givenUp = metrics.counter(
+      'emails_given_up_total',
+      'Emails owed to a customer whose job failed again after every round of retries (a day each; kind: order_confirmation, payment_receipt, cancellation, refund): never sent, left failed in the queue for the operator, each counted once',
+      ['kind'],
+    );
+    for (const kind of ['order_confirmation', 'payment_receipt', 'cancellation', 'refund'] as const)
+      this.givenUp.inc({ kind }, 0);
+  }
 
   /** One pass; returns how many jobs it added back. */
   @OnJob(JobName.ReconcileEmails)
@@ -134,6 +148,7 @@ export class EmailReconciler {
         // left failed, for the operator — said once, at error
         if (!data.reconcilerGaveUp) {
           await existing.updateData({ ...data, reconcilerGaveUp: true });
+          this.givenUp.inc({ kind: email.kind });
           this.logger.error(
             `email ${emailKey(job)} is owed and its job failed again after ${MAX_RECONCILER_RETRIES} rounds of retries: given up, left failed for the operator`,
           );

@@ -1,5 +1,6 @@
 import { INestApplicationContext, Logger } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
+import { MetricsService } from '../../src/metrics/metrics.service';
 import { getQueueToken } from '@nestjs/bullmq';
 import { Job, type Queue } from 'bullmq';
 import { randomUUID } from 'node:crypto';
@@ -299,6 +300,14 @@ describe('emails whose jobs Redis lost', () => {
     expect(smtp.forOrder(orderId)).toHaveLength(1);
   }, 30_000);
 
+  const givenUpCount = async (kind: string) => {
+    const page = await worker.get(MetricsService).render();
+    const line = page
+      .split('\n')
+      .find((l) => l.startsWith(`emails_given_up_total{kind="${kind}"} `));
+    return Number(line?.split(' ')[1] ?? NaN);
+  };
+
   /** Rounds 1–3 each retry the job failed for good; the fourth leaves it failed, for the operator. */
   const threeRoundsThenLeft = async (jobId: string) => {
     for (let round = 1; round <= 4; round++) {
@@ -312,11 +321,15 @@ describe('emails whose jobs Redis lost', () => {
     const { orderId, jobId } = await cancellationFailingForGood();
     const errors = jest.spyOn(Logger.prototype, 'error');
     try {
+      const counted = () => givenUpCount('cancellation');
+      const before = await counted();
       await age(orderId);
       await threeRoundsThenLeft(jobId);
       expect(await reconcile()).toBe(0);
       const givenUp = errors.mock.calls.filter(([m]) => /given up/.test(String(m)));
       expect(givenUp.map(([m]) => String(m))).toEqual([expect.stringContaining(orderId)]);
+      // and counted once, for an alert: emails_given_up_total{kind}
+      expect((await counted()) - before).toBe(1);
     } finally {
       await smtp.start();
     }
