@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@nestjs/common';
 import { ConfigError, loadConfig } from '../config/config';
-import { type AddressInfo, type Server, connect, createServer } from 'node:net';
+import { type AddressInfo, type Server, Socket, connect, createServer } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { SMTPServer } from 'smtp-server';
 import {
   MailTransport,
@@ -240,4 +241,98 @@ describe('SMTP transport: the silence limit before the handover', () => {
     expect(received).toHaveLength(1);
     expect(received[0]).toBeGreaterThan(text.length);
   }, 90_000); // (~11 s on an idle machine; over 30 s while the whole suite runs on a slow day)
+});
+
+describe('SMTP transport: silence judged after the replies already come', () => {
+  // the mail server in a thread of its own, so it answers while this one is stalled: a reply in
+  // the socket's buffer when the silence timer fires (a few ms late) is read before it judges
+  const responder = String.raw`
+    const { createServer } = require('node:net');
+    const { parentPort } = require('node:worker_threads');
+    const server = createServer((socket) => {
+      let data = false;
+      let buffered = '';
+      socket.write('220 stalled.test ESMTP\r\n');
+      socket.on('data', (chunk) => {
+        buffered += chunk.toString('latin1');
+        for (;;) {
+          if (data) {
+            const end = buffered.indexOf('\r\n.\r\n');
+            if (end < 0) return;
+            buffered = buffered.slice(end + 5);
+            data = false;
+            parentPort.postMessage('delivered');
+            socket.write('250 2.0.0 queued\r\n');
+            continue;
+          }
+          const eol = buffered.indexOf('\r\n');
+          if (eol < 0) return;
+          const line = buffered.slice(0, eol).toUpperCase();
+          buffered = buffered.slice(eol + 2);
+          if (line.startsWith('EHLO')) socket.write('250-stalled.test\r\n250 8BITMIME\r\n');
+          else if (line.startsWith('DATA')) { data = true; socket.write('354 go ahead\r\n'); }
+          else if (line.startsWith('QUIT')) socket.end('221 bye\r\n');
+          else socket.write('250 ok\r\n');
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));
+  `;
+  let thread: Worker;
+  let port: number;
+  const delivered: string[] = [];
+  beforeAll(async () => {
+    thread = new Worker(responder, { eval: true });
+    port = await new Promise<number>((resolve, reject) => {
+      thread.once('message', resolve);
+      thread.once('error', reject);
+    });
+    thread.on('message', (m: unknown) => delivered.push(String(m)));
+  });
+  afterAll(() => thread.terminate());
+
+  it('a reply that came while this process was stalled past the limit is not silence (it was, when the timer fired under 250 ms late)', async () => {
+    const config = loadConfig({
+      NODE_ENV: 'development',
+      SMTP_URL: `smtp://127.0.0.1:${port}`,
+      REDIS_KEY_PREFIX: 'unit',
+    });
+    const transport = (
+      mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }
+    ).useFactory(config, { set: async () => 'OK' });
+    const write = Socket.prototype.write;
+    let stalls = 0;
+    // the client's MAIL FROM goes out, then this process is busy for a little over the limit:
+    // the server's 250 waits in the socket's buffer while the silence timer comes due
+    const stalled = jest.spyOn(Socket.prototype, 'write').mockImplementation(function (
+      this: Socket,
+      ...args: Parameters<Socket['write']>
+    ) {
+      const written = write.apply(this, args);
+      if (String(args[0]).startsWith('MAIL FROM')) {
+        stalls += 1;
+        const until = performance.now() + 1_050;
+        while (performance.now() < until); // (a stall, not a wait: the other thread answers)
+      }
+      return written;
+    });
+    smtpIdle.beforeHandoverMs = 1_000;
+    try {
+      await transport.send({
+        key: 'stalled',
+        messageId: '<stalled@shop.example>',
+        from: 'a@b.co',
+        to: 'c@d.co',
+        subject: 's',
+        text: 't',
+        html: 'h',
+      });
+    } finally {
+      smtpIdle.beforeHandoverMs = SMTP_IDLE_BEFORE_HANDOVER_MS;
+      stalled.mockRestore();
+    }
+    expect(stalls).toBe(1);
+    expect(delivered).toEqual(['delivered']);
+  }, 30_000);
 });

@@ -246,10 +246,13 @@ class SmtpMailTransport extends MailTransport {
     let ended = false;
     // until the message is handed over, SMTP_IDLE_BEFORE_HANDOVER_MS of silence ends the
     // conversation; from then on only socketTimeout (the RFC's 10 minutes for the answer)
+    let heard = 0; // (each word of the conversation; a judgment of silence checks none came since)
     const watch = () => {
+      heard += 1;
       clearTimeout(silent);
       if (handedOver || streaming || ended || !socket) return;
       const due = performance.now() + smtpIdle.beforeHandoverMs;
+      const asOf = heard;
       silent = setTimeout(() => {
         // fired late: this process was busy (building a large message, a stalled event loop),
         // and timers run before the replies that came meanwhile are read — not the server's
@@ -258,12 +261,18 @@ class SmtpMailTransport extends MailTransport {
           setImmediate(watch);
           return;
         }
-        fellSilent = true;
-        socket?.destroy(
-          new Error(
-            `no word from the mail server for ${smtpIdle.beforeHandoverMs / 1000} s before the message was handed over`,
-          ),
-        );
+        // judged after the replies already in the socket's buffer are read (the loop reads them
+        // between its timers and its immediates): one that came during a stall shorter than the
+        // margin above was taken for silence, and the attempt cut
+        setImmediate(() => {
+          if (heard !== asOf || handedOver || streaming || ended) return;
+          fellSilent = true;
+          socket?.destroy(
+            new Error(
+              `no word from the mail server for ${smtpIdle.beforeHandoverMs / 1000} s before the message was handed over`,
+            ),
+          );
+        });
       }, smtpIdle.beforeHandoverMs);
     };
     const options: SMTPTransport.Options = {
