@@ -5,7 +5,17 @@ import { JobName } from '../queue/queues';
 import { UnansweredHandoverError } from './mail-transport';
 
 /** The emails the shop sends, one per (order, kind) — per (order, kind, refund) for refunds. */
-export type EmailKind = 'order_confirmation' | 'payment_receipt' | 'cancellation' | 'refund';
+export const EMAIL_KINDS = [
+  'order_confirmation',
+  'payment_receipt',
+  'cancellation',
+  'refund',
+] as const;
+export type EmailKind = (typeof EMAIL_KINDS)[number];
+
+export function isEmailKind(kind: unknown): kind is EmailKind {
+  return (EMAIL_KINDS as readonly unknown[]).includes(kind);
+}
 
 /** What an `email.send` job carries: ids only, the service reloads everything else. */
 export interface EmailJob {

@@ -5,7 +5,7 @@ import { JobQueues } from '../queue/job-queues';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
 import { EmailDeliveryRepository, OwedEmail } from './email-delivery.repository';
-import { EmailJob, emailJobId, emailKey, enqueueEmail } from './email-job';
+import { EMAIL_KINDS, EmailJob, emailJobId, emailKey, enqueueEmail } from './email-job';
 
 /**
  * How far back published email events are checked: several rounds of an email job's own retries
@@ -66,8 +66,7 @@ export class EmailReconciler {
       'Emails owed to a customer whose job failed again after every round of retries (a day each; kind: order_confirmation, payment_receipt, cancellation, refund): never sent, left failed in the queue for the operator, each counted once',
       ['kind'],
     );
-    for (const kind of ['order_confirmation', 'payment_receipt', 'cancellation', 'refund'] as const)
-      this.givenUp.inc({ kind }, 0);
+    for (const kind of EMAIL_KINDS) this.givenUp.inc({ kind }, 0);
   }
 
   /** One pass; returns how many jobs it added back. */

@@ -1,5 +1,5 @@
 import { isUuid } from '../common/ids';
-import type { EmailKind } from '../notifications/email-job';
+import { isEmailKind } from '../notifications/email-job';
 import { JobName } from './queues';
 
 /** A problem with one field of a job's data, or null. */
@@ -16,14 +16,8 @@ const uuid =
 const eventId: FieldCheck = ({ eventId: id }) =>
   typeof id === 'string' && id.length > 0 && id.length <= 255 ? null : 'eventId is not an event id';
 
-const EMAIL_KINDS: Readonly<Record<EmailKind, true>> = {
-  order_confirmation: true,
-  payment_receipt: true,
-  cancellation: true,
-  refund: true,
-};
 const emailKind: FieldCheck = ({ kind }) =>
-  typeof kind === 'string' && Object.hasOwn(EMAIL_KINDS, kind) ? null : 'kind is not an email kind';
+  isEmailKind(kind) ? null : 'kind is not an email kind';
 
 /** The ids each job's data must carry (JobPayloads); a pass over the whole shop carries none. */
 const CHECKS: Readonly<Record<JobName, readonly FieldCheck[]>> = {
