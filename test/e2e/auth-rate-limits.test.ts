@@ -194,9 +194,28 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
         (await register(i % 2 ? b : a, `2001:db8:77:${(0x100 + i).toString(16)}::1`)).status,
       );
     expect(statuses).toEqual(Array(10).fill(400));
+    const counters = async () => {
+      const redis = new Redis(a.config.redis.url);
+      try {
+        return new Set(await redis.keys(`${a.config.redis.keyPrefix}:rl:*`));
+      } finally {
+        redis.disconnect();
+      }
+    };
+    const before = await counters();
     const refused = await register(a, '2001:db8:77:1ff::1'); // a /64 never seen: its /48 is spent
     expect(refused.status).toBe(429);
     expect(refused.headers.get('ratelimit-policy')).toContain('"register-net";q=2560;w=3600');
+    // and leaves no counter behind: each refusal from a fresh /64 left that /64's hour-long
+    // register-ip counter (and a minute's default one), passed before the /48's refused — a /48
+    // rotating its /64s filled Redis at ~165 B a refusal, 1,000 a second (greedy-client review)
+    const refusals = [];
+    for (let i = 0; i < 20; i++)
+      refusals.push(
+        (await register(i % 2 ? b : a, `2001:db8:77:${(0x200 + i).toString(16)}::1`)).status,
+      );
+    expect(refusals).toEqual(Array(20).fill(429));
+    expect([...(await counters())].filter((key) => !before.has(key))).toEqual([]);
     // another /48 is unaffected; an IPv4 client is counted by its address only
     expect((await register(a, '2001:db8:78::1')).status).toBe(400);
     const v4 = await register(a, '10.5.9.1');

@@ -39,7 +39,12 @@ const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const COUNTED = Symbol('rate limits counted');
 /** The counters of a request's `unservedGivenBack` policies it was counted in. */
 const GIVE_BACK_IF_UNSERVED = Symbol('rate limits given back if unserved');
-type CountedRequest = FastifyRequest & { [GIVE_BACK_IF_UNSERVED]?: string[] };
+/** The counters the guard's pass now running counted the request in (given back if refused). */
+const COUNTED_THIS_PASS = Symbol('rate limits counted by this pass');
+type CountedRequest = FastifyRequest & {
+  [GIVE_BACK_IF_UNSERVED]?: string[];
+  [COUNTED_THIS_PASS]?: string[];
+};
 
 /**
  * The request's limits were counted by running these guards early (the sold-out checkout's
@@ -115,6 +120,33 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     );
   }
 
+  /**
+   * A request one policy refuses gives back the hits the pass's earlier policies counted: it was
+   * not served, and a counter it made afresh would stay for its whole window — a host rotating
+   * the /64s of its /48 after the /48's registrations were spent left each /64's hour-long
+   * `register-ip` counter and a minute's `default` one per refusal, ~165 B of a Redis that evicts
+   * nothing, at a thousand refusals a second (greedy-client review). The refusing policy's own
+   * counter keeps its hit (a refusal counts where it is refused).
+   */
+  override async canActivate(context: ExecutionContext): Promise<boolean> {
+    if (context.getType() !== 'http') return super.canActivate(context);
+    const request = context.switchToHttp().getRequest<CountedRequest>();
+    const counted: string[] = [];
+    request[COUNTED_THIS_PASS] = counted;
+    try {
+      return await super.canActivate(context);
+    } catch (err) {
+      if (counted.length > 0) {
+        const unserved = request[GIVE_BACK_IF_UNSERVED];
+        if (unserved) request[GIVE_BACK_IF_UNSERVED] = unserved.filter((k) => !counted.includes(k));
+        await this.counters.giveBack(...counted);
+      }
+      throw err;
+    } finally {
+      request[COUNTED_THIS_PASS] = undefined;
+    }
+  }
+
   protected override async handleRequest(props: ThrottlerRequest): Promise<boolean> {
     const { context, limit, ttl } = props;
     const policy = byName.get(props.throttler.name ?? 'default');
@@ -157,10 +189,14 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       // the order), which a replay writing nothing must not spend; the order's own per-minute
       // policy still counts it
       if (headroom > 0) await this.counters.giveBack(key);
+      else (request as unknown as CountedRequest)[COUNTED_THIS_PASS]?.push(key);
       return true;
     }
-    if (policy.unservedGivenBack && !record.isBlocked) {
-      ((request as unknown as CountedRequest)[GIVE_BACK_IF_UNSERVED] ??= []).push(key);
+    if (!record.isBlocked) {
+      (request as unknown as CountedRequest)[COUNTED_THIS_PASS]?.push(key);
+      if (policy.unservedGivenBack) {
+        ((request as unknown as CountedRequest)[GIVE_BACK_IF_UNSERVED] ??= []).push(key);
+      }
     }
     if (record.isBlocked && headroom > 0) {
       // refused for the room it needed: the refusal does not spend that room (a customer

@@ -21,11 +21,17 @@ return { hits, ttl }
 
 /** A counter started afresh (its window with it). */
 const RESET = `redis.call('DEL', KEYS[1]) return 1`;
-/** One hit back, never below zero, the window's expiry kept. */
+/**
+ * One hit back on each counter, the window's expiry kept — a counter back at none is deleted: a
+ * key left at zero for its window is a key an unserved request made (refusals from fresh /64s
+ * each left hour-long ones).
+ */
 const GIVE_BACK = `
-local hits = tonumber(redis.call('GET', KEYS[1]) or '0')
-if hits > 0 then redis.call('DECR', KEYS[1]) end
-return hits
+for _, key in ipairs(KEYS) do
+  local hits = tonumber(redis.call('GET', key) or '0')
+  if hits > 1 then redis.call('DECR', key) elseif hits == 1 then redis.call('DEL', key) end
+end
+return #KEYS
 `;
 
 /**
@@ -113,11 +119,15 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   }
 
   /**
-   * Takes one hit back from a window (a request refused for the room it needed left after it:
-   * the refusal itself must not spend that room). Best effort: a Redis that cannot answer keeps it.
+   * Takes one hit back from each window (a request refused for the room it needed left after it:
+   * the refusal itself must not spend that room; one refused by a later policy), in one script.
+   * Best effort: a Redis that cannot answer keeps them.
    */
-  async giveBack(key: string): Promise<void> {
-    await this.ask(GIVE_BACK, key).catch(() => undefined);
+  async giveBack(...keys: string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await askStore(this.redis, this.timeoutMs, () =>
+      this.redis.eval(GIVE_BACK, keys.length, ...keys.map((key) => this.prefix + key)),
+    ).catch(() => undefined);
   }
 
   /** Starts a counter afresh (best effort: a Redis that cannot answer keeps it). */
