@@ -642,8 +642,33 @@ export class CatalogCache {
    * URLs of their own, and unbounded they took the pool's connections from checkout as the
    * misses did before the gate (buildSlots; 503 with Retry-After past the wait).
    */
-  readBounded<T>(read: () => Promise<T>): Promise<T> {
-    return this.builds.run(read);
+  readBounded<T>(read: () => Promise<T>, client?: Payer): Promise<T> {
+    return this.charged(read, client, this.admit(client), false);
+  }
+
+  /**
+   * `read` through the gate, its time paid by `spent` (admit: `client`'s budget and its /48's),
+   * holding no more of the gate's slots than `client`'s caps let it (slotCaps).
+   */
+  private charged<T>(
+    read: () => Promise<T>,
+    client: Payer | undefined,
+    spent: Spend | undefined,
+    priority: boolean,
+  ): Promise<T> {
+    return this.builds
+      .run(
+        async () => {
+          const started = performance.now();
+          try {
+            return await read();
+          } finally {
+            spent?.(performance.now() - started);
+          }
+        },
+        { priority, caps: this.slotCaps(client) },
+      )
+      .finally(() => spent?.(0)); // refused by the gate (503): nothing read, nothing spent
   }
 
   /**
@@ -659,19 +684,7 @@ export class CatalogCache {
     // A build this request begins (not one it joins) is admitted first, by the client's budget:
     // a refusal is this request's own answer, never a shared build's
     const build = (spent = this.admit(client)) =>
-      this.builds
-        .run(
-          async () => {
-            const started = performance.now();
-            try {
-              return await unbounded();
-            } finally {
-              spent?.(performance.now() - started);
-            }
-          },
-          { priority: this.readAgain.has(key), caps: this.slotCaps(client) },
-        )
-        .finally(() => spent?.(0)); // refused by the gate (503): nothing built, nothing spent
+      this.charged(unbounded, client, spent, this.readAgain.has(key));
     if (!this.enabled) {
       this.answered.build.inc();
       return JSON.stringify(await build());

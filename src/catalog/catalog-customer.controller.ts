@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Param, Post, Query } from '@nestjs/common';
+import { Body, Controller, Get, Ip, Param, Post, Query } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
@@ -9,6 +9,7 @@ import { CreateReviewDto, ProductListDto, ReviewDto, ReviewPageDto } from './dto
 import { RecommendationsService } from './recommendations.service';
 import { RECOMMENDATION_MIN_CUSTOMERS } from './recommendation.repository';
 import { ReviewsService } from './reviews.service';
+import { payerOf } from './build-budget';
 
 /** Reviews and recommendations: public reads, and what a signed-in customer writes or gets. */
 @ApiTags('catalog')
@@ -29,8 +30,12 @@ export class CatalogCustomerController {
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ReviewPageDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND` (also for a product off sale)'])
-  listReviews(@Param('id', new UuidParamPipe()) id: string, @Query() query: PageQueryDto) {
-    return this.reviews.list(id, query);
+  listReviews(
+    @Param('id', new UuidParamPipe()) id: string,
+    @Query() query: PageQueryDto,
+    @Ip() ip: string,
+  ) {
+    return this.reviews.list(id, query, payerOf(ip));
   }
 
   @Post('products/:id/reviews')
@@ -70,8 +75,11 @@ export class CatalogCustomerController {
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductListDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
-  alsoBought(@Param('id', new UuidParamPipe()) id: string): Promise<ProductListDto> {
-    return this.recommendations.alsoBought(id);
+  alsoBought(
+    @Param('id', new UuidParamPipe()) id: string,
+    @Ip() ip: string,
+  ): Promise<ProductListDto> {
+    return this.recommendations.alsoBought(id, payerOf(ip));
   }
 
   @Get('me/recommendations')

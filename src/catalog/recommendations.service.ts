@@ -5,6 +5,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
 import { CatalogCache } from './catalog-cache';
+import type { Payer } from './build-budget';
 import { mapProductSummary } from './catalog.mapper';
 import { ProductListDto } from './dto/catalog.dto';
 import { ObjectStorage } from './object-storage';
@@ -54,12 +55,15 @@ export class RecommendationsService {
     return n;
   }
 
-  /** (Anonymous and uncached: through the catalog's read gate, CatalogCache#readBounded.) */
-  async alsoBought(productId: string): Promise<ProductListDto> {
+  /**
+   * (Anonymous and uncached: through the catalog's read gate, CatalogCache#readBounded, paid for
+   * by `payer` — the client, and its IPv6 /48 — as a listing page it builds.)
+   */
+  async alsoBought(productId: string, payer?: Payer): Promise<ProductListDto> {
     const rows = await this.cache.readBounded(async () => {
       if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
       return this.recommendations.alsoBought(productId, TOP_K);
-    });
+    }, payer);
     return { items: rows.map(this.summary) };
   }
 

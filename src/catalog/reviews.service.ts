@@ -7,6 +7,7 @@ import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { CatalogCache } from './catalog-cache';
+import type { Payer } from './build-budget';
 import { CreateReviewDto, ReviewDto, ReviewPageDto } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
 import { ReviewRepository } from './review.repository';
@@ -61,8 +62,11 @@ export class ReviewsService {
     return { ...review, createdAt: review.createdAt.toISOString() };
   }
 
-  /** A product's reviews; 404 for a product that does not exist or is off sale, as for the product. */
-  async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
+  /**
+   * A product's reviews; 404 for a product that does not exist or is off sale, as for the product.
+   * `payer` (the client, and its IPv6 /48) pays for the read, as for a listing page it builds.
+   */
+  async list(productId: string, query: PageQueryDto, payer?: Payer): Promise<ReviewPageDto> {
     // (a cursor is bound to its product's reviews: another's skipped or repeated some)
     const list = `reviews of ${productId}`;
     const after = this.cursors.decode<{ t: string; i: string }>(
@@ -71,7 +75,7 @@ export class ReviewsService {
       list,
       "product's reviews",
     );
-    // (anonymous, uncached, any cursor: through the catalog's read gate)
+    // (anonymous, uncached, any cursor: through the catalog's read gate, by the client's budget)
     const rows = await this.cache.readBounded(async () => {
       if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
       return this.reviews.page(
@@ -79,7 +83,7 @@ export class ReviewsService {
         query.limit + 1,
         after ? { at: after.t, id: after.i } : null,
       );
-    });
+    }, payer);
     const items = rows.slice(0, query.limit);
     const last = items[items.length - 1];
     return {

@@ -1,5 +1,7 @@
 import { CATALOG_BUILD_STATEMENT_MS } from '../../src/catalog/catalog.service';
 import { ProductRepository } from '../../src/catalog/product.repository';
+import { ReviewRepository } from '../../src/catalog/review.repository';
+import { insertProduct } from '../support/fixtures';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { HttpResponse, expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -120,6 +122,39 @@ describe('catalog builds paid for by their time, per client', () => {
     // the spent /48's to read
     for (const _ of [1, 2]) expect((await search('192.0.2.48', 'negation 5')).status).toBe(200);
     expect((await search(host(5), 'negation 5')).status).toBe(200);
+  });
+
+  it("a product's reviews and what was bought with it, uncached, are paid for like a listing's build: a client that spent its 5 s on reviews is refused both (429), another client is served", async () => {
+    const client = '203.0.113.77';
+    const other = '198.51.100.77';
+    const product = await insertProduct(t.db.pool, { stock: 1 });
+    const reviews = t.app.get(ReviewRepository);
+    const tx = t.app.get(TransactionHost);
+    const page = reviews.page.bind(reviews);
+    const reads = { running: 0 };
+    jest.spyOn(reviews, 'page').mockImplementation(async (...args) => {
+      reads.running++;
+      try {
+        await tx.query('SELECT pg_sleep(2.6)');
+        return await page(...args);
+      } finally {
+        reads.running--;
+      }
+    });
+    const reviewsOf = (ip: string, limit = 20) =>
+      t.http.get(`/v1/products/${product}/reviews?limit=${limit}`, from(ip));
+    const alsoBought = (ip: string) => t.http.get(`/v1/products/${product}/also-bought`, from(ip));
+    // two pages at once, 5.2 s of the client's read time: each a read of its own (nothing cached)
+    expect(
+      (await Promise.all([reviewsOf(client, 5), reviewsOf(client, 6)])).map((r) => r.status),
+    ).toEqual([200, 200]);
+    jest.restoreAllMocks();
+    // unpaid, a /48's /64s each read such pages at the per-IP rate: another shopper's uncached
+    // searches went from 5 ms to 326 ms (greedy-client review)
+    expectRateLimited(await reviewsOf(client), 60);
+    expectRateLimited(await alsoBought(client), 60);
+    expect((await reviewsOf(other)).status).toBe(200);
+    expect((await alsoBought(other)).status).toBe(200);
   });
 
   it("a slow database refuses no /48 its plain listing pages: six misses from six /64s of one /48 during a 1.5 s table lock all answer 200, as six IPv4 clients' do — only builds holding a slot count against the /48's four, the others wait their turn", async () => {
