@@ -129,7 +129,9 @@ abstract class RateLimitGuard extends ThrottlerGuard {
    * counter keeps its hit (a refusal counts where it is refused).
    */
   override async canActivate(context: ExecutionContext): Promise<boolean> {
-    if (context.getType() !== 'http') return super.canActivate(context);
+    if (!this.config.rateLimitEnabled || context.getType() !== 'http') {
+      return super.canActivate(context);
+    }
     const request = context.switchToHttp().getRequest<CountedRequest>();
     const counted: string[] = [];
     request[COUNTED_THIS_PASS] = counted;
