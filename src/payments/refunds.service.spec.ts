@@ -698,7 +698,13 @@ describe('RefundsService', () => {
       s.gateway.createRefund.mockRejectedValueOnce(
         new GatewayError('rejected', 'amount_too_large', 'too much'),
       );
-      const tooMuch = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      // (an amount asked: "all that remains" refused so is asked once more, after the provider's list)
+      const tooMuch = s.service.request({
+        orderId: ORDER,
+        amount: 24900,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
       await expect(tooMuch.catch(domainCode)).resolves.toBe('REFUND_EXCEEDS_CAPTURED');
       expect(s.refunds.settle).toHaveBeenCalledWith(
         REFUND_ID,

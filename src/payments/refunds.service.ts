@@ -124,6 +124,16 @@ const REFUND_RECHECK_MS = 6 * 3600_000;
 /** Watched payments read per reconciliation run (every minute): a provider call each. */
 const REFUND_RECHECK_BATCH = 20;
 
+/** An admin's refund (RefundsService#request). */
+interface RefundRequest {
+  orderId: string;
+  amount?: number;
+  currency?: string;
+  actor: string;
+  idempotencyKey: string;
+  waitMs?: number;
+}
+
 /**
  * Refunds, in three short steps with the provider call between them (never inside a
  * transaction): reserve the amount against the captured payment and record the refund as
@@ -180,17 +190,37 @@ export class RefundsService {
    * and settled by its follow-up job with the same provider key. Without it, the SDK's own
    * timeout and retries (~25 s on a provider that does not answer).
    */
-  async request(input: {
-    orderId: string;
-    amount?: number;
-    currency?: string;
-    actor: string;
-    idempotencyKey: string;
-    waitMs?: number;
-  }): Promise<Refund> {
+  async request(input: RefundRequest): Promise<Refund> {
     let budget: CallBudget | undefined;
     const waiting = () =>
       input.waitMs === undefined ? undefined : (budget ??= budgetOf(input.waitMs));
+    let result = await this.requestAttempt(input, waiting);
+    if (
+      result.status === 'failed' &&
+      input.amount === undefined &&
+      EXCEEDS.has(result.failure ?? '')
+    ) {
+      // "all that remains" was sized from our records, which a refund made at the provider (its
+      // dashboard) and not heard of yet does not count: the provider refused it as too much, and
+      // the admin who asked for no amount was answered 409 with money still refundable (race
+      // review). The key's next attempt reads the provider's list first (adopting that refund)
+      // and asks for what remains after it — once: a second refusal is the answer.
+      result = await this.requestAttempt(input, waiting);
+    }
+    if (result.status === 'failed') {
+      throw new DomainError(
+        EXCEEDS.has(result.failure ?? '') ? 'REFUND_EXCEEDS_CAPTURED' : 'PAYMENT_PROVIDER_REJECTED',
+        `The payment provider refused the refund (${result.failure ?? 'unknown reason'}).`,
+      );
+    }
+    return result;
+  }
+
+  /** One attempt of the key's (request): the refund it continues or makes, failed or not. */
+  private async requestAttempt(
+    input: RefundRequest,
+    waiting: () => CallBudget | undefined,
+  ): Promise<Refund> {
     const payment = await this.payments.findByOrder(input.orderId);
     let attempt = await this.currentAttempt(input.actor, input.idempotencyKey);
     if (!attempt.refund && attempt.number > 1 && payment) {
@@ -214,6 +244,17 @@ export class RefundsService {
       ) {
         throw retryShortly(
           'An earlier attempt of this refund is still pending at the payment provider; retry shortly.',
+        );
+      }
+      // what remains is not known while a refund of the payment is pending at the provider (it
+      // counts it, we record it once it succeeds): "all that remains" would be refused again
+      if (
+        !attempt.refund &&
+        input.amount === undefined &&
+        remotes.some((r) => r.status === 'pending')
+      ) {
+        throw retryShortly(
+          'A refund of this payment is still pending at the payment provider; retry shortly.',
         );
       }
     }
@@ -279,17 +320,9 @@ export class RefundsService {
         'This Idempotency-Key was already used for another refund.',
       );
     }
-    const result =
-      refund.status === 'pending'
-        ? (await this.attempt(refund, payment!, { inRequest: true, budget: waiting() })).refund
-        : refund;
-    if (result.status === 'failed') {
-      throw new DomainError(
-        EXCEEDS.has(result.failure ?? '') ? 'REFUND_EXCEEDS_CAPTURED' : 'PAYMENT_PROVIDER_REJECTED',
-        `The payment provider refused the refund (${result.failure ?? 'unknown reason'}).`,
-      );
-    }
-    return result;
+    return refund.status === 'pending'
+      ? (await this.attempt(refund, payment!, { inRequest: true, budget: waiting() })).refund
+      : refund;
   }
 
   /**

@@ -2388,6 +2388,33 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         expect.objectContaining({ reason: 'external', status: 'succeeded' }),
       ]);
     }, 30_000);
+
+    it('"all that remains", asked before a dashboard refund\'s event came: 201 for what remains after it (the provider\'s "too large" was answered 409); pending there, 503 until it settles', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const dashboard = stripe.refundFromDashboard(intent, 3000); // its event not delivered yet
+      const rest = await refund(orderId, {});
+      expect(rest.status).toBe(201);
+      expect(rest.body).toMatchObject({ amount: { amount: 7000 }, status: 'succeeded' });
+      await deliver(dashboard);
+      await processed(dashboard.id);
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'REFUNDED',
+        refunded: { amount: 10_000 },
+      });
+      const refunded = stripe.requests.filter(
+        (r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent,
+      );
+      expect(refunded.map((r) => r.body.amount)).toEqual(['10000', '7000']);
+
+      // a dashboard refund still pending at the provider: what remains is not known yet
+      const other = await paidOrder(10_000, 1);
+      stripe.refundFromDashboard(other.intent, 3000, { pending: true });
+      const key = newKey();
+      const early = await refund(other.orderId, {}, key);
+      expectProblem(early, 503, 'SERVICE_UNAVAILABLE');
+      expect(Number(early.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect((await orderOf(other.orderId)).refunded).toEqual({ amount: 0, currency: 'INR' });
+    }, 30_000);
   });
 });
 
