@@ -149,6 +149,8 @@ interface Opening {
    * WAL and waits for no flush — and a COMMIT whose answer is lost is simply a 503 (nothing to ask).
    */
   readOnly?: boolean;
+  /** Read-only, all its statements seeing one snapshot (REPEATABLE READ): SNAPSHOT_BEGIN. */
+  snapshot?: boolean;
 }
 
 interface WithCommit {
@@ -526,6 +528,19 @@ export class TransactionHost {
     return this.runWithRetry(() => work(), opening);
   }
 
+  /**
+   * Like run(), for reads that must agree with one another (an order and its payment's refunds,
+   * read by two statements): one read-only REPEATABLE READ transaction, so every statement sees
+   * the same committed state — each of its own saw a refund settle between them (an order shown
+   * FULFILLED, refunded 0, beside a succeeded refund of 2,000; race review). No transaction id, no
+   * WAL: its COMMIT waits for no flush. Inside an open transaction it is simply that transaction's
+   * work.
+   */
+  async runSnapshot<T>(work: () => Promise<T>): Promise<T> {
+    if (this.als.getStore()) return work();
+    return this.runWithRetry(() => work(), { sql: '', reads: [], readOnly: true, snapshot: true });
+  }
+
   /** A transaction of its own, its attempts counted as open (shutdown waits for them). */
   private async runWithRetry<T>(
     work: (opened: unknown[][]) => Promise<T>,
@@ -613,8 +628,15 @@ export class TransactionHost {
         // marked first: if the opening statement fails, the server's transaction block is open
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
-        const begin = opening.readOnly ? READ_ONLY_BEGIN : BEGIN;
-        const results = await this.simple(runner, `${begin};\n${opening.sql}`);
+        const begin = opening.snapshot
+          ? SNAPSHOT_BEGIN
+          : opening.readOnly
+            ? READ_ONLY_BEGIN
+            : BEGIN;
+        const results = await this.simple(
+          runner,
+          opening.sql ? `${begin};\n${opening.sql}` : begin,
+        );
         xid = transactionIdOf(results[1]);
         opened = results.slice(2).map((r): unknown[] => r.rows ?? []);
         // the opening reads' rows come last; work() gets the statements' own
@@ -840,6 +862,8 @@ const SERVER_LIFE = `pg_postmaster_start_time()::text || ' ' || coalesce(pg_stat
 const BEGIN = `START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid, ${SERVER_LIFE} AS life`;
 /** BEGIN of a read-only transaction (Opening.readOnly): the same two results, with no id taken. */
 const READ_ONLY_BEGIN = `START TRANSACTION READ ONLY;\nSELECT NULL::text AS xid, NULL::text AS life`;
+/** BEGIN of a read-only transaction whose statements all see one snapshot (Opening.snapshot). */
+const SNAPSHOT_BEGIN = `START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT NULL::text AS xid, NULL::text AS life`;
 
 const transactionIdOf = (result: QueryResult | undefined): TransactionId | null => {
   const row = result?.rows?.[0] as { xid?: string; life?: string } | undefined;

@@ -36,23 +36,34 @@ export class OrdersService {
     return this.page({ status: query.status }, query);
   }
 
-  /** Any customer's order, with its payment's disputes (an admin's view, `orders:read_all`). */
-  async getAny(id: string): Promise<AdminOrderDetailDto> {
-    const order = await this.mustFind(id);
-    const [detail, disputes] = await Promise.all([
-      this.detail(order),
-      this.payments.disputesOf(order.id),
-    ]);
-    return { ...detail, disputes };
+  /**
+   * Any customer's order, with its payment's disputes (an admin's view, `orders:read_all`): its
+   * reads from one snapshot (TransactionHost#runSnapshot), as a customer's.
+   */
+  getAny(id: string): Promise<AdminOrderDetailDto> {
+    return this.tx.runSnapshot(async () => {
+      const order = await this.mustFind(id);
+      const [detail, disputes] = await Promise.all([
+        this.detail(order),
+        this.payments.disputesOf(order.id),
+      ]);
+      return { ...detail, disputes };
+    });
   }
 
-  /** Another customer's order is a 404: its existence is never revealed. */
-  async get(me: Principal, id: string): Promise<OrderDetailDto> {
-    const order = await this.orders.findById(id);
-    if (!order || order.userId !== me.userId) {
-      throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
-    }
-    return this.detail(order);
+  /**
+   * Another customer's order is a 404: its existence is never revealed. The order and its
+   * payment are read from one snapshot: a refund or fulfilment committing between the two reads
+   * answered an order that contradicted its own payment.
+   */
+  get(me: Principal, id: string): Promise<OrderDetailDto> {
+    return this.tx.runSnapshot(async () => {
+      const order = await this.orders.findById(id);
+      if (!order || order.userId !== me.userId) {
+        throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
+      }
+      return this.detail(order);
+    });
   }
 
   /** Cancels before PAID and releases stock once; cancelling a cancelled order is a no-op. */

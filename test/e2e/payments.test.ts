@@ -2,6 +2,7 @@ import { createHmac } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import { INestApplicationContext } from '@nestjs/common';
 import Stripe from 'stripe';
+import { OrderRepository } from '../../src/orders/order.repository';
 import { OrderTransitionsService } from '../../src/orders/order-transitions.service';
 import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
@@ -10,7 +11,7 @@ import { createAdmin, createStaff } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { drain } from '../support/drain';
-import { expectProblem } from '../support/http';
+import { HttpResponse, expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -694,6 +695,38 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(sold.rows[0].units_sold).toBe(0); // a fully refunded order no longer counts as sold
     expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
   }, 30_000);
+
+  it('an order and its payment are read from one snapshot: a refund committing between the two reads does not show the order unrefunded beside the refund', async () => {
+    const admin = await createAdmin(t);
+    const { order } = await paidOrder(10_000);
+    const orders = t.app.get(OrderRepository);
+    const findById = orders.findById.bind(orders);
+    let refunded: HttpResponse | undefined;
+    jest.spyOn(orders, 'findById').mockImplementationOnce(async (...args) => {
+      const found = await findById(...args);
+      // an admin's refund commits after the order's read, before its payment's
+      refunded = await t.http.post(
+        `/v1/admin/orders/${order.body.id}/refunds`,
+        { amount: { amount: 2000, currency: 'INR' } },
+        { token: admin.accessToken, idempotencyKey: newKey() },
+      );
+      return found;
+    });
+    const read = await statusOf(order.body.id);
+    jest.restoreAllMocks();
+    expect(refunded?.status).toBe(201);
+    // as it was before the refund (each read of its own showed CONFIRMED, refunded 0, beside the
+    // payment's succeeded refund of 2,000: race review) …
+    expect(read).toMatchObject({ status: 'CONFIRMED', refunded: { amount: 0 } });
+    expect(read.payment.refunded).toMatchObject({ amount: 0 });
+    expect(read.payment.refunds ?? []).toEqual([]);
+    // … and after it, as it is now
+    expect(await statusOf(order.body.id)).toMatchObject({
+      status: 'PARTIALLY_REFUNDED',
+      refunded: { amount: 2000 },
+      payment: { refunded: { amount: 2000 } },
+    });
+  });
 
   it('a fulfilment sent again after a refund moved the fulfilled order on is a no-op answered 200 with the order as it is (its first answer lost), not 409; an order never fulfilled stays 409', async () => {
     const admin = await createAdmin(t);
