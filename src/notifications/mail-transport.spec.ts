@@ -160,6 +160,32 @@ describe('file transport: a folder that cannot be written refuses the boot', () 
 });
 
 /** A message streaming to the server over a slow link is not silence (its bytes move). */
+/** Sends a message with `text` to the SMTP server on `port`, under a silence limit of 1 s. */
+async function sendUnderOneSecondLimit(port: number, key: string, text: string): Promise<void> {
+  const config = loadConfig({
+    NODE_ENV: 'development',
+    SMTP_URL: `smtp://127.0.0.1:${port}`,
+    REDIS_KEY_PREFIX: 'unit',
+  });
+  const transport = (
+    mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }
+  ).useFactory(config, { set: async () => 'OK' });
+  smtpIdle.beforeHandoverMs = 1_000;
+  try {
+    await transport.send({
+      key,
+      messageId: `<${key}@shop.example>`,
+      from: 'a@b.co',
+      to: 'c@d.co',
+      subject: 's',
+      text,
+      html: 'h',
+    });
+  } finally {
+    smtpIdle.beforeHandoverMs = SMTP_IDLE_BEFORE_HANDOVER_MS;
+  }
+}
+
 describe('SMTP transport: the silence limit before the handover', () => {
   let server: SMTPServer;
   let relay: Server;
@@ -215,29 +241,8 @@ describe('SMTP transport: the silence limit before the handover', () => {
   });
 
   it('an 8 MB message streaming for seconds at 2 MB/s is delivered under a 1 s limit: it was cut at every attempt', async () => {
-    const config = loadConfig({
-      NODE_ENV: 'development',
-      SMTP_URL: `smtp://127.0.0.1:${(relay.address() as AddressInfo).port}`,
-      REDIS_KEY_PREFIX: 'unit',
-    });
-    const transport = (
-      mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }
-    ).useFactory(config, { set: async () => 'OK' });
     const text = 'x'.repeat(8 * 1024 * 1024);
-    smtpIdle.beforeHandoverMs = 1_000;
-    try {
-      await transport.send({
-        key: 'big',
-        messageId: '<big@shop.example>',
-        from: 'a@b.co',
-        to: 'c@d.co',
-        subject: 's',
-        text,
-        html: 'h',
-      });
-    } finally {
-      smtpIdle.beforeHandoverMs = SMTP_IDLE_BEFORE_HANDOVER_MS;
-    }
+    await sendUnderOneSecondLimit((relay.address() as AddressInfo).port, 'big', text);
     expect(received).toHaveLength(1);
     expect(received[0]).toBeGreaterThan(text.length);
   }, 90_000); // (~11 s on an idle machine; over 30 s while the whole suite runs on a slow day)
@@ -293,14 +298,6 @@ describe('SMTP transport: silence judged after the replies already come', () => 
   afterAll(() => thread.terminate());
 
   it('a reply that came while this process was stalled past the limit is not silence (it was, when the timer fired under 250 ms late)', async () => {
-    const config = loadConfig({
-      NODE_ENV: 'development',
-      SMTP_URL: `smtp://127.0.0.1:${port}`,
-      REDIS_KEY_PREFIX: 'unit',
-    });
-    const transport = (
-      mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }
-    ).useFactory(config, { set: async () => 'OK' });
     const write = Socket.prototype.write;
     let stalls = 0;
     // the client's MAIL FROM goes out, then this process is busy for a little over the limit:
@@ -317,19 +314,9 @@ describe('SMTP transport: silence judged after the replies already come', () => 
       }
       return written;
     });
-    smtpIdle.beforeHandoverMs = 1_000;
     try {
-      await transport.send({
-        key: 'stalled',
-        messageId: '<stalled@shop.example>',
-        from: 'a@b.co',
-        to: 'c@d.co',
-        subject: 's',
-        text: 't',
-        html: 'h',
-      });
+      await sendUnderOneSecondLimit(port, 'stalled', 't');
     } finally {
-      smtpIdle.beforeHandoverMs = SMTP_IDLE_BEFORE_HANDOVER_MS;
       stalled.mockRestore();
     }
     expect(stalls).toBe(1);
