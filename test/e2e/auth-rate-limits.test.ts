@@ -172,6 +172,25 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect((await register('10.5.1.2')).status).toBe(400);
   });
 
+  it("a flood of logins refused by login-ip still spends its client's requests a minute (default): past 300, its other routes are refused too", async () => {
+    const ip = '10.77.0.1';
+    const statuses: number[] = [];
+    for (let sent = 0; sent < 300; sent += 50) {
+      const wave = await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          (i % 2 ? b : a).http.post('/v1/auth/login', {}, xff(ip)),
+        ),
+      );
+      statuses.push(...wave.map((r) => r.status));
+    }
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(280);
+    // (the refusals' `default` hits were given back with login-ip's: the client was served on
+    // every other route all the while, however fast it sent — review)
+    const other = await a.http.get('/v1/categories', xff(ip));
+    expectProblem(other, 429, 'RATE_LIMITED');
+    expect(other.headers.get('ratelimit-policy')).toContain('"default";q=300;w=60');
+  });
+
   it("limits registration per IPv6 /48 too (2,560 an hour: a /56 household's worth): one host rotating through the /64s of its allocation", async () => {
     const register = (app: TestApp, ip: string) =>
       app.http.post(
@@ -206,16 +225,19 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     const refused = await register(a, '2001:db8:77:1ff::1'); // a /64 never seen: its /48 is spent
     expect(refused.status).toBe(429);
     expect(refused.headers.get('ratelimit-policy')).toContain('"register-net";q=2560;w=3600');
-    // and leaves no counter behind: each refusal from a fresh /64 left that /64's hour-long
-    // register-ip counter (and a minute's default one), passed before the /48's refused — a /48
-    // rotating its /64s filled Redis at ~165 B a refusal, 1,000 a second (greedy-client review)
+    // and leaves no registration counter behind: each refusal from a fresh /64 left that /64's
+    // hour-long register-ip counter, passed before the /48's refused — a /48 rotating its /64s
+    // filled Redis at ~165 B a refusal, 1,000 a second (greedy-client review); only each /64's
+    // `default` (a minute's requests) counts it
     const refusals = [];
     for (let i = 0; i < 20; i++)
       refusals.push(
         (await register(i % 2 ? b : a, `2001:db8:77:${(0x200 + i).toString(16)}::1`)).status,
       );
     expect(refusals).toEqual(Array(20).fill(429));
-    expect([...(await counters())].filter((key) => !before.has(key))).toEqual([]);
+    const added = [...(await counters())].filter((key) => !before.has(key));
+    expect(added.filter((key) => !key.includes(':rl:default:'))).toEqual([]);
+    expect(added).toHaveLength(21); // (the 21 refusals' /64s, each its minute of `default`)
     // another /48 is unaffected; an IPv4 client is counted by its address only
     expect((await register(a, '2001:db8:78::1')).status).toBe(400);
     const v4 = await register(a, '10.5.9.1');

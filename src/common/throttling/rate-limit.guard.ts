@@ -121,12 +121,14 @@ abstract class RateLimitGuard extends ThrottlerGuard {
   }
 
   /**
-   * A request one policy refuses gives back the hits the pass's earlier policies counted: it was
-   * not served, and a counter it made afresh would stay for its whole window — a host rotating
-   * the /64s of its /48 after the /48's registrations were spent left each /64's hour-long
-   * `register-ip` counter and a minute's `default` one per refusal, ~165 B of a Redis that evicts
-   * nothing, at a thousand refusals a second (greedy-client review). The refusing policy's own
-   * counter keeps its hit (a refusal counts where it is refused).
+   * A request one policy refuses gives back the hits the pass's earlier route policies (those of
+   * a scope: registration's, login's, …) counted: it was not served, and a counter it made afresh
+   * would stay for its whole window — a host rotating the /64s of its /48 after the /48's
+   * registrations were spent left each /64's hour-long `register-ip` counter per refusal, ~165 B
+   * of a Redis that evicts nothing, at a thousand refusals a second (greedy-client review). The
+   * refusing policy's own counter keeps its hit (a refusal counts where it is refused), and so do
+   * the policies of every route (`default`, a client's requests a minute: given back, a flood of
+   * refused logins never reached it, and was served on other routes all the while — review).
    */
   override async canActivate(context: ExecutionContext): Promise<boolean> {
     if (!this.config.rateLimitEnabled || context.getType() !== 'http') {
@@ -191,11 +193,11 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       // the order), which a replay writing nothing must not spend; the order's own per-minute
       // policy still counts it
       if (headroom > 0) await this.counters.giveBack(key);
-      else (request as unknown as CountedRequest)[COUNTED_THIS_PASS]?.push(key);
+      else if (policy.scope) (request as unknown as CountedRequest)[COUNTED_THIS_PASS]?.push(key);
       return true;
     }
     if (!record.isBlocked) {
-      (request as unknown as CountedRequest)[COUNTED_THIS_PASS]?.push(key);
+      if (policy.scope) (request as unknown as CountedRequest)[COUNTED_THIS_PASS]?.push(key);
       if (policy.unservedGivenBack) {
         ((request as unknown as CountedRequest)[GIVE_BACK_IF_UNSERVED] ??= []).push(key);
       }
