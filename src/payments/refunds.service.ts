@@ -228,8 +228,9 @@ export class RefundsService {
       // is reinstated from its list, and is then the answer — never a second refund; one it still
       // holds as pending may yet be made, so the retry must wait
       let remotes: GatewayRefund[];
+      let providerPending: number;
       try {
-        remotes = await this.syncFromGateway(payment, waiting());
+        ({ remotes, providerPending } = await this.sync(payment, waiting()));
       } catch (err) {
         if (err instanceof GatewayError) throw err;
         throw retryShortly('Earlier refunds of this payment are still settling; retry shortly.');
@@ -246,13 +247,10 @@ export class RefundsService {
           'An earlier attempt of this refund is still pending at the payment provider; retry shortly.',
         );
       }
-      // what remains is not known while a refund of the payment is pending at the provider (it
-      // counts it, we record it once it succeeds): "all that remains" would be refused again
-      if (
-        !attempt.refund &&
-        input.amount === undefined &&
-        remotes.some((r) => r.status === 'pending')
-      ) {
+      // what remains is not known while a refund made at the provider, not by us, is pending
+      // there (it counts it, we record it once it succeeds): "all that remains" would be refused
+      // again (ours pending there are reserved in our records: the rest is sized around them)
+      if (!attempt.refund && input.amount === undefined && providerPending > 0) {
         throw retryShortly(
           'A refund of this payment is still pending at the payment provider; retry shortly.',
         );
@@ -449,6 +447,17 @@ export class RefundsService {
    * `budget`: a request's, when one waits for the list.
    */
   async syncFromGateway(payment: Payment, budget?: CallBudget): Promise<GatewayRefund[]> {
+    return (await this.sync(payment, budget)).remotes;
+  }
+
+  /**
+   * syncFromGateway, also telling what the provider's refunds not made by us still pending there
+   * would return (`providerPending`).
+   */
+  private async sync(
+    payment: Payment,
+    budget?: CallBudget,
+  ): Promise<{ remotes: GatewayRefund[]; providerPending: number }> {
     const listedAt = await this.payments.databaseNow();
     const remotes = await this.gateway.listRefunds(payment.intentId, budget);
     const external: GatewayRefund[] = [];
@@ -490,7 +499,7 @@ export class RefundsService {
         : undefined,
     );
     await this.payments.noteProviderPending(payment.id, listedAt, providerPending);
-    return remotes;
+    return { remotes, providerPending };
   }
 
   /**

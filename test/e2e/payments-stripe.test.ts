@@ -2414,6 +2414,28 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expectProblem(early, 503, 'SERVICE_UNAVAILABLE');
       expect(Number(early.headers.get('retry-after'))).toBeGreaterThan(0);
       expect((await orderOf(other.orderId)).refunded).toEqual({ amount: 0, currency: 'INR' });
+
+      // one of ours pending at the bank is no reason to wait: it is in our records, and the rest
+      // is sized around it — after an unseen dashboard refund too (both were a 503: review)
+      const third = await paidOrder(10_000, 1);
+      stripe.holdRefunds(third.intent);
+      const ours = await refund(third.orderId, { amount: { amount: 2000, currency: 'INR' } });
+      expect(ours.body).toMatchObject({ status: 'pending' });
+      stripe.refundFromDashboard(third.intent, 3000); // its event not delivered yet
+      const around = await refund(third.orderId, {});
+      expect(around.status).toBe(201);
+      expect(around.body).toMatchObject({ amount: { amount: 5000 }, status: 'pending' });
+      // … and a key's retry after the bank declined its "all that remains"
+      const fourth = await paidOrder(10_000, 1);
+      stripe.holdRefunds(fourth.intent);
+      await refund(fourth.orderId, { amount: { amount: 2000, currency: 'INR' } });
+      stripe.declineRefunds(fourth.intent);
+      const declinedKey = newKey();
+      expect((await refund(fourth.orderId, {}, declinedKey)).status).toBe(502);
+      stripe.acceptRefunds(fourth.intent);
+      const retried = await refund(fourth.orderId, {}, declinedKey);
+      expect(retried.status).toBe(201);
+      expect(retried.body).toMatchObject({ amount: { amount: 8000 }, status: 'pending' });
     }, 30_000);
   });
 });
