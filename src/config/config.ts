@@ -580,7 +580,7 @@ export interface AppConfig {
     poolWaitMs: number;
     /** A statement the server sends nothing back for this long fails, its connection dropped. */
     queryTimeoutMs: number;
-    /** Circuit breaker: opens after `failures` consecutive connection failures, probes after `halfOpenAfterMs`. */
+    /** Circuit breaker: opens after `failures` consecutive connection failures, probes after 1 s, doubled after each failed probe up to `halfOpenAfterMs`. */
     breaker: { failures: number; halfOpenAfterMs: number };
   };
   redis: { url: string; keyPrefix: string };

@@ -104,17 +104,17 @@ describe('DbCircuitBreaker', () => {
     const b = breaker(3);
     const down = jest.fn().mockRejectedValue(pgError('ECONNREFUSED'));
     for (let i = 0; i < 3; i++) {
-      // connections that cannot be had: the half-open wait, closed or not
+      // connections that cannot be had: the half-open wait (the first: 1 s), closed or not
       await expect(b.execute(down)).rejects.toMatchObject({
         code: 'SERVICE_UNAVAILABLE',
-        options: { headers: { 'Retry-After': '60' } },
+        options: { headers: { 'Retry-After': '1' } },
       });
     }
     expect(b.state).toBe('open');
     const work = jest.fn().mockResolvedValue('ok');
     const refused = await b.execute(work).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(DomainError);
-    expect(refused).toMatchObject({ status: 503, options: { headers: { 'Retry-After': '60' } } });
+    expect(refused).toMatchObject({ status: 503, options: { headers: { 'Retry-After': '1' } } });
     expect(work).not.toHaveBeenCalled();
   });
 
@@ -317,7 +317,7 @@ describe('DbCircuitBreaker', () => {
         severity: 'FATAL',
       });
       expect(await openLine(rotated)).toBe(
-        'database circuit breaker open: failing fast for 60000 ms; cause: 28P01 password authentication failed for user "shop"',
+        'database circuit breaker open: failing fast for 1000 ms; cause: 28P01 password authentication failed for user "shop"',
       );
       expect(await openLine(pgError('ECONNREFUSED', 'connect ECONNREFUSED 10.0.0.5:5432'))).toMatch(
         /; cause: connect ECONNREFUSED 10\.0\.0\.5:5432$/,
@@ -417,6 +417,33 @@ describe('DbCircuitBreaker', () => {
       expect(await answer).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
       expect([pooler.mock.calls.length, direct.mock.calls.length, b.state]).toEqual([1, 0, 'open']);
       expect(work).not.toHaveBeenCalled();
+    });
+
+    it('waits 1 s before its first probe, doubling after each probe that fails up to DB_BREAKER_HALF_OPEN_MS, and 1 s again after it closed (a fixed 5 s made a 300 ms outage 5.2 s of 503s)', async () => {
+      const query = jest.fn().mockRejectedValue(pgError('ECONNREFUSED'));
+      const b = breaker(2, 5000, { query } as unknown as DataSource);
+      const retryAfter = async () =>
+        ((await b.execute(jest.fn()).catch((e: unknown) => e)) as DomainError).options?.headers?.[
+          'Retry-After'
+        ];
+      await openBreaker(b, 2);
+      const waits: string[] = [];
+      for (const ms of [1000, 2000, 4000, 5000, 5000]) {
+        waits.push(String(await retryAfter()));
+        jest.advanceTimersByTime(ms - 1);
+        expect(query).toHaveBeenCalledTimes(waits.length - 1); // (not probed before its wait)
+        await retryAfter();
+        jest.advanceTimersByTime(1);
+        await retryAfter(); // the probe, refused: open again, for twice as long
+        expect(b.state).toBe('open');
+      }
+      expect(waits).toEqual(['1', '2', '4', '5', '5']);
+      jest.advanceTimersByTime(5000);
+      query.mockResolvedValue([]);
+      await expect(b.execute(async () => 'done')).resolves.toBe('done');
+      expect(b.state).toBe('closed');
+      await openBreaker(b, 2);
+      expect(await retryAfter()).toBe('1');
     });
 
     it('a probe that gets no answer in time opens the breaker again, and the work never runs', async () => {

@@ -5,6 +5,8 @@ import {
   CircuitBreakerPolicy,
   CircuitState,
   ConsecutiveBreaker,
+  IBackoff,
+  IHalfOpenAfterBackoffContext,
   IsolatedCircuitError,
   circuitBreaker,
   handleWhen,
@@ -24,6 +26,29 @@ const STATE_NAMES: Record<CircuitState, BreakerState> = {
   [CircuitState.HalfOpen]: 'half-open',
   [CircuitState.Isolated]: 'isolated',
 };
+
+/**
+ * The first wait before a half-open probe: each probe that fails doubles it, up to
+ * DB_BREAKER_HALF_OPEN_MS. A fixed wait of that length made a 300 ms outage 5.2 s of 503s for
+ * every request (the breaker opened, and waited 5 s whatever came back); a long outage is still
+ * probed once every DB_BREAKER_HALF_OPEN_MS after its first seconds.
+ */
+const FIRST_HALF_OPEN_MS = 1000;
+
+/** The half-open waits of one outage: each the double of the one before, up to `longest`. */
+class HalfOpenWaits implements IBackoff<IHalfOpenAfterBackoffContext> {
+  constructor(
+    readonly duration: number,
+    private readonly longest: number,
+    private readonly chosen: (ms: number) => void,
+  ) {
+    chosen(duration);
+  }
+
+  next(): HalfOpenWaits {
+    return new HalfOpenWaits(Math.min(this.duration * 2, this.longest), this.longest, this.chosen);
+  }
+}
 
 /** How close after a counted connection failure those of attempts already under way are the same one. */
 const SAME_EPISODE_MS = 250;
@@ -214,7 +239,10 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   private readonly policy: CircuitBreakerPolicy;
   /** Set inside execute(), so the connection acquisition below it is not counted twice. */
   private readonly guarded = new AsyncLocalStorage<true>();
-  readonly retryAfterSeconds: number;
+  /** The first half-open wait (FIRST_HALF_OPEN_MS, or DB_BREAKER_HALF_OPEN_MS if shorter). */
+  private readonly firstWaitMs: number;
+  /** The half-open wait of the breaker's current (or next) opening: its 503s' Retry-After. */
+  private waitMs: number;
   /** When (monotonic ms) the database last answered a statement of this process, if ever. */
   private lastAnsweredAt = -Infinity;
   /**
@@ -257,7 +285,8 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
     const { failures, halfOpenAfterMs } = config.database.breaker;
-    this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
+    this.firstWaitMs = Math.min(FIRST_HALF_OPEN_MS, halfOpenAfterMs);
+    this.waitMs = this.firstWaitMs;
     this.poolSize = config.database.poolSize;
     const { url, lockUrl } = config.database;
     this.sides = [...new Set([url, lockUrl])].map(
@@ -270,7 +299,10 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     this.policy = circuitBreaker(
       handleWhen((err) => this.counts(err) && !this.sameEpisode.has(err)),
       {
-        halfOpenAfter: halfOpenAfterMs,
+        halfOpenAfter: {
+          next: () =>
+            new HalfOpenWaits(this.firstWaitMs, halfOpenAfterMs, (ms) => (this.waitMs = ms)),
+        },
         breaker: consecutive,
       },
     );
@@ -280,11 +312,14 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     this.policy.onStateChange((state) => {
       // closed starts counting anew (cockatiel closes a half-open breaker on an error it does not
       // count — a probe's queue timeout while PostgreSQL answers — without resetting the count)
-      if (state === CircuitState.Closed) consecutive.success();
+      if (state === CircuitState.Closed) {
+        consecutive.success();
+        this.waitMs = this.firstWaitMs; // (the next outage is probed soon again)
+      }
       const name = STATE_NAMES[state];
       if (name === 'open')
         this.logger.error(
-          `database circuit breaker open: failing fast for ${halfOpenAfterMs} ms; ${connectionFailureCause(cause)}`,
+          `database circuit breaker open: failing fast for ${this.waitMs} ms; ${connectionFailureCause(cause)}`,
         );
       else this.logger.warn(`database circuit breaker ${name}`);
     });
@@ -487,6 +522,11 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
         .then(() => resolve(), reject)
         .finally(() => clearTimeout(timer));
     });
+  }
+
+  /** Retry-After of a 503 for the database: the breaker's half-open wait (waitMs), in seconds. */
+  get retryAfterSeconds(): number {
+    return Math.max(1, Math.ceil(this.waitMs / 1000));
   }
 
   private unavailable(cause?: unknown, retryAfterSeconds = this.retryAfterSeconds): DomainError {
