@@ -103,13 +103,18 @@ describe('DbCircuitBreaker', () => {
   it('opens after N consecutive connection failures, then refuses at once with 503 and Retry-After', async () => {
     const b = breaker(3);
     const down = jest.fn().mockRejectedValue(pgError('ECONNREFUSED'));
-    for (let i = 0; i < 3; i++) {
-      // connections that cannot be had: the half-open wait (the first: 1 s), closed or not
+    // connections that cannot be had while it is closed: the longest half-open wait (a pool
+    // whose queue ran out is so too: a retry at once would only join that queue) …
+    for (let i = 0; i < 2; i++) {
       await expect(b.execute(down)).rejects.toMatchObject({
         code: 'SERVICE_UNAVAILABLE',
-        options: { headers: { 'Retry-After': '1' } },
+        options: { headers: { 'Retry-After': '60' } },
       });
     }
+    // … and the one that opens it, the wait before its first probe: 1 s
+    await expect(b.execute(down)).rejects.toMatchObject({
+      options: { headers: { 'Retry-After': '1' } },
+    });
     expect(b.state).toBe('open');
     const work = jest.fn().mockResolvedValue('ok');
     const refused = await b.execute(work).catch((e: unknown) => e);
@@ -280,6 +285,16 @@ describe('DbCircuitBreaker', () => {
     expect(b.state).toBe('closed');
   });
 
+  it("a lock endpoint's connection failure (uncounted) answers the lock sessions' fail-fast wait, DB_BREAKER_HALF_OPEN_MS, whatever the breaker's own", async () => {
+    const b = breaker(3, 5000);
+    const refused = b.uncounted(() => Promise.reject(pgError('ECONNREFUSED')));
+    await expect(refused).rejects.toMatchObject({
+      code: 'SERVICE_UNAVAILABLE',
+      options: { headers: { 'Retry-After': '5' } },
+    });
+    expect(b.state).toBe('closed');
+  });
+
   it('counts the failures of attempts begun after the last one, however quickly they come', async () => {
     const b = breaker(3);
     b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
@@ -419,7 +434,7 @@ describe('DbCircuitBreaker', () => {
       expect(work).not.toHaveBeenCalled();
     });
 
-    it('waits 1 s before its first probe, doubling after each probe that fails up to DB_BREAKER_HALF_OPEN_MS, and 1 s again after it closed (a fixed 5 s made a 300 ms outage 5.2 s of 503s)', async () => {
+    it('waits 1 s before its first probe, doubling after each probe that fails up to DB_BREAKER_HALF_OPEN_MS; opened again soon after it closed it goes on doubling, 30 s later from 1 s (a fixed 5 s made a 300 ms outage 5.2 s of 503s)', async () => {
       const query = jest.fn().mockRejectedValue(pgError('ECONNREFUSED'));
       const b = breaker(2, 5000, { query } as unknown as DataSource);
       const retryAfter = async () =>
@@ -442,6 +457,12 @@ describe('DbCircuitBreaker', () => {
       query.mockResolvedValue([]);
       await expect(b.execute(async () => 'done')).resolves.toBe('done');
       expect(b.state).toBe('closed');
+      // falling over again at once (a crash loop): not probed every second
+      await openBreaker(b, 2);
+      expect(await retryAfter()).toBe('5');
+      jest.advanceTimersByTime(5000);
+      await expect(b.execute(async () => 'done')).resolves.toBe('done');
+      jest.advanceTimersByTime(30_000);
       await openBreaker(b, 2);
       expect(await retryAfter()).toBe('1');
     });

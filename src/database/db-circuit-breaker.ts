@@ -34,8 +34,18 @@ const STATE_NAMES: Record<CircuitState, BreakerState> = {
  * probed once every DB_BREAKER_HALF_OPEN_MS after its first seconds.
  */
 const FIRST_HALF_OPEN_MS = 1000;
+/**
+ * A breaker that opens again within this long of closing goes on from the double of its last
+ * wait, not from the first: a database that answers the probe and falls over again under the
+ * returning load (a crash loop, one overloaded by the reconnects) was probed every second.
+ */
+const WAITS_REMEMBERED_MS = 30_000;
 
-/** The half-open waits of one outage: each the double of the one before, up to `longest`. */
+/**
+ * The half-open waits of one outage: each the double of the one before, up to `longest`. (Told
+ * to the breaker as chosen: cockatiel 3 asks for a wait only as it opens — the factory's `next`
+ * from closed, the wait's own `next` from half-open.)
+ */
 class HalfOpenWaits implements IBackoff<IHalfOpenAfterBackoffContext> {
   constructor(
     readonly duration: number,
@@ -241,8 +251,12 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   private readonly guarded = new AsyncLocalStorage<true>();
   /** The first half-open wait (FIRST_HALF_OPEN_MS, or DB_BREAKER_HALF_OPEN_MS if shorter). */
   private readonly firstWaitMs: number;
-  /** The half-open wait of the breaker's current (or next) opening: its 503s' Retry-After. */
+  /** DB_BREAKER_HALF_OPEN_MS: the longest half-open wait. */
+  private readonly longestWaitMs: number;
+  /** The half-open wait of the breaker's current (or last) opening: its 503s' Retry-After. */
   private waitMs: number;
+  /** When (monotonic ms) the breaker last closed. */
+  private closedAt = Number.NEGATIVE_INFINITY;
   /** When (monotonic ms) the database last answered a statement of this process, if ever. */
   private lastAnsweredAt = -Infinity;
   /**
@@ -286,6 +300,7 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   ) {
     const { failures, halfOpenAfterMs } = config.database.breaker;
     this.firstWaitMs = Math.min(FIRST_HALF_OPEN_MS, halfOpenAfterMs);
+    this.longestWaitMs = halfOpenAfterMs;
     this.waitMs = this.firstWaitMs;
     this.poolSize = config.database.poolSize;
     const { url, lockUrl } = config.database;
@@ -300,8 +315,15 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
       handleWhen((err) => this.counts(err) && !this.sameEpisode.has(err)),
       {
         halfOpenAfter: {
+          // opening from closed: the first wait — or, soon after the last outage, the next of its
           next: () =>
-            new HalfOpenWaits(this.firstWaitMs, halfOpenAfterMs, (ms) => (this.waitMs = ms)),
+            new HalfOpenWaits(
+              performance.now() - this.closedAt < WAITS_REMEMBERED_MS
+                ? Math.min(this.waitMs * 2, halfOpenAfterMs)
+                : this.firstWaitMs,
+              halfOpenAfterMs,
+              (ms) => (this.waitMs = ms),
+            ),
         },
         breaker: consecutive,
       },
@@ -314,7 +336,7 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
       // count — a probe's queue timeout while PostgreSQL answers — without resetting the count)
       if (state === CircuitState.Closed) {
         consecutive.success();
-        this.waitMs = this.firstWaitMs; // (the next outage is probed soon again)
+        this.closedAt = performance.now();
       }
       const name = STATE_NAMES[state];
       if (name === 'open')
@@ -383,7 +405,10 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
       // (inside: a pooled connection it takes is not counted either — see onModuleInit)
       return await this.guarded.run(true, fn);
     } catch (err) {
-      throw isConnectionFailure(err) ? this.unavailable(err) : err;
+      // (the lock sessions fail fast for DB_BREAKER_HALF_OPEN_MS after a connect that timed out)
+      throw isConnectionFailure(err)
+        ? this.unavailable(err, this.secondsOf(this.longestWaitMs))
+        : err;
     }
   }
 
@@ -524,9 +549,19 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     });
   }
 
-  /** Retry-After of a 503 for the database: the breaker's half-open wait (waitMs), in seconds. */
+  /**
+   * Retry-After of a 503 for the database: open or half-open, the breaker's half-open wait
+   * (waitMs); closed — a pool whose queue ran out, a connection that could not be had — the
+   * longest, DB_BREAKER_HALF_OPEN_MS (a retry at once would only join that queue).
+   */
   get retryAfterSeconds(): number {
-    return Math.max(1, Math.ceil(this.waitMs / 1000));
+    return this.secondsOf(
+      this.policy.state === CircuitState.Closed ? this.longestWaitMs : this.waitMs,
+    );
+  }
+
+  private secondsOf(ms: number): number {
+    return Math.max(1, Math.ceil(ms / 1000));
   }
 
   private unavailable(cause?: unknown, retryAfterSeconds = this.retryAfterSeconds): DomainError {
