@@ -125,14 +125,12 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
    */
   async giveBack(...keys: string[]): Promise<void> {
     if (keys.length === 0) return;
-    await askStore(this.redis, this.timeoutMs, () =>
-      this.redis.eval(GIVE_BACK, keys.length, ...keys.map((key) => this.prefix + key)),
-    ).catch(() => undefined);
+    await this.ask(GIVE_BACK, keys).catch(() => undefined);
   }
 
   /** Starts a counter afresh (best effort: a Redis that cannot answer keeps it). */
   async reset(key: string): Promise<void> {
-    await this.ask(RESET, key).catch(() => undefined);
+    await this.ask(RESET, [key]).catch(() => undefined);
   }
 
   /**
@@ -153,7 +151,7 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   ): Promise<ThrottlerStorageRecord> {
     let reply: unknown;
     try {
-      reply = await this.ask(INCREMENT, key, ttlMs);
+      reply = await this.ask(INCREMENT, [key], ttlMs);
     } catch (err) {
       throw new RateLimitStoreUnavailable(err);
     }
@@ -168,10 +166,10 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
     };
   }
 
-  /** One script on `key` (askStore). */
-  private ask(script: string, key: string, ...args: (string | number)[]): Promise<unknown> {
+  /** One script on `keys` (askStore). */
+  private ask(script: string, keys: string[], ...args: (string | number)[]): Promise<unknown> {
     return askStore(this.redis, this.timeoutMs, () =>
-      this.redis.eval(script, 1, this.prefix + key, ...args),
+      this.redis.eval(script, keys.length, ...keys.map((key) => this.prefix + key), ...args),
     );
   }
 }
