@@ -554,7 +554,7 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
    * (waitMs); closed — a pool whose queue ran out, a connection that could not be had — the
    * longest, DB_BREAKER_HALF_OPEN_MS (a retry at once would only join that queue).
    */
-  get retryAfterSeconds(): number {
+  private get retryAfterSeconds(): number {
     return this.secondsOf(
       this.policy.state === CircuitState.Closed ? this.longestWaitMs : this.waitMs,
     );
