@@ -7,6 +7,7 @@ import { AppModule } from './app.module';
 import { APP_CONFIG, AppConfig } from './config/config';
 import { ProblemDetailsFilter } from './common/errors/problem-details.filter';
 import { InFlightTracker } from './common/http/in-flight';
+import { ReadRerunInterceptor } from './database/read-rerun.interceptor';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { UnreadInputGuard } from './common/http/unread-input.guard';
@@ -117,7 +118,8 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useGlobalGuards(new UnreadInputGuard());
   app.useGlobalFilters(new ProblemDetailsFilter());
   const inFlight = new InFlightTracker();
-  app.useGlobalInterceptors(inFlight);
+  // (a read's second run inside the in-flight count: shutdown waits for it too)
+  app.useGlobalInterceptors(inFlight, new ReadRerunInterceptor());
 
   const metrics = app.get(MetricsService);
   const config = app.get<AppConfig>(APP_CONFIG);

@@ -224,7 +224,8 @@ export class RefreshTokenRepository {
    * another deployment signed with the same key).
    */
   async roleOfLiveSession(familyId: string, userId: string): Promise<string | null> {
-    const row = await this.tx.withManager((m) =>
+    // (asked by PermissionsGuard before an admin route's handler: a blink is read through)
+    const row = await this.tx.readRerunnable((m) =>
       families(m)
         .createQueryBuilder('f')
         .innerJoin('f.user', 'u')

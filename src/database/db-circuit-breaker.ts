@@ -181,6 +181,14 @@ export function isConnectionDeath(err: unknown): boolean {
 }
 
 /**
+ * isConnectionDeath, for an error as a caller sees it: the breaker's 503 for it carries the
+ * statement's own error as its `cause`.
+ */
+export function diedUnderStatement(err: unknown): boolean {
+  return isConnectionDeath((err as { cause?: unknown } | null)?.cause ?? err);
+}
+
+/**
  * What a connection failure was, for the breaker's open line: its SQLSTATE or errno and the
  * driver's message — a rotated password (28P01) reached no log of the app, only "open". Only
  * connection failures open it, and their messages name no row or statement: the server's for a

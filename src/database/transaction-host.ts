@@ -4,7 +4,12 @@ import type { ClientBase, QueryResult } from 'pg';
 import { DataSource, EntityManager, QueryFailedError, QueryRunner } from 'typeorm';
 import { IdleCounter } from '../common/idle-counter';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { DbCircuitBreaker, isConnectionDeath, isConnectionFailure } from './db-circuit-breaker';
+import {
+  DbCircuitBreaker,
+  diedUnderStatement,
+  isConnectionDeath,
+  isConnectionFailure,
+} from './db-circuit-breaker';
 import type { OpeningRead } from './opening-reads';
 import { inlineParams } from './sql-literal';
 import { SideConnection } from './side-connection';
@@ -37,7 +42,7 @@ function rolledBackByDeath(err: unknown, outcome: CommitOutcome): boolean {
  * The pause before that second run: the pool reads the errors of the other connections the blink
  * killed (handed out before that, the retry's own BEGIN died too) and a pooler is back.
  */
-const RECONNECT_PAUSE_MS = 100;
+export const RECONNECT_PAUSE_MS = 100;
 /**
  * Attempts a checkout may run again, besides those, because a line's price changed under it
  * (`reserve_stock` raises `price_changed` with 40001): an admin repricing a sale's products one
@@ -247,15 +252,28 @@ export class TransactionHost {
     sql: string,
     params: unknown[] = [],
   ): Promise<T[]> {
+    return this.rerunOnDeath(() => this.query<T>(sql, params));
+  }
+
+  /**
+   * withManager for reads outside a transaction, run again like queryRerunnable: a read changes
+   * nothing, so one whose connection died under it (a blink) goes through on another connection
+   * instead of answering 503 (the read routes' handlers are run again as a whole:
+   * ReadRerunInterceptor; this is for reads before them, in a guard).
+   */
+  async readRerunnable<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
+    return this.rerunOnDeath(() => this.withManager(work));
+  }
+
+  private async rerunOnDeath<T>(run: () => Promise<T>): Promise<T> {
     try {
-      return await this.query<T>(sql, params);
+      return await run();
     } catch (err) {
-      const died = (err as { cause?: unknown } | null)?.cause ?? err;
-      if (this.als.getStore() || !isConnectionDeath(died)) throw err;
+      if (this.als.getStore() || !diedUnderStatement(err)) throw err;
       this.logger.warn('statement run again: its connection died under it');
       await new Promise((r) => setTimeout(r, RECONNECT_PAUSE_MS));
       try {
-        return await this.query<T>(sql, params);
+        return await run();
       } catch (again) {
         const cause = (again as { cause?: unknown } | null)?.cause;
         throw cause !== undefined && isConnectionFailure(cause) ? err : again;
