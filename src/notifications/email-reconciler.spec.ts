@@ -74,13 +74,38 @@ describe('EmailReconciler: where a pass starts', () => {
     expect(notBefore(1)).toEqual(new Date(starts[0] - HOUR));
   });
 
-  it('a pass that fails moves nothing: the next one starts where this one did', async () => {
-    const { reconciler, notBefore } = setup([[], [owedAt(Date.parse('2026-12-03T09:50:00Z'))], []]);
+  it('a pass whose queue is away fails and moves nothing: the next one starts where this one did', async () => {
+    const owed = [0, 1, 2].map((i) => owedAt(Date.parse('2026-12-03T09:50:00Z') + i));
+    const { reconciler, notBefore } = setup([[], owed, []]);
     await reconciler.reconcile();
     const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
     jobs.find = () => Promise.reject(new Error('Redis down'));
+    // (three owed emails in a row whose jobs could not be looked at: the queue, not an email)
     await expect(reconciler.reconcile()).rejects.toThrow('Redis down');
     await reconciler.reconcile();
     expect(notBefore(2)).toEqual(notBefore(1));
+  });
+
+  it('one owed email whose job cannot be looked at holds back no other: the next ones are added again, and the next pass starts at it', async () => {
+    const poisonedAt = Date.parse('2026-12-01T08:00:00Z');
+    const poisoned = { ...owedAt(poisonedAt), orderId: 'poisoned' };
+    const lost = { ...owedAt(poisonedAt + 60_000), orderId: 'lost' };
+    const { reconciler, notBefore } = setup([[poisoned, lost], [poisoned, lost], []]);
+    const jobs = reconciler['jobs'] as unknown as {
+      find: (name: string, id: string) => Promise<unknown>;
+      add: jest.Mock;
+    };
+    // its job record unreadable (stands for any error of that email alone); the other's job gone
+    jobs.find = async (_name, id) => {
+      if (id.includes('poisoned')) throw new Error('Unexpected token in JSON');
+      return undefined;
+    };
+    jobs.add = jest.fn(async () => undefined);
+    await expect(reconciler.reconcile()).resolves.toBe(1);
+    expect(jobs.add.mock.calls.map(([, job]) => (job as { orderId: string }).orderId)).toEqual([
+      'lost',
+    ]);
+    await reconciler.reconcile();
+    expect(notBefore(1)).toEqual(new Date(poisonedAt));
   });
 });

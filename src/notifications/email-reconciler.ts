@@ -27,6 +27,8 @@ const SETTLED_MARGIN_MS = 60 * 60_000;
  * not tried for a week.
  */
 const MAX_RECONCILER_RETRIES = 3;
+/** Owed emails in a row whose job could not be looked at before a pass takes the queue for away. */
+const MAX_FAILED_IN_A_ROW = 3;
 
 /**
  * The safety net under the outbox → queue hand-off for emails. Once its event is published an
@@ -75,6 +77,7 @@ export class EmailReconciler {
     let added = 0;
     const started = await this.deliveries.databaseNow();
     let firstOwed: Date | undefined;
+    let failedInARow = 0;
     // published events whose job Redis lost, then events the relay parked as dead (never
     // published: their email was never queued; the row stays dead, for the operator — dead rows
     // are few, and marked dead long after they were written: always the whole window)
@@ -90,7 +93,8 @@ export class EmailReconciler {
           ...(events === 'published' ? { notBefore: this.settledBefore } : {}),
         });
         for (const email of owed) {
-          const outcome = await this.addBackIfLost(email);
+          const outcome = await this.addBackIfLostOrSkip(email, failedInARow);
+          failedInARow = outcome === 'failed' ? failedInARow + 1 : 0;
           if (outcome === 'added') added++;
           // (pages in event order) an email left failed for the operator after its rounds is
           // owed for good but never tried again: it must not hold every later pass back to it —
@@ -110,15 +114,33 @@ export class EmailReconciler {
   }
 
   /**
+   * addBackIfLost, or `failed` for an email whose job could not be read or changed: logged and
+   * left owed (the next pass tries it again, and starts no later than it) — one email whose job
+   * Redis holds broken in a way not foreseen, or that throws for it alone, held back every other
+   * owed one (each pass failed at it, in event order, for its six days). Failing for
+   * MAX_FAILED_IN_A_ROW in a row is the queue itself away: the pass fails, as it did.
+   */
+  private async addBackIfLostOrSkip(
+    email: OwedEmail,
+    failedBefore: number,
+  ): Promise<'added' | 'pending' | 'given-up' | 'failed'> {
+    try {
+      return await this.addBackIfLost(email);
+    } catch (err) {
+      if (failedBefore + 1 >= MAX_FAILED_IN_A_ROW) throw err;
+      this.logger.warn(
+        `owed email ${emailKey(jobOf(email))} not looked at (left for the next pass): ${String(err)}`,
+      );
+      return 'failed';
+    }
+  }
+
+  /**
    * `added` (its job re-added or retried), `pending` (its job still on its way: owed, watched),
    * `given-up` (failed after every round: left for the operator, never retried by a pass).
    */
   private async addBackIfLost(email: OwedEmail): Promise<'added' | 'pending' | 'given-up'> {
-    const job: EmailJob = {
-      orderId: email.orderId,
-      kind: email.kind,
-      ...(email.ref ? { refundId: email.ref } : {}),
-    };
+    const job = jobOf(email);
     const existing = await this.jobs.find(JobName.SendEmail, emailJobId(job));
     const state = await existing?.getState();
     // A Redis that evicted keys (redis-loss review) leaves jobs that can never send: one whose
@@ -180,4 +202,13 @@ export class EmailReconciler {
     );
     return 'added';
   }
+}
+
+/** The job that sends an owed email. */
+function jobOf(email: OwedEmail): EmailJob {
+  return {
+    orderId: email.orderId,
+    kind: email.kind,
+    ...(email.ref ? { refundId: email.ref } : {}),
+  };
 }
