@@ -438,38 +438,66 @@ export function refuseExpectation(request: IncomingMessage, response: ServerResp
  * 431, an unparsable request → 400, a client too slow to send it → 408): problem+json with a
  * fresh request id — or, for a request whose body was still arriving, its own — then the
  * connection is closed. Passed as the adapter's `clientErrorHandler`.
+ *
+ * Answers go out in the order their requests came (RFC 9112 §9.3.2): a refused request pipelined
+ * behind one still being handled is refused only once every answer due before it has gone out
+ * (afterEarlierAnswers). It was written at once, where the earlier request's answer was due, and
+ * the connection closed: a restock or cart change that had committed was answered 400 or 431 —
+ * "nothing done" — and a client that then sent it again without a key did it twice.
  */
 export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
-  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  if (err.code === 'ECONNRESET' || socket.destroyed || refusing.has(socket)) return;
+  refusing.add(socket);
   const [status, code, detail]: [number, ErrorCode, string] =
     err.code === 'HPE_HEADER_OVERFLOW'
       ? [431, 'HEADERS_TOO_LARGE', 'The request line or headers are too large.']
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'REQUEST_TIMEOUT', 'The request was not received in time.']
         : [400, 'BAD_REQUEST', 'The request is malformed.'];
-  // the request that timed out was already answered (refused while its body still trickled
-  // in): one answer per request, so the connection is only closed
   // the id of the request whose body was still arriving (its headers gave it one, which its log
   // lines carry), else a new one: no headers were read
-  if (!answeredEarly.has(socket)) {
-    const receiving = receivingRequest(socket);
-    // CORS's headers too, so a browser app reads the problem (a pasted search past 16 KB, an
-    // upload too slow): for the Origin of the request being received, else for none (CORS_ORIGINS
-    // '*' allows any; a list needs the Origin, which an overflow of headers never gave)
-    const cors = rawCorsHeaders(
-      (socket as Socket & { server?: object }).server,
-      receiving?.headers.origin,
-    );
-    writeRawProblem(
-      socket,
-      status,
-      code,
-      detail,
-      receiving?.id ?? resolveRequestId(undefined),
-      cors,
-    );
-  }
-  socket.destroy(err);
+  const receiving = receivingRequest(socket);
+  afterEarlierAnswers(socket, receiving, () => {
+    // the request that timed out was already answered (refused while its body still trickled
+    // in): one answer per request, so the connection is only closed
+    if (!answeredEarly.has(socket)) {
+      // CORS's headers too, so a browser app reads the problem (a pasted search past 16 KB, an
+      // upload too slow): for the Origin of the request being received, else for none (CORS_ORIGINS
+      // '*' allows any; a list needs the Origin, which an overflow of headers never gave)
+      const cors = rawCorsHeaders(
+        (socket as Socket & { server?: object }).server,
+        receiving?.headers.origin,
+      );
+      writeRawProblem(
+        socket,
+        status,
+        code,
+        detail,
+        receiving?.id ?? resolveRequestId(undefined),
+        cors,
+      );
+    }
+    socket.destroy(err);
+  });
+}
+
+/** Connections whose refusal is decided (written, or waiting for earlier answers): once each. */
+const refusing = new WeakSet<Socket>();
+
+/**
+ * Runs `then` once no answer to a request before `refused` (the request being refused, or
+ * undefined: one whose headers never came, after every request read) is still due on the
+ * connection: Node hands a connection's queued answers to it one at a time (`_httpMessage`, as
+ * its own refusal of a client error checks), the next as the one before is done (`close`).
+ */
+function afterEarlierAnswers(
+  socket: Socket,
+  refused: IncomingMessage | undefined,
+  then: () => void,
+): void {
+  const due = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (!due || due.req === refused || socket.destroyed) return then();
+  due.once('close', () => setImmediate(() => afterEarlierAnswers(socket, refused, then)));
 }
 
 /**

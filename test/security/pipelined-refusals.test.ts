@@ -1,0 +1,116 @@
+import { connect } from 'node:net';
+import { createAdmin } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import { newKey } from '../support/fixtures';
+import { Buyer, buyers } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/**
+ * A request Node refuses before it is one (a head over 16 KB → 431, an unparsable line → 400),
+ * pipelined on a keep-alive connection behind a write still being handled: its refusal was
+ * written at once — where the write's answer was due — and the connection closed. The write had
+ * committed; its client read "431, nothing done", and sending it again without a key did it twice
+ * (adversarial review of the HTTP edge). Answers now go out in request order (RFC 9112 §9.3.2).
+ */
+describe('a refusal pipelined behind a write', () => {
+  let t: TestApp;
+  let port: number;
+  let admin: string;
+  let alice: Buyer;
+  let productId: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    port = Number(new URL(t.baseUrl).port);
+    admin = (await createAdmin(t)).accessToken;
+    [alice] = await buyers(t.http, 1);
+    productId = (await createProduct(t, admin, { stock: 10 })).id;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  /** Sends `text` as is on one connection; everything read until the server closes it. */
+  const send = (text: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(text));
+      const chunks: Buffer[] = [];
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`connection left open; read: ${Buffer.concat(chunks).toString()}`));
+      }, 10_000);
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('error', () => undefined);
+      socket.on('close', () => {
+        clearTimeout(timer);
+        resolve(Buffer.concat(chunks).toString('utf8'));
+      });
+    });
+  const statuses = (wire: string) =>
+    [...wire.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+  const onHand = async () =>
+    (
+      await t.db.pool.query<{ on_hand: number }>(
+        'SELECT on_hand FROM inventory_items WHERE product_id = $1',
+        [productId],
+      )
+    ).rows[0].on_hand;
+
+  const restock = (extra = '') => {
+    const body = JSON.stringify({ delta: 5, reason: 'restock' });
+    return (
+      `POST /v1/admin/products/${productId}/stock-adjustments HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      `Authorization: Bearer ${admin}\r\nContent-Type: application/json\r\n${extra}` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    );
+  };
+  const cartLine = (quantity: number) => {
+    const body = JSON.stringify({ quantity });
+    return (
+      `PUT /v1/cart/items/${productId} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      `Authorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    );
+  };
+  const headTooLarge = `GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${'c'.repeat(17_000)}\r\n\r\n`;
+
+  it('a restock is answered as done, then the head too large behind it 431: the stock moved once', async () => {
+    const before = await onHand();
+    const wire = await send(restock() + headTooLarge);
+    expect(statuses(wire)).toEqual([200, 431]);
+    expect(wire).toContain(`{"onHand":${before + 5},"reserved":0,"available":${before + 5}}`);
+    expect(wire).toMatch(/HEADERS_TOO_LARGE/);
+    expect(await onHand()).toBe(before + 5);
+  });
+
+  it('a keyed one too, and an unparsable line behind a cart change: each write answered before the 400', async () => {
+    const before = await onHand();
+    const keyed = await send(restock(`Idempotency-Key: ${newKey()}\r\n`) + 'BLAH\r\n\r\n');
+    expect(statuses(keyed)).toEqual([200, 400]);
+    expect(await onHand()).toBe(before + 5);
+
+    const cart = await send(cartLine(4) + 'get /v1/categories HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(statuses(cart)).toEqual([200, 400]);
+    expect(cart).toMatch(/"quantity":4/);
+  });
+
+  it('two writes and then the refusal: every answer in the order of its request', async () => {
+    const before = await onHand();
+    const wire = await send(restock() + cartLine(2) + restock() + headTooLarge);
+    expect(statuses(wire)).toEqual([200, 200, 200, 431]);
+    expect(await onHand()).toBe(before + 10);
+  });
+
+  it('behind a request that asked to close the connection, nothing else is written', async () => {
+    const before = await onHand();
+    const wire = await send(restock('Connection: close\r\n') + 'BLAH\r\n\r\n');
+    expect(statuses(wire)).toEqual([200]);
+    expect(await onHand()).toBe(before + 5);
+  });
+
+  it('a refusal with nothing before it is written at once, as it was', async () => {
+    const wire = await send(headTooLarge);
+    expect(statuses(wire)).toEqual([431]);
+    expect(wire).toMatch(/application\/problem\+json/);
+  });
+});
