@@ -745,7 +745,7 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
-  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host, two Authorization or Content-Type lines (after any others), a transfer coding but chunked (400), more header lines than it reads (431), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
+  it("answers Node's own refusals as problem+json with a request id: an HTTP version but 1.x, no Host header, two, or one that is no host, two Authorization or Content-Type lines (after any others), a transfer coding but chunked (400), more header lines than it reads (431), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
     const port = Number(new URL(t.baseUrl).port);
     for (const [head, status, reason, title] of [
       [
@@ -757,6 +757,14 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       // two Host lines (a proxy may route on the second), or one that is no host: 400 too (RFC 9112 3.2)
       [
         `GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: admin.internal\r\nConnection: close\r\n\r\n`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      // a version this port does not speak (Node's parser takes HTTP/2.0 in a request line, and
+      // the request was served as HTTP/1.1)
+      [
+        `GET /v1/categories HTTP/2.0\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`,
         400,
         'Bad Request',
         'Bad request',

@@ -316,6 +316,9 @@ function headerProblem(request: FastifyRequest): DomainError | null {
       'HEADERS_TOO_LARGE',
       `A request may carry at most ${MAX_HEADER_LINES - 1} header lines.`,
     );
+  // HTTP/1.0 and 1.1 only: Node's parser takes an `HTTP/2.0` request line, served as 1.1
+  if (request.raw.httpVersionMajor !== 1)
+    return bad('Only HTTP/1.0 and HTTP/1.1 are spoken on this port.');
   // (whatever the HTTP version: an HTTP/1.0 request may leave out its Host, not these)
   if (request.headers.authorization !== undefined && headerLines(raw, 'authorization') > 1)
     return bad('A request must carry one Authorization header, not several.');
