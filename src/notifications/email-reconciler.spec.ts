@@ -75,15 +75,28 @@ describe('EmailReconciler: where a pass starts', () => {
   });
 
   it('a pass whose queue is away fails and moves nothing: the next one starts where this one did', async () => {
-    const owed = [0, 1, 2].map((i) => owedAt(Date.parse('2026-12-03T09:50:00Z') + i));
+    // (every owed email of the pass — two — whose job could not be looked at: the queue, not an email)
+    const owed = [0, 1].map((i) => owedAt(Date.parse('2026-12-03T09:50:00Z') + i));
     const { reconciler, notBefore } = setup([[], owed, []]);
     await reconciler.reconcile();
     const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
     jobs.find = () => Promise.reject(new Error('Redis down'));
-    // (three owed emails in a row whose jobs could not be looked at: the queue, not an email)
     await expect(reconciler.reconcile()).rejects.toThrow('Redis down');
     await reconciler.reconcile();
     expect(notBefore(2)).toEqual(notBefore(1));
+  });
+
+  it('three owed emails in a row whose jobs cannot be looked at, after others that could, fail the pass: the queue went away', async () => {
+    const owed = [0, 1, 2, 3].map((i) => owedAt(Date.parse('2026-12-03T09:50:00Z') + i));
+    const { reconciler } = setup([owed]);
+    const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
+    let asked = 0;
+    jobs.find = async () => {
+      if (asked++ === 0) return { getState: async () => 'waiting' };
+      throw new Error('Redis down');
+    };
+    await expect(reconciler.reconcile()).rejects.toThrow('Redis down');
+    expect(asked).toBe(4);
   });
 
   it('one owed email whose job cannot be looked at holds back no other: the next ones are added again, and the next pass starts at it', async () => {

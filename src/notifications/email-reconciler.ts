@@ -77,7 +77,7 @@ export class EmailReconciler {
     let added = 0;
     const started = await this.deliveries.databaseNow();
     let firstOwed: Date | undefined;
-    let failedInARow = 0;
+    const skipped: Skipped = { count: 0, inARow: 0, looked: 0 };
     // published events whose job Redis lost, then events the relay parked as dead (never
     // published: their email was never queued; the row stays dead, for the operator — dead rows
     // are few, and marked dead long after they were written: always the whole window)
@@ -93,8 +93,7 @@ export class EmailReconciler {
           ...(events === 'published' ? { notBefore: this.settledBefore } : {}),
         });
         for (const email of owed) {
-          const outcome = await this.addBackIfLostOrSkip(email, failedInARow);
-          failedInARow = outcome === 'failed' ? failedInARow + 1 : 0;
+          const outcome = await this.addBackIfLostOrSkip(email, skipped);
           if (outcome === 'added') added++;
           // (pages in event order) an email left failed for the operator after its rounds is
           // owed for good but never tried again: it must not hold every later pass back to it —
@@ -106,6 +105,12 @@ export class EmailReconciler {
         after = owed[owed.length - 1];
       }
     }
+    // not one owed email's job could be looked at: the queue is away, not an email
+    if (skipped.first !== undefined && skipped.count === skipped.looked) throw skipped.first;
+    if (skipped.first !== undefined)
+      this.logger.error(
+        `${skipped.count} owed email(s) whose job could not be looked at were left for the next pass (${skipped.first.message})`,
+      );
     // a whole pass done: before its first owed event, and before the margin, all were settled
     const horizon = new Date(started.getTime() - SETTLED_MARGIN_MS);
     this.settledBefore = firstOwed && firstOwed < horizon ? firstOwed : horizon;
@@ -117,17 +122,23 @@ export class EmailReconciler {
    * addBackIfLost, or `failed` for an email whose job could not be read or changed: logged and
    * left owed (the next pass tries it again, and starts no later than it) — one email whose job
    * Redis holds broken in a way not foreseen, or that throws for it alone, held back every other
-   * owed one (each pass failed at it, in event order, for its six days). Failing for
-   * MAX_FAILED_IN_A_ROW in a row is the queue itself away: the pass fails, as it did.
+   * owed one (each pass failed at it, in event order, for its six days); the pass then says so at
+   * error. MAX_FAILED_IN_A_ROW in a row, or every one of the pass, is the queue itself away: the
+   * pass fails, as it did.
    */
   private async addBackIfLostOrSkip(
     email: OwedEmail,
-    failedBefore: number,
+    skipped: Skipped,
   ): Promise<'added' | 'pending' | 'given-up' | 'failed'> {
+    skipped.looked++;
     try {
-      return await this.addBackIfLost(email);
+      const outcome = await this.addBackIfLost(email);
+      skipped.inARow = 0;
+      return outcome;
     } catch (err) {
-      if (failedBefore + 1 >= MAX_FAILED_IN_A_ROW) throw err;
+      if (++skipped.inARow >= MAX_FAILED_IN_A_ROW) throw err;
+      skipped.count++;
+      skipped.first ??= err instanceof Error ? err : new Error(String(err));
       this.logger.warn(
         `owed email ${emailKey(jobOf(email))} not looked at (left for the next pass): ${String(err)}`,
       );
@@ -211,4 +222,13 @@ function jobOf(email: OwedEmail): EmailJob {
     kind: email.kind,
     ...(email.ref ? { refundId: email.ref } : {}),
   };
+}
+
+/** A pass's owed emails whose job could not be looked at (addBackIfLostOrSkip). */
+interface Skipped {
+  count: number;
+  inARow: number;
+  /** Owed emails the pass looked at, skipped or not. */
+  looked: number;
+  first?: Error;
 }

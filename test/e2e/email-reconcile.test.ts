@@ -357,10 +357,12 @@ describe('emails whose jobs Redis lost', () => {
     try {
       await age(orderId);
       await failedForGood(jobId);
-      // the pass dies once the round is recorded, before the job is retried
+      // the pass's retry dies once the round is recorded, before the job is retried (the pass
+      // goes on past it, the email left owed for the next one, as one killed there leaves it)
       const spy = jest.spyOn(Job.prototype, 'retry').mockRejectedValueOnce(new Error('killed'));
       try {
-        await expect(reconcile()).rejects.toThrow('killed');
+        await reconcile();
+        expect(spy).toHaveBeenCalledTimes(1);
       } finally {
         spy.mockRestore();
       }
