@@ -29,6 +29,11 @@ export interface FakeStripe {
     body: Record<string, unknown>;
   }[];
   succeed(intentId: string): Stripe.Event;
+  /**
+   * As `succeed`, for an intent someone set to manual capture at the provider and captured for
+   * `received` of its amount only (`amount_received` under `amount`).
+   */
+  succeedInPart(intentId: string, received: number): Stripe.Event;
   decline(intentId: string): Stripe.Event;
   /** The customer confirmed with a delayed method (a bank debit): `processing`, which Stripe will not cancel. */
   process(intentId: string): void;
@@ -638,6 +643,20 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       }
     });
   });
+  const succeed = (intentId: string): Stripe.Event => {
+    const pi = intentOrThrow(intentId);
+    if (pi.status !== 'requires_payment_method' && pi.status !== 'processing')
+      throw new Error(`fake-stripe: cannot pay ${intentId} in status ${pi.status}`);
+    newCharge(pi, 'succeeded');
+    Object.assign(pi, {
+      status: 'succeeded',
+      amount_received: pi.amount,
+      last_payment_error: null,
+      payment_method: newId('pm'),
+    });
+    return event('payment_intent.succeeded', pi);
+  };
+
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   const url = `http://127.0.0.1:${port}`;
@@ -658,17 +677,11 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         throw new Error(`fake-stripe: cannot process ${intentId} in status ${pi.status}`);
       pi.status = 'processing';
     },
-    succeed(intentId) {
+    succeed,
+    succeedInPart(intentId, received) {
+      succeed(intentId);
       const pi = intentOrThrow(intentId);
-      if (pi.status !== 'requires_payment_method' && pi.status !== 'processing')
-        throw new Error(`fake-stripe: cannot pay ${intentId} in status ${pi.status}`);
-      newCharge(pi, 'succeeded');
-      Object.assign(pi, {
-        status: 'succeeded',
-        amount_received: pi.amount,
-        last_payment_error: null,
-        payment_method: newId('pm'),
-      });
+      Object.assign(pi, { capture_method: 'manual', amount_received: received });
       return event('payment_intent.succeeded', pi);
     },
     decline(intentId) {
