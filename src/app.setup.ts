@@ -19,6 +19,7 @@ import {
   MAX_HEADER_LINES,
   refuseExpectation,
   refuseConnect,
+  holdAfterRefusal,
   refuseWhileClosing,
   refuseMalformedHead,
   routableTarget,
@@ -206,6 +207,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   const localOnly = developmentLocalOnly(config);
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
+    holdAfterRefusal,
     refuseWhileClosing(() => closing, browserHeaders),
     refuseMalformedHead,
     ...(localOnly ? [localOnly] : []),

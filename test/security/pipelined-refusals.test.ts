@@ -114,3 +114,80 @@ describe('a refusal pipelined behind a write', () => {
     expect(wire).toMatch(/application\/problem\+json/);
   });
 });
+
+/**
+ * A 408 (a request too slow to arrive) is no parse error: Node's parser goes on reading. Refused
+ * behind a write still being handled, the rest of the slow request then came in, and was run and
+ * answered 200 (a cart change committed), the 408 written after it (adversarial review).
+ */
+describe('a request refused for its slowness behind a write still being handled', () => {
+  let t: TestApp;
+  let port: number;
+  let admin: string;
+  let alice: Buyer;
+  let productId: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp({
+      env: { HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '2000' },
+    });
+    port = Number(new URL(t.baseUrl).port);
+    admin = (await createAdmin(t)).accessToken;
+    [alice] = await buyers(t.http, 1);
+    productId = (await createProduct(t, admin, { stock: 10 })).id;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('is never run, even once all of it came: the write before it answered, then the 408', async () => {
+    const restockBody = JSON.stringify({ delta: 5, reason: 'restock' });
+    const cartBody = JSON.stringify({ quantity: 7 });
+    // the restock's handler waits on its inventory row, held here
+    const holder = await t.db.pool.connect();
+    const timedOut = new Promise<void>((resolve) =>
+      t.app.getHttpServer().on('clientError', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') resolve();
+      }),
+    );
+    let wire: Promise<string>;
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+        productId,
+      ]);
+      const socket = connect(port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('error', () => undefined);
+      wire = new Promise((resolve) =>
+        socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8'))),
+      );
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(
+        `POST /v1/admin/products/${productId}/stock-adjustments HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+          `Authorization: Bearer ${admin}\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${Buffer.byteLength(restockBody)}\r\n\r\n${restockBody}` +
+          `PUT /v1/cart/items/${productId} HTTP/1.1\r\nHost: 127.0.0.1\r\n`,
+      );
+      await timedOut; // the cart change's head did not come in time: its 408 decided
+      socket.write(
+        `Authorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${Buffer.byteLength(cartBody)}\r\n\r\n${cartBody}`,
+      );
+    } finally {
+      await holder.query('COMMIT').catch(() => undefined);
+      holder.release();
+    }
+    const answered = await wire;
+    expect([...answered.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))).toEqual([
+      200, 408,
+    ]);
+    expect(answered).toMatch(/REQUEST_TIMEOUT/);
+    const cart = await t.db.pool.query(
+      `SELECT quantity FROM cart_items WHERE product_id = $1 AND user_id = $2`,
+      [productId, alice.userId],
+    );
+    expect(cart.rows).toEqual([]);
+  }, 30_000);
+});

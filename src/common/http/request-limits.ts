@@ -486,11 +486,30 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
 
 /** Connections whose refusal is decided (written, or waiting for earlier answers): once each. */
 const refusing = new WeakSet<Socket>();
+/** Requests read on such a connection after its refusal was decided: held, never run. */
+const afterRefusal = new WeakSet<IncomingMessage>();
+
+/**
+ * A request read on a connection whose refusal waits for earlier answers is never run: held,
+ * unanswered, and the refusal takes its place (afterEarlierAnswers). A 408 leaves Node's parser
+ * reading — only a parse error stops it — and the rest of a request refused for its slowness, once
+ * it came, was run and answered (a cart change committed), the 408 written after it as the answer
+ * to whatever came next. The first request hook (setFirstRequestHooks), ahead of the others.
+ */
+export function holdAfterRefusal(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  done: () => void,
+): void {
+  if (!refusing.has(request.raw.socket)) return done();
+  afterRefusal.add(request.raw);
+  reply.hijack();
+}
 
 /**
  * Runs `then` once no answer to a request before `refused` (the request being refused, or
- * undefined: one whose headers never came, after every request read) is still due on the
- * connection: Node hands a connection's queued answers to it one at a time (`_httpMessage`, as
+ * undefined: one whose headers never came, after every request read before the refusal) is still
+ * due on the connection: Node hands a connection's queued answers to it one at a time (`_httpMessage`, as
  * its own refusal of a client error checks), the next as the one before is done (`close`).
  */
 function afterEarlierAnswers(
@@ -499,7 +518,7 @@ function afterEarlierAnswers(
   then: () => void,
 ): void {
   const due = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (!due || due.req === refused || socket.destroyed) return then();
+  if (!due || due.req === refused || afterRefusal.has(due.req) || socket.destroyed) return then();
   due.once('close', () => setImmediate(() => afterEarlierAnswers(socket, refused, then)));
 }
 
