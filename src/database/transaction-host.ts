@@ -43,6 +43,26 @@ function rolledBackByDeath(err: unknown, outcome: CommitOutcome): boolean {
  * killed (handed out before that, the retry's own BEGIN died too) and a pooler is back.
  */
 export const RECONNECT_PAUSE_MS = 100;
+/** Errors thrown by work that was already run again after its connection died (once is all). */
+const ranAgain = new WeakSet<object>();
+/**
+ * Whether `err` ends work TransactionHost already ran again after a connection death: a caller
+ * that runs work again itself (ReadRerunInterceptor) does not run it a third and fourth time.
+ */
+export function wasRunAgain(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && ranAgain.has(err);
+}
+/**
+ * What work run again after a connection death answers when the second run fails too: a second
+ * run that could not reach the database (a server restarting refuses new connections) answers
+ * as the blink it began with (its Retry-After), not as an outage; any other failure as itself.
+ */
+export function afterSecondRun(first: unknown, again: unknown): unknown {
+  const cause = (again as { cause?: unknown } | null)?.cause;
+  const answer = cause !== undefined && isConnectionFailure(cause) ? first : again;
+  if (typeof answer === 'object' && answer !== null) ranAgain.add(answer);
+  return answer;
+}
 /**
  * Attempts a checkout may run again, besides those, because a line's price changed under it
  * (`reserve_stock` raises `price_changed` with 40001): an admin repricing a sale's products one
@@ -275,8 +295,7 @@ export class TransactionHost {
       try {
         return await run();
       } catch (again) {
-        const cause = (again as { cause?: unknown } | null)?.cause;
-        throw cause !== undefined && isConnectionFailure(cause) ? err : again;
+        throw afterSecondRun(err, again);
       }
     }
   }
@@ -607,14 +626,15 @@ export class TransactionHost {
           await new Promise((r) => setTimeout(r, RECONNECT_PAUSE_MS));
           continue;
         }
-        // the second run could not reach the database either (a server restarting refuses new
-        // connections): answered as the blink it began with (its Retry-After), not as an outage
+        // the second run could not reach the database either (afterSecondRun: answered as the
+        // blink it began with)
         if (firstDeath !== undefined && cause !== undefined && isConnectionFailure(cause))
-          throw firstDeath;
+          throw afterSecondRun(firstDeath, err);
         const code = pgErrorCode(err);
         const priceChanged = code === '40001' && isRepriced(err);
         if (priceChanged && repriced < MAX_REPRICED_ATTEMPTS) repriced++;
-        else if (!code || !RETRYABLE.has(code) || ++collisions >= MAX_ATTEMPTS) throw err;
+        else if (!code || !RETRYABLE.has(code) || ++collisions >= MAX_ATTEMPTS)
+          throw firstDeath === undefined ? err : afterSecondRun(firstDeath, err);
         this.logger.warn(
           `transaction retry after ${code}${priceChanged ? " (a line's price changed)" : ''}`,
         );

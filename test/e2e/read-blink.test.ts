@@ -134,6 +134,24 @@ describe('a read whose connection dies under it', () => {
     expect((await t.http.get('/v1/cart', { token: alice.token })).status).toBe(200);
   });
 
+  it('a read in a transaction its host ran again already (an order, a search) is not run a third and fourth time', async () => {
+    for (const [path, table] of [
+      [`/v1/orders/${orderId}`, /"orders"/],
+      [`/v1/products?q=again${randomUUID().slice(0, 8)}`, /"products"/],
+    ] as const) {
+      const cutsBefore = proxy.cuts;
+      const stop = proxy.cutStatements(table);
+      try {
+        const res = await t.http.get(path, { token: alice.token });
+        expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
+        expect(res.headers.get('retry-after')).toBe('1');
+      } finally {
+        stop();
+      }
+      expect({ path, cuts: proxy.cuts - cutsBefore }).toEqual({ path, cuts: 2 });
+    }
+  });
+
   it("a write's handler is not run again by it: a blink under a cart change is the transaction's own", async () => {
     // the cart line's write is a transaction: run again before its COMMIT by TransactionHost (once),
     // never by the read rerun — a PUT is not a safe method
