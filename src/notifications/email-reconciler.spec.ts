@@ -21,7 +21,10 @@ describe('EmailReconciler: where a pass starts', () => {
         opts.events === 'published' ? (owedByPass[pass] ?? []) : [],
     });
     // every owed email's job still waiting in the queue: left alone
-    const jobs = mockOf<JobQueues>({ find: async () => ({ getState: async () => 'waiting' }) });
+    const jobs = mockOf<JobQueues>({
+      find: async () => ({ getState: async () => 'waiting' }),
+      connected: async () => true,
+    });
     const reconciler = new EmailReconciler(deliveries, jobs, new MetricsService());
     const notBefore = (n: number) =>
       (
@@ -79,8 +82,12 @@ describe('EmailReconciler: where a pass starts', () => {
     const owed = [0, 1].map((i) => owedAt(Date.parse('2026-12-03T09:50:00Z') + i));
     const { reconciler, notBefore } = setup([[], owed, []]);
     await reconciler.reconcile();
-    const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
+    const jobs = reconciler['jobs'] as unknown as {
+      find: () => Promise<unknown>;
+      connected: () => Promise<boolean>;
+    };
     jobs.find = () => Promise.reject(new Error('Redis down'));
+    jobs.connected = async () => false;
     await expect(reconciler.reconcile()).rejects.toThrow('Redis down');
     await reconciler.reconcile();
     expect(notBefore(2)).toEqual(notBefore(1));
@@ -89,14 +96,28 @@ describe('EmailReconciler: where a pass starts', () => {
   it('three owed emails in a row whose jobs cannot be looked at, after others that could, fail the pass: the queue went away', async () => {
     const owed = [0, 1, 2, 3].map((i) => owedAt(Date.parse('2026-12-03T09:50:00Z') + i));
     const { reconciler } = setup([owed]);
-    const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
+    const jobs = reconciler['jobs'] as unknown as {
+      find: () => Promise<unknown>;
+      connected: () => Promise<boolean>;
+    };
     let asked = 0;
     jobs.find = async () => {
       if (asked++ === 0) return { getState: async () => 'waiting' };
       throw new Error('Redis down');
     };
+    jobs.connected = async () => false;
     await expect(reconciler.reconcile()).rejects.toThrow('Redis down');
     expect(asked).toBe(4);
+  });
+
+  it('the only owed email, its job not to be looked at while the queue is up, fails no pass: the next starts at it', async () => {
+    const poisonedAt = Date.parse('2026-12-01T08:00:00Z');
+    const { reconciler, notBefore } = setup([[owedAt(poisonedAt)], [owedAt(poisonedAt)], []]);
+    const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
+    jobs.find = () => Promise.reject(new Error('Unexpected token in JSON'));
+    await expect(reconciler.reconcile()).resolves.toBe(0);
+    await expect(reconciler.reconcile()).resolves.toBe(0);
+    expect(notBefore(1)).toEqual(new Date(poisonedAt));
   });
 
   it('one owed email whose job cannot be looked at holds back no other: the next ones are added again, and the next pass starts at it', async () => {

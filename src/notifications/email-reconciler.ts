@@ -105,8 +105,14 @@ export class EmailReconciler {
         after = owed[owed.length - 1];
       }
     }
-    // not one owed email's job could be looked at: the queue is away, not an email
-    if (skipped.first !== undefined && skipped.count === skipped.looked) throw skipped.first;
+    // not one owed email's job could be looked at: the queue away, unless its connection is up
+    // (then those emails' own: a lone poisoned one is the common case, nothing else being owed)
+    if (
+      skipped.first !== undefined &&
+      skipped.count === skipped.looked &&
+      !(await this.jobs.connected())
+    )
+      throw skipped.first;
     if (skipped.first !== undefined)
       this.logger.error(
         `${skipped.count} owed email(s) whose job could not be looked at were left for the next pass (${skipped.first.message})`,
@@ -123,8 +129,8 @@ export class EmailReconciler {
    * left owed (the next pass tries it again, and starts no later than it) — one email whose job
    * Redis holds broken in a way not foreseen, or that throws for it alone, held back every other
    * owed one (each pass failed at it, in event order, for its six days); the pass then says so at
-   * error. MAX_FAILED_IN_A_ROW in a row, or every one of the pass, is the queue itself away: the
-   * pass fails, as it did.
+   * error. MAX_FAILED_IN_A_ROW in a row, or every one of the pass, with the queue's connection
+   * down (JobQueues#connected) is the queue itself away: the pass fails, as it did.
    */
   private async addBackIfLostOrSkip(
     email: OwedEmail,
@@ -136,7 +142,11 @@ export class EmailReconciler {
       skipped.inARow = 0;
       return outcome;
     } catch (err) {
-      if (++skipped.inARow >= MAX_FAILED_IN_A_ROW) throw err;
+      // (a streak with the queue's connection up is emails of their own: the pass goes on)
+      if (++skipped.inARow >= MAX_FAILED_IN_A_ROW) {
+        if (!(await this.jobs.connected())) throw err;
+        skipped.inARow = 0;
+      }
       skipped.count++;
       skipped.first ??= err instanceof Error ? err : new Error(String(err));
       this.logger.warn(
