@@ -20,6 +20,7 @@ import {
   refuseExpectation,
   refuseConnect,
   holdAfterRefusal,
+  holdRefusedRequest,
   refuseWhileClosing,
   refuseMalformedHead,
   routableTarget,
@@ -128,6 +129,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });
+  fastify.addHook('preHandler', holdRefusedRequest);
   limitBodies(app);
   // Swagger UI and its document, served outside Nest, counted as the guard counts any route of no
   // scope (CORS preflights are not counted: registerBrowserSecurity says why)

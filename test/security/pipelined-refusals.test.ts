@@ -1,9 +1,11 @@
 import { connect } from 'node:net';
+import { Logger } from '@nestjs/common';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
 import { newKey } from '../support/fixtures';
 import { Buyer, buyers } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 /**
  * A request Node refuses before it is one (a head over 16 KB → 431, an unparsable line → 400),
@@ -140,54 +142,74 @@ describe('a request refused for its slowness behind a write still being handled'
     await t?.close();
   });
 
-  it('is never run, even once all of it came: the write before it answered, then the 408', async () => {
-    const restockBody = JSON.stringify({ delta: 5, reason: 'restock' });
-    const cartBody = JSON.stringify({ quantity: 7 });
-    // the restock's handler waits on its inventory row, held here
-    const holder = await t.db.pool.connect();
-    const timedOut = new Promise<void>((resolve) =>
-      t.app.getHttpServer().on('clientError', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') resolve();
-      }),
-    );
-    let wire: Promise<string>;
-    try {
-      await holder.query('BEGIN');
-      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
-        productId,
-      ]);
-      const socket = connect(port, '127.0.0.1');
-      const chunks: Buffer[] = [];
-      socket.on('data', (c: Buffer) => chunks.push(c));
-      socket.on('error', () => undefined);
-      wire = new Promise((resolve) =>
-        socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8'))),
-      );
-      await new Promise((resolve) => socket.once('connect', resolve));
-      socket.write(
-        `POST /v1/admin/products/${productId}/stock-adjustments HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
-          `Authorization: Bearer ${admin}\r\nContent-Type: application/json\r\n` +
-          `Content-Length: ${Buffer.byteLength(restockBody)}\r\n\r\n${restockBody}` +
-          `PUT /v1/cart/items/${productId} HTTP/1.1\r\nHost: 127.0.0.1\r\n`,
-      );
-      await timedOut; // the cart change's head did not come in time: its 408 decided
-      socket.write(
+  it.each([
+    // its head too slow: read, once it came, as a request after the refusal
+    ['its head', 0],
+    // its head read (its request hooks run), its body too slow: the request the refusal is about
+    ['its body', 1],
+  ])(
+    'is never run, even once all of it came (%s too slow): the write before it answered, then the 408',
+    async (_part, headWhole) => {
+      const restockBody = JSON.stringify({ delta: 5, reason: 'restock' });
+      const cartBody = JSON.stringify({ quantity: 7 });
+      const cartChange =
+        `PUT /v1/cart/items/${productId} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
         `Authorization: Bearer ${alice.token}\r\nContent-Type: application/json\r\n` +
-          `Content-Length: ${Buffer.byteLength(cartBody)}\r\n\r\n${cartBody}`,
+        `Content-Length: ${Buffer.byteLength(cartBody)}\r\n\r\n${cartBody}`;
+      // where the cart change stops until its 408 is decided: in its head, or three bytes into its body
+      const cutAt = headWhole
+        ? cartChange.length - cartBody.length + 3
+        : cartChange.indexOf('Authorization');
+      // the restock's handler waits on its inventory row, held here
+      const held = jest.spyOn(Logger.prototype, 'warn');
+      const holder = await t.db.pool.connect();
+      const timedOut = new Promise<void>((resolve) =>
+        t.app.getHttpServer().on('clientError', (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') resolve();
+        }),
       );
-    } finally {
-      await holder.query('COMMIT').catch(() => undefined);
-      holder.release();
-    }
-    const answered = await wire;
-    expect([...answered.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))).toEqual([
-      200, 408,
-    ]);
-    expect(answered).toMatch(/REQUEST_TIMEOUT/);
-    const cart = await t.db.pool.query(
-      `SELECT quantity FROM cart_items WHERE product_id = $1 AND user_id = $2`,
-      [productId, alice.userId],
-    );
-    expect(cart.rows).toEqual([]);
-  }, 30_000);
+      let wire: Promise<string>;
+      try {
+        await holder.query('BEGIN');
+        await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+          productId,
+        ]);
+        const socket = connect(port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('error', () => undefined);
+        wire = new Promise((resolve) =>
+          socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8'))),
+        );
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.write(
+          `POST /v1/admin/products/${productId}/stock-adjustments HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+            `Authorization: Bearer ${admin}\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${Buffer.byteLength(restockBody)}\r\n\r\n${restockBody}` +
+            cartChange.slice(0, cutAt),
+        );
+        await timedOut; // the cart change's head did not come in time: its 408 decided
+        socket.write(cartChange.slice(cutAt));
+        // all of it came: held, never run (said at warn), before the restock is let through
+        await waitFor('the cart change held', () =>
+          held.mock.calls.some(([m]) => /^PUT request .* held, never run/.test(String(m))),
+        );
+      } finally {
+        await holder.query('COMMIT').catch(() => undefined);
+        holder.release();
+        held.mockRestore();
+      }
+      const answered = await wire;
+      expect([...answered.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))).toEqual([
+        200, 408,
+      ]);
+      expect(answered).toMatch(/REQUEST_TIMEOUT/);
+      const cart = await t.db.pool.query(
+        `SELECT quantity FROM cart_items WHERE product_id = $1 AND user_id = $2`,
+        [productId, alice.userId],
+      );
+      expect(cart.rows).toEqual([]);
+    },
+    30_000,
+  );
 });

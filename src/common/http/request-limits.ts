@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { DomainError } from '../errors/domain-error';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -460,6 +461,9 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   // the id of the request whose body was still arriving (its headers gave it one, which its log
   // lines carry), else a new one: no headers were read
   const receiving = receivingRequest(socket);
+  // the request refused is the one being received (its body too slow): the rest of its body may
+  // still come while earlier answers are due, and it must not be run then (holdRefusedRequest)
+  if (receiving) afterRefusal.add(receiving);
   afterEarlierAnswers(socket, receiving, () => {
     // the request that timed out was already answered (refused while its body still trickled
     // in): one answer per request, so the connection is only closed
@@ -486,8 +490,36 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
 
 /** Connections whose refusal is decided (written, or waiting for earlier answers): once each. */
 const refusing = new WeakSet<Socket>();
-/** Requests read on such a connection after its refusal was decided: held, never run. */
+/**
+ * Requests a connection's refusal is about or came after (read once it was decided): held, never
+ * run.
+ */
 const afterRefusal = new WeakSet<IncomingMessage>();
+
+/**
+ * The request a refusal is about, when it is the one whose body was still arriving (a 408), is
+ * held before its handler: its headers went through the request hooks before the refusal, and
+ * the rest of its body, once it came, had it run and answered 200 (a cart change committed), the
+ * 408 after it. A `preHandler` hook.
+ */
+export function holdRefusedRequest(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  done: () => void,
+): void {
+  if (!afterRefusal.has(request.raw)) return done();
+  hold(request, reply);
+}
+
+const heldLogger = new Logger('PipelinedRefusal');
+
+/** Never answered, never run: the connection's refusal takes its place, then the connection ends. */
+function hold(request: FastifyRequest, reply: FastifyReply): void {
+  reply.hijack();
+  heldLogger.warn(
+    `${request.method} request ${request.id} held, never run: its connection is refused once the answers due before it are out`,
+  );
+}
 
 /**
  * A request read on a connection whose refusal waits for earlier answers is never run: held,
@@ -503,7 +535,7 @@ export function holdAfterRefusal(
 ): void {
   if (!refusing.has(request.raw.socket)) return done();
   afterRefusal.add(request.raw);
-  reply.hijack();
+  hold(request, reply);
 }
 
 /**
