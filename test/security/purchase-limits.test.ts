@@ -395,6 +395,57 @@ describe('per-customer purchase limits', () => {
     }
   }, 60_000);
 
+  it("an order whose product was taken off sale, left unpaid until its window ran out, is cancelled as the shop's doing too: never counted as abandoned", async () => {
+    const capped = await bootTestApp({
+      db: t.db,
+      env: { PURCHASE_LIMIT_ABANDONED_PER_DAY: '1', RATE_LIMIT_ENABLED: 'true' },
+    });
+    try {
+      await signInLimitsAnswering(capped.http);
+      const admin = (await createAdmin(capped)).accessToken;
+      const [ivy] = await buyers(capped.http, 1);
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const placed = await placeOrder(capped.http, ivy, [{ productId: p, quantity: 1 }]);
+      expect(placed.status).toBe(201);
+      // a recall, then the product mended and back on sale: the order could not be paid since
+      expect((await capped.http.delete(`/v1/admin/products/${p}`, { token: admin })).status).toBe(
+        204,
+      );
+      expect(
+        (await capped.http.patch(`/v1/admin/products/${p}`, { active: true }, { token: admin }))
+          .status,
+      ).toBe(200);
+      await t.db.pool.query(
+        `UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`,
+        [placed.body.id],
+      );
+      expect(await capped.app.get(ReservationExpiryService).expire(placed.body.id)).toBe(true);
+      const state = await t.db.pool.query(
+        `SELECT o.status, o.cancellation_reason AS reason, h.actor
+           FROM orders o JOIN order_status_history h ON h.order_id = o.id AND h.to_status = 'CANCELLED'
+          WHERE o.id = $1`,
+        [placed.body.id],
+      );
+      expect(state.rows).toEqual([
+        { status: 'CANCELLED', reason: 'PAYMENT_FAILED', actor: 'system:product-withdrawn' },
+      ]);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+      // an allowance of one, none of it spent: the customer still orders, and abandons that one
+      const next = await placeOrder(capped.http, ivy, [{ productId: p, quantity: 1 }]);
+      expect(next.status).toBe(201);
+      // one the customer left to run out without a withdrawal counts, as ever
+      await t.db.pool.query(
+        `UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`,
+        [next.body.id],
+      );
+      expect(await capped.app.get(ReservationExpiryService).expire(next.body.id)).toBe(true);
+      const refused = await placeOrder(capped.http, ivy, [{ productId: p, quantity: 1 }]);
+      expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
+    } finally {
+      await capped.close();
+    }
+  }, 60_000);
+
   it('refuses more units of one product than the cap, counting open unpaid orders, with 409', async () => {
     const p = await insertProduct(t.db.pool, { stock: 100 });
 
