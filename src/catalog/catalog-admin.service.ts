@@ -6,6 +6,7 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost, pgConstraint } from '../database/transaction-host';
 import { InventoryService } from '../inventory/inventory.service';
+import { OutboxRepository } from '../outbox/outbox.repository';
 import { CatalogCache } from './catalog-cache';
 import { mapProduct } from './catalog.mapper';
 import {
@@ -32,6 +33,7 @@ export class CatalogAdminService {
     private readonly ids: IdGenerator,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly storage: ObjectStorage,
+    private readonly outbox: OutboxRepository,
   ) {}
 
   /**
@@ -85,7 +87,7 @@ export class CatalogAdminService {
         },
         this.clock.now(),
       );
-      if (dto.active === false) await this.inventory.takingOffSale(id);
+      if (dto.active === false) await this.takingOffSale(id);
       // only a change of what an order line copies waits for the stock row: an admin form that
       // sends the whole product (its name unchanged) with a new description did not wait for a
       // sale's checkouts, nor hold the product's paid orders' confirmations behind them
@@ -101,11 +103,22 @@ export class CatalogAdminService {
     return product;
   }
 
+  /**
+   * In the transaction that takes the product off sale: its stock row waits for the checkouts in
+   * flight (InventoryService), and the unpaid orders holding its units that no payment has begun
+   * for are released by the worker (`product.withdrawn`, in this transaction: never lost, never
+   * for a change that did not commit; for one already off sale it finds none left to release).
+   */
+  private async takingOffSale(id: string): Promise<void> {
+    await this.inventory.takingOffSale(id);
+    await this.outbox.add('product.withdrawn', id, { productId: id });
+  }
+
   /** Deactivates (orders keep their snapshots; the product leaves the catalog). */
   async deactivate(id: string): Promise<void> {
     const found = await this.tx.run(async () => {
       if (!(await this.products.update(id, { active: false }, this.clock.now()))) return false;
-      await this.inventory.takingOffSale(id);
+      await this.takingOffSale(id);
       return true;
     });
     if (!found) throw productNotFound();

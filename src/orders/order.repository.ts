@@ -273,6 +273,33 @@ export class OrderRepository {
     });
   }
 
+  /**
+   * Up to `limit` orders holding a reservation no payment has begun for (INVENTORY_RESERVED) with
+   * a line of the product, in id order after `after` (the last of the previous batch).
+   */
+  async reservedWithProduct(
+    productId: string,
+    after: string | null,
+    limit: number,
+  ): Promise<string[]> {
+    const rows = await this.tx.withManager((m) =>
+      m
+        .getRepository(OrderEntity)
+        .createQueryBuilder('o')
+        .select('o.id', 'id')
+        .where(`o.status = 'INVENTORY_RESERVED'`)
+        .andWhere(
+          'EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.product_id = :productId)',
+          { productId },
+        )
+        .andWhere(after === null ? 'TRUE' : 'o.id > :after', { after })
+        .orderBy('o.id')
+        .limit(limit)
+        .getRawMany<{ id: string }>(),
+    );
+    return rows.map((r) => r.id);
+  }
+
   /** The order with its lines (by product id) and its status history (oldest first). */
   async findById(id: string): Promise<OrderWithHistory | null> {
     const order = await this.tx.withManager((m) =>

@@ -1,8 +1,13 @@
 import { Injectable } from '@nestjs/common';
 import { ProductRepository } from '../catalog/product.repository';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName, JobPayloads } from '../queue/queues';
 import { PRODUCT_WITHDRAWN_ACTOR } from './order-state-machine';
 import { OrderRepository } from './order.repository';
 import { OrderTransitionsService } from './order-transitions.service';
+
+/** Orders read per batch by releaseWithdrawn. */
+const WITHDRAWN_BATCH = 200;
 
 /**
  * Cancels an unpaid order whose reservation window has passed (RESERVATION_EXPIRED), releasing
@@ -39,6 +44,38 @@ export class ReservationExpiryService {
       { onlyIfReservationDue: true, onlyIfNoOpenPayment: opts.unlessPaymentOpen },
     );
     return result.changed;
+  }
+
+  /**
+   * A product was taken off sale: the unpaid orders holding its units that no payment has begun
+   * for could not be paid any more (PaymentsService refuses), and held those units — the
+   * product mended and back on sale looked sold out — until their windows ran out, each counted
+   * against its customer's open orders meanwhile. Cancelled now, the shop's doing, a batch at a
+   * time; each one only if a product of it is still off sale since it was placed (not an order
+   * placed after a return to sale) and no payment of it is open (a start racing this goes on).
+   * Run again (a retry, a relay's second publish), it finds what is left. Returns how many.
+   */
+  @OnJob(JobName.ReleaseWithdrawnReservations)
+  async releaseWithdrawn({
+    productId,
+  }: JobPayloads[JobName.ReleaseWithdrawnReservations]): Promise<number> {
+    let released = 0;
+    let after: string | null = null;
+    for (;;) {
+      const batch = await this.orders.reservedWithProduct(productId, after, WITHDRAWN_BATCH);
+      for (const orderId of batch) {
+        if (!(await this.withdrawnSincePlaced(orderId))) continue;
+        const { changed } = await this.transitions.cancel(
+          orderId,
+          'PAYMENT_FAILED',
+          PRODUCT_WITHDRAWN_ACTOR,
+          { onlyIfNoOpenPayment: true },
+        );
+        if (changed) released++;
+      }
+      if (batch.length < WITHDRAWN_BATCH) return released;
+      after = batch[batch.length - 1];
+    }
   }
 
   private async withdrawnSincePlaced(orderId: string): Promise<boolean> {

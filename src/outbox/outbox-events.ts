@@ -13,6 +13,11 @@ export interface OutboxEvents {
   'refund.requested': { orderId: string; refundId: string };
   /** A verified provider event waits in the webhook inbox for processing. */
   'payment.event': { eventId: string };
+  /**
+   * A product was taken off sale (a recall, a price mistake): the unpaid orders holding its units
+   * that no payment has begun for are cancelled (orders.release-withdrawn).
+   */
+  'product.withdrawn': { productId: string };
 }
 
 export type OutboxTopic = keyof OutboxEvents;
@@ -27,6 +32,7 @@ const KNOWN: Record<OutboxTopic, true> = {
   'order.refunded': true,
   'refund.requested': true,
   'payment.event': true,
+  'product.withdrawn': true,
 };
 export const OUTBOX_TOPICS = Object.keys(KNOWN) as OutboxTopic[];
 

@@ -54,6 +54,11 @@ export class OutboxPublisher {
         await this.jobs.add(JobName.ProcessPaymentEvent, { eventId }, { jobId: eventId });
         return;
       }
+      case 'product.withdrawn': {
+        const { productId } = row.payload as unknown as OutboxEvents['product.withdrawn'];
+        await this.jobs.add(JobName.ReleaseWithdrawnReservations, { productId }, { jobId: row.id });
+        return;
+      }
       case 'order.paid':
       case 'order.confirmed': {
         const { orderId } = row.payload as unknown as OutboxEvents[typeof row.topic];

@@ -23,6 +23,7 @@ const emailKind: FieldCheck = ({ kind }) =>
 const CHECKS: Readonly<Record<JobName, readonly FieldCheck[]>> = {
   [JobName.ExpireReservation]: [uuid('orderId')],
   [JobName.SweepExpiredReservations]: [],
+  [JobName.ReleaseWithdrawnReservations]: [uuid('productId')],
   [JobName.RecomputeRecommendations]: [],
   [JobName.ProcessPaymentEvent]: [eventId],
   [JobName.CancelPaymentIntent]: [uuid('orderId')],

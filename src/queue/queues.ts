@@ -23,6 +23,8 @@ export enum JobName {
   ExpireReservation = 'orders.expire-reservation',
   /** Safety net: find and expire overdue reservations the delayed jobs missed. */
   SweepExpiredReservations = 'orders.sweep-expired',
+  /** A product was taken off sale: cancel the unpaid orders of it no payment has begun for. */
+  ReleaseWithdrawnReservations = 'orders.release-withdrawn',
   /** Recompute "bought together" recommendations from paid orders. */
   RecomputeRecommendations = 'catalog.recompute-recommendations',
   /** Act on a verified payment-provider event (re-reads the intent: events can be stale). */
@@ -57,6 +59,7 @@ type NoData = Record<string, never>;
 interface Payloads {
   [JobName.ExpireReservation]: { orderId: string };
   [JobName.SweepExpiredReservations]: NoData;
+  [JobName.ReleaseWithdrawnReservations]: { productId: string };
   [JobName.RecomputeRecommendations]: NoData;
   [JobName.ProcessPaymentEvent]: { eventId: string };
   [JobName.CancelPaymentIntent]: { orderId: string };
@@ -88,6 +91,7 @@ export type JobPayloads = { [N in JobName]: Payloads[N] };
 export const JOB_QUEUE: Readonly<Record<JobName, QueueName>> = {
   [JobName.ExpireReservation]: QueueName.Orders,
   [JobName.SweepExpiredReservations]: QueueName.Orders,
+  [JobName.ReleaseWithdrawnReservations]: QueueName.Orders,
   [JobName.RecomputeRecommendations]: QueueName.Catalog,
   [JobName.ProcessPaymentEvent]: QueueName.Payments,
   [JobName.CancelPaymentIntent]: QueueName.Payments,
