@@ -848,11 +848,12 @@ export class PaymentFinalizer {
     // the provider took another amount or currency than the order's (the intent was changed at
     // the provider after it was made): not this order's payment — the order is cancelled as a
     // failed payment and what was taken refunded in full, never confirmed for what it was not paid
+    // (what it took: a succeeded intent captured in part took less than it asks for)
+    const taken = intent.received ?? intent.amount;
     const mismatch =
-      status === 'succeeded' &&
-      (intent.amount !== payment.amount || intent.currency !== payment.currency);
+      status === 'succeeded' && (taken !== payment.amount || intent.currency !== payment.currency);
     const paid = mismatch
-      ? { ...payment, status, amount: intent.amount, currency: intent.currency }
+      ? { ...payment, status, amount: taken, currency: intent.currency }
       : { ...payment, status };
     const outcome = await this.tx.run(async (): Promise<Settled> => {
       await this.payments.setStatus(payment.id, status, this.clock.now());
@@ -862,12 +863,7 @@ export class PaymentFinalizer {
         const order = await this.orders.findById(orderId);
         if (order?.status === 'CANCELLED') {
           // what was taken, refunded in full (refunds are sized and capped from it)
-          await this.payments.setCaptured(
-            payment.id,
-            intent.amount,
-            intent.currency,
-            this.clock.now(),
-          );
+          await this.payments.setCaptured(payment.id, taken, intent.currency, this.clock.now());
           await this.refunds.reservePaidAfterCancel(paid);
           result = { kind: 'paid-after-cancel' };
         } else {
@@ -879,7 +875,7 @@ export class PaymentFinalizer {
         this.tx.afterCommit(() => {
           this.amountMismatches.inc();
           this.logger.error(
-            `intent ${intent.id} of order ${orderId} succeeded for ${intent.amount} ${intent.currency}, not the ` +
+            `intent ${intent.id} of order ${orderId} succeeded for ${taken} ${intent.currency}, not the ` +
               `${payment.amount} ${payment.currency} it was made for (changed at the provider): ` +
               (order?.status === 'CANCELLED'
                 ? 'order cancelled, refunded in full'

@@ -9,7 +9,13 @@ export interface GatewayIntent {
   id: string;
   clientSecret: string;
   status: IntentStatus;
+  /** What the intent asks for (what it was made for). */
   amount: number;
+  /**
+   * Succeeded: what it took, when the provider says (Stripe's `amount_received`) — less than
+   * `amount` for an intent someone set to manual capture at the provider and captured in part.
+   */
+  received?: number;
   currency: string;
   /** From the intent's metadata: the order it pays for. */
   orderId: string;

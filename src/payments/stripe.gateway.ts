@@ -442,9 +442,10 @@ export class StripeGateway implements PaymentGateway {
       id: pi.id,
       clientSecret: pi.client_secret ?? '',
       status: intentStatusOf(pi.status),
+      amount: pi.amount,
       // succeeded: what was taken — a manual-capture intent (set at the provider: the app makes
       // none) captured in part shows its whole `amount`, and was confirmed and receipted for it
-      amount: pi.status === 'succeeded' ? pi.amount_received : pi.amount,
+      ...(pi.status === 'succeeded' ? { received: pi.amount_received } : {}),
       currency: pi.currency.toUpperCase(),
       orderId: pi.metadata.orderId ?? '',
       ...(pi.metadata.shop ? { shop: pi.metadata.shop } : {}),
