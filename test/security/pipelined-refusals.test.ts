@@ -103,6 +103,32 @@ describe('a refusal pipelined behind a write', () => {
     expect(await onHand()).toBe(before + 10);
   });
 
+  it('a CONNECT behind a restock still waiting on its row: the restock answered first, then the 405', async () => {
+    const before = await onHand();
+    const holder = await t.db.pool.connect();
+    let wire: Promise<string>;
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+        productId,
+      ]);
+      wire = send(restock() + 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+      // the restock's statement waits on the row held here: it is under way
+      await waitFor('the restock waiting on its row', async () => {
+        const waiting = await t.db.pool.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
+        );
+        return waiting.rows[0].n > 0;
+      });
+    } finally {
+      await holder.query('COMMIT').catch(() => undefined);
+      holder.release();
+    }
+    const answered = await wire;
+    expect(statuses(answered)).toEqual([200, 405]);
+    expect(await onHand()).toBe(before + 5);
+  });
+
   it('behind a request that asked to close the connection, nothing else is written', async () => {
     const before = await onHand();
     const wire = await send(restock('Connection: close\r\n') + 'BLAH\r\n\r\n');

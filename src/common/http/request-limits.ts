@@ -567,15 +567,19 @@ export function refuseConnect(allowedMethods: (url: string) => readonly string[]
     // Node took its own error listener off the socket before handing it over: a client that
     // resets the connection would otherwise raise an uncaught 'error' and end the process
     socket.on('error', () => socket.destroy());
-    writeRawProblem(
-      socket,
-      405,
-      'METHOD_NOT_ALLOWED',
-      'CONNECT is not supported: this is not a proxy.',
-      resolveRequestId(request.headers['x-request-id']), // a well-formed one kept, as everywhere
-      { Allow: allowedMethods(request.url ?? '').join(', ') },
-    );
-    socket.destroySoon();
+    // after the answers due before it, in request order: pipelined behind a write still being
+    // handled, the 405 took the place of its answer (a restock that committed read as refused)
+    afterEarlierAnswers(socket, undefined, () => {
+      writeRawProblem(
+        socket,
+        405,
+        'METHOD_NOT_ALLOWED',
+        'CONNECT is not supported: this is not a proxy.',
+        resolveRequestId(request.headers['x-request-id']), // a well-formed one kept, as everywhere
+        { Allow: allowedMethods(request.url ?? '').join(', ') },
+      );
+      socket.destroySoon();
+    });
   };
 }
 
