@@ -7,7 +7,7 @@ import { OrderRepository } from './order.repository';
 import { OrderTransitionsService } from './order-transitions.service';
 
 /** Orders read per batch by releaseWithdrawn. */
-const WITHDRAWN_BATCH = 200;
+const WITHDRAWN_BATCH = 100;
 
 /**
  * Cancels an unpaid order whose reservation window has passed (RESERVATION_EXPIRED), releasing
@@ -78,9 +78,14 @@ export class ReservationExpiryService {
     }
   }
 
+  /**
+   * Whether the order, no payment of it begun (INVENTORY_RESERVED), has a product taken off sale
+   * since it was placed. One whose payment began before the withdrawal was let go on: left unpaid,
+   * it expired as the customer's (its email had said "withdrawn before its payment began").
+   */
   private async withdrawnSincePlaced(orderId: string): Promise<boolean> {
     const order = await this.orders.findById(orderId);
-    if (!order) return false;
+    if (order?.status !== 'INVENTORY_RESERVED') return false;
     const productIds = order.items.map((i) => i.productId);
     return (await this.products.offSaleSince(productIds, order.placedEpoch ?? null)).length > 0;
   }
