@@ -19,6 +19,7 @@ import {
   MAX_HEADER_LINES,
   refuseExpectation,
   refuseConnect,
+  endWaitingTunnels,
   holdAfterRefusal,
   holdRefusedRequest,
   refuseWhileClosing,
@@ -175,7 +176,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     done();
   });
   fastify.server.on('checkExpectation', refuseExpectation);
-  fastify.server.on('connect', refuseConnect(allowedMethods));
+  fastify.server.on('connect', refuseConnect(allowedMethods, config.http.socketTimeoutMs));
   // a client that sends its request and then closes its side (a shutdown(SHUT_WR), as `nc -N`
   // and some HTTP/1.0 clients do) still gets its answer: Node aborted the request and ended
   // the connection with nothing written (a checkout made, its 201 never sent). The connection
@@ -197,11 +198,12 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     // ran, and the close — Nest's shutdown hooks after it — finishes before the forced exit.
     const cut = setTimeout(() => {
       // (a moment after the last handler returns: its answer is still on its way to the socket)
-      void inFlight
-        .waitForIdle(CUT_AFTER_HANDLERS_MS)
-        .then(() =>
-          setTimeout(() => fastify.server.closeAllConnections(), LAST_ANSWER_GRACE_MS).unref(),
-        );
+      void inFlight.waitForIdle(CUT_AFTER_HANDLERS_MS).then(() =>
+        setTimeout(() => {
+          fastify.server.closeAllConnections();
+          endWaitingTunnels();
+        }, LAST_ANSWER_GRACE_MS).unref(),
+      );
     }, shutdownTimeoutMs).unref();
     // (the server closed — its last connection ended — has nothing left to cut: the timer would
     // keep this application in memory for SHUTDOWN_TIMEOUT_MS, in a process that goes on)

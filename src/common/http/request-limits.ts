@@ -554,6 +554,14 @@ function afterEarlierAnswers(
   due.once('close', () => setImmediate(() => afterEarlierAnswers(socket, refused, then)));
 }
 
+/** Connections handed over for a CONNECT, not ended yet (refuseConnect). */
+const tunnelsWaiting = new Set<Socket>();
+
+/** Ends the connections of CONNECT requests still waiting to be refused (the shutdown's cut). */
+export function endWaitingTunnels(): void {
+  for (const socket of tunnelsWaiting) socket.destroy();
+}
+
 /**
  * A `CONNECT` request (a proxy tunnel): 405 as problem+json with a request id, then the
  * connection is closed. Node hands CONNECT to the server's `connect` event, never to a route:
@@ -562,11 +570,24 @@ function afterEarlierAnswers(
  * (`allowedMethods`: answerMethodNotAllowed's); empty for a target no route has — a host and
  * port, the tunnel asked for: no method is allowed there (§10.2.1).
  */
-export function refuseConnect(allowedMethods: (url: string) => readonly string[]) {
+export function refuseConnect(
+  allowedMethods: (url: string) => readonly string[],
+  maxWaitMs: number,
+) {
   return (request: IncomingMessage, socket: Socket): void => {
     // Node took its own error listener off the socket before handing it over: a client that
     // resets the connection would otherwise raise an uncaught 'error' and end the process
     socket.on('error', () => socket.destroy());
+    // and its timeout and parser: neither the socket timeout nor the shutdown's cut
+    // (closeAllConnections) reaches it any more — while it waits for the answers due before it
+    // (a client that never reads a large one), it is ended after `maxWaitMs`, or at the cut
+    // (endWaitingTunnels)
+    tunnelsWaiting.add(socket);
+    const limit = setTimeout(() => socket.destroy(), maxWaitMs).unref();
+    socket.once('close', () => {
+      clearTimeout(limit);
+      tunnelsWaiting.delete(socket);
+    });
     // after the answers due before it, in request order: pipelined behind a write still being
     // handled, the 405 took the place of its answer (a restock that committed read as refused)
     afterEarlierAnswers(socket, undefined, () => {
