@@ -340,7 +340,7 @@ describe('per-customer purchase limits', () => {
   };
 
   it("orders cancelled because a product of theirs was taken off sale before their payment began are the shop's doing: never counted as abandoned, also when a racing payment start had made an intent", async () => {
-    const { capped, admin, buyer: ida } = await allowingOneAbandoned();
+    const { capped, buyer: ida } = await allowingOneAbandoned();
     try {
       const withdrawn: string[] = [];
       for (let i = 0; i < 2; i++) {
@@ -348,9 +348,9 @@ describe('per-customer purchase limits', () => {
         const placed = await placeOrder(capped.http, ida, [{ productId: p, quantity: 1 }]);
         expect(placed.status).toBe(201);
         withdrawn.push(placed.body.id as string);
-        expect((await capped.http.delete(`/v1/admin/products/${p}`, { token: admin })).status).toBe(
-          204,
-        );
+        // (in the database: the worker's release of its orders, which the API's withdrawal asks
+        // for, would race the payment start this is about)
+        await t.db.pool.query(`UPDATE products SET active = false WHERE id = $1`, [p]);
         const pay = await capped.http.post(
           `/v1/orders/${placed.body.id}/payment`,
           {},
