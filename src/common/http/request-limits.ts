@@ -513,11 +513,16 @@ export function holdRefusedRequest(
 
 const heldLogger = new Logger('PipelinedRefusal');
 
+/** Connections a held request was said of: once each (a client pipelining thousands behind one). */
+const heldSaid = new WeakSet<Socket>();
+
 /** Never answered, never run: the connection's refusal takes its place, then the connection ends. */
 function hold(request: FastifyRequest, reply: FastifyReply): void {
   reply.hijack();
+  if (heldSaid.has(request.raw.socket)) return;
+  heldSaid.add(request.raw.socket);
   heldLogger.warn(
-    `${request.method} request ${request.id} held, never run: its connection is refused once the answers due before it are out`,
+    `${request.method} request ${request.id} held, never run (and any after it on its connection): the connection is refused once the answers due before it are out`,
   );
 }
 
