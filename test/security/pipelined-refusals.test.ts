@@ -7,6 +7,15 @@ import { Buyer, buyers } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { waitFor } from '../support/wait-for';
 
+/** An app, its port, an admin, a customer and a product of 10 units. */
+async function shop(env?: Record<string, string>) {
+  const t = await bootTestApp({ env });
+  const admin = (await createAdmin(t)).accessToken;
+  const [alice] = await buyers(t.http, 1);
+  const productId = (await createProduct(t, admin, { stock: 10 })).id;
+  return { t, port: Number(new URL(t.baseUrl).port), admin, alice, productId };
+}
+
 /**
  * A request Node refuses before it is one (a head over 16 KB → 431, an unparsable line → 400),
  * pipelined on a keep-alive connection behind a write still being handled: its refusal was
@@ -22,11 +31,7 @@ describe('a refusal pipelined behind a write', () => {
   let productId: string;
 
   beforeAll(async () => {
-    t = await bootTestApp();
-    port = Number(new URL(t.baseUrl).port);
-    admin = (await createAdmin(t)).accessToken;
-    [alice] = await buyers(t.http, 1);
-    productId = (await createProduct(t, admin, { stock: 10 })).id;
+    ({ t, port, admin, alice, productId } = await shop());
   });
   afterAll(async () => {
     await t?.close();
@@ -156,13 +161,10 @@ describe('a request refused for its slowness behind a write still being handled'
   let productId: string;
 
   beforeAll(async () => {
-    t = await bootTestApp({
-      env: { HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '2000' },
-    });
-    port = Number(new URL(t.baseUrl).port);
-    admin = (await createAdmin(t)).accessToken;
-    [alice] = await buyers(t.http, 1);
-    productId = (await createProduct(t, admin, { stock: 10 })).id;
+    ({ t, port, admin, alice, productId } = await shop({
+      HTTP_HEADERS_TIMEOUT_MS: '1000',
+      HTTP_REQUEST_TIMEOUT_MS: '2000',
+    }));
   });
   afterAll(async () => {
     await t?.close();
