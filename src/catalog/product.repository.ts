@@ -156,6 +156,13 @@ const INT4_MAX = 2_147_483_647;
  */
 const skuKey = (value: string) => `upper(lower(normalize(${value}, NFKC) COLLATE "und-x-icu"))`;
 
+/**
+ * A product (`p`) taken off sale since an order placed at `placedEpoch` (an SQL expression):
+ * off sale now, or back on sale since (ProductRepository#offSaleSince).
+ */
+const offSaleSinceSql = (placedEpoch: string): string =>
+  `(NOT p.active OR p.on_sale_epoch > ${placedEpoch})`;
+
 @Injectable()
 export class ProductRepository {
   constructor(
@@ -277,12 +284,30 @@ export class ProductRepository {
         .createQueryBuilder('p')
         .select('p.id', 'id')
         .where('p.id IN (:...ids)', { ids })
-        .andWhere('(NOT p.active OR p.on_sale_epoch > :placedEpoch::bigint)', {
-          placedEpoch: placedEpoch ?? '0',
-        })
+        .andWhere(offSaleSinceSql(':placedEpoch::bigint'), { placedEpoch: placedEpoch ?? '0' })
         .getRawMany<{ id: string }>(),
     );
     return rows.map((r) => r.id);
+  }
+
+  /**
+   * Whether the order, holding its reservation with no payment begun (INVENTORY_RESERVED), has a
+   * product taken off sale since it was placed (as offSaleSince): one statement, read again once
+   * if its connection dies under it (a read: run twice, it changes nothing).
+   */
+  async reservedOrderWithdrawn(orderId: string): Promise<boolean> {
+    // raw SQL: one EXISTS over the order, its lines and their products (per expiry it read the
+    // order with its lines and history, then the products)
+    const [row] = await this.tx.queryRerunnable<{ withdrawn: boolean }>(
+      `SELECT EXISTS (
+         SELECT 1 FROM orders o
+           JOIN order_items i ON i.order_id = o.id
+           JOIN products p ON p.id = i.product_id
+          WHERE o.id = $1 AND o.status = 'INVENTORY_RESERVED'
+            AND ${offSaleSinceSql('COALESCE(o.placed_epoch, 0)')}) AS withdrawn`,
+      [orderId],
+    );
+    return row.withdrawn;
   }
 
   /** How many products and categories there are whose SKU (as skuKey) or slug is not listed. */

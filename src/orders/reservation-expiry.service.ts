@@ -33,10 +33,12 @@ export class ReservationExpiryService {
    * refuses a payment begun after): it ends as a payment start would have ended it, the shop's
    * doing (PAYMENT_FAILED by PRODUCT_WITHDRAWN_ACTOR: the email says a product was withdrawn, the
    * purchase caps never count it). Expired as the customer's, it counted against their day's
-   * allowance of abandoned orders, and its email said the reservation ran out.
+   * allowance of abandoned orders, and its email said the reservation ran out. Only one no payment
+   * of which began (INVENTORY_RESERVED): one whose payment began before the withdrawal was let go
+   * on, and left unpaid it expires as the customer's.
    */
   async expire(orderId: string, opts: { unlessPaymentOpen?: boolean } = {}): Promise<boolean> {
-    const withdrawn = await this.withdrawnSincePlaced(orderId);
+    const withdrawn = await this.products.reservedOrderWithdrawn(orderId);
     const result = await this.transitions.cancel(
       orderId,
       withdrawn ? 'PAYMENT_FAILED' : 'RESERVATION_EXPIRED',
@@ -64,7 +66,7 @@ export class ReservationExpiryService {
     for (;;) {
       const batch = await this.orders.reservedWithProduct(productId, after, WITHDRAWN_BATCH);
       for (const orderId of batch) {
-        if (!(await this.withdrawnSincePlaced(orderId))) continue;
+        if (!(await this.products.reservedOrderWithdrawn(orderId))) continue;
         const { changed } = await this.transitions.cancel(
           orderId,
           'PAYMENT_FAILED',
@@ -76,17 +78,5 @@ export class ReservationExpiryService {
       if (batch.length < WITHDRAWN_BATCH) return released;
       after = batch[batch.length - 1];
     }
-  }
-
-  /**
-   * Whether the order, no payment of it begun (INVENTORY_RESERVED), has a product taken off sale
-   * since it was placed. One whose payment began before the withdrawal was let go on: left unpaid,
-   * it expired as the customer's (its email had said "withdrawn before its payment began").
-   */
-  private async withdrawnSincePlaced(orderId: string): Promise<boolean> {
-    const order = await this.orders.findById(orderId);
-    if (order?.status !== 'INVENTORY_RESERVED') return false;
-    const productIds = order.items.map((i) => i.productId);
-    return (await this.products.offSaleSince(productIds, order.placedEpoch ?? null)).length > 0;
   }
 }
