@@ -157,8 +157,10 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     // on Redis's MONITOR), then that deployment stops: its claim lapses while the API waits. (The
     // MONITOR is read off a plain socket: ioredis's monitor connection, fed every other test's
     // commands, now and then took a line for a reply — "Command queue state error" — and failed
-    // the test; the API's own warning is no signal either, its logger buffering it.)
-    const stop = foreignClaim(prefix, 1_500, 200);
+    // the test; the API's own warning is no signal either, its logger buffering it.) Its TTL, 3 s,
+    // is how long the API waits: the MONITOR's line came late on a loaded machine (it carries
+    // every other test's commands) and, with 1.5 s, the claim was renewed while the API waited.
+    const stop = foreignClaim(prefix, 3_000, 200);
     const server = new URL(a.config.redis.url);
     const monitor = connect(Number(server.port || 6379), server.hostname);
     const attempted = new Promise<void>((resolve, reject) => {
