@@ -1370,6 +1370,12 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         stripe.requests.filter((r) =>
           intents.some((i) => r.path.startsWith(`/v1/payment_intents/${i}`)),
         ).length;
+      // the worker's own sweep (every minute) asks too: it must not run while this one is counted
+      const orders = worker.get<Queue>(getQueueToken(QueueName.Orders));
+      await orders.pause();
+      await waitFor('no orders job running', () => orders.getActiveCount(), {
+        until: (n) => n === 0,
+      });
       const before = asked();
       try {
         const job = worker.get(OverdueOrders);
@@ -1383,6 +1389,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         expect(afterJob - before).toBeLessThanOrEqual(3);
       } finally {
         stripe.failNext('/v1/payment_intents', 503, 0);
+        await orders.resume();
       }
       expect(await orderOf(unpaid.body.id)).toMatchObject({
         status: 'CANCELLED',
