@@ -159,6 +159,42 @@ describe('CatalogCache: a shared entry written by a host whose clock runs ahead'
   });
 });
 
+describe('CatalogCache: a shared entry of another form', () => {
+  it('is a miss, rebuilt and stored over — never a thrown read (each one a 500)', async () => {
+    const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+    // what another build, an operator or a torn write may have left at the page's key
+    const others: unknown[] = [
+      { value: { body: '{"items":[]}', expiresAt: Date.now() + 5_000 } },
+      { json: { items: [] }, expiresAt: Date.now() + 5_000 },
+      { json: '"no deadline"' },
+      { json: '"a deadline that is no number"', expiresAt: 'soon' },
+      '{"items":[]}',
+      42,
+      null,
+      [],
+    ];
+    for (const other of others) {
+      const stored: unknown[] = [];
+      const shared = mockOf<Cache>(
+        {
+          get: async () => other,
+          set: async (_k: string, v: unknown) => (stored.push(v), v),
+        },
+        'shared',
+      );
+      const cache = cacheOf({ shared, config });
+      expect([other, await cache.peek('/v1/categories')]).toEqual([other, null]);
+      for (const _ of [1, 2])
+        expect([
+          other,
+          await cache.getOrBuild('/v1/categories', async () => ({ built: true })),
+        ]).toEqual([other, '{"built":true}']);
+      // its second miss stores the page over it
+      expect(stored).toEqual([{ json: '{"built":true}', expiresAt: expect.any(Number) }]);
+    }
+  });
+});
+
 describe('CatalogCache: a page another process built', () => {
   it('is read from Redis once for all the requests that find its memory copy gone at once', async () => {
     const config: AppConfig = loadConfig({ NODE_ENV: 'development' });

@@ -26,6 +26,30 @@ interface SharedEntry {
   expiresAt: number;
 }
 
+/**
+ * The form of SharedEntry, in every page's key (pageShapeOf): a build that stores pages in
+ * another form changes it, and during a rolling deploy (or a rollback) each build reads only the
+ * pages stored in its own form.
+ */
+const ENTRY_FORM = 1;
+
+/**
+ * Whether what the shared tier answered is a SharedEntry. Anything else — a value an operator
+ * wrote, or one stored in another form by a build whose ENTRY_FORM was not changed — is a miss,
+ * rebuilt and stored over: read as an entry, it threw (a 500 for every read of that page, for as
+ * long as it was kept; one without a TTL, until the next catalog write).
+ */
+function isSharedEntry(value: unknown): value is SharedEntry {
+  const entry = value as Partial<SharedEntry> | null;
+  return (
+    typeof entry === 'object' &&
+    entry !== null &&
+    typeof entry.json === 'string' &&
+    typeof entry.expiresAt === 'number' &&
+    Number.isFinite(entry.expiresAt)
+  );
+}
+
 /** Cached pages live briefly: availability (on_hand − reserved) moves with every order. */
 const CATALOG_TTL_MS = 5_000;
 /** The longest an entry lives (the TTL plus up to 20% jitter), here and in Redis. */
@@ -497,7 +521,8 @@ return redis.call('INCR', KEYS[1])`;
  *   answers.
  */
 /**
- * A digest of the configuration a page is built under besides its URL: the shop's currency (only
+ * A digest of the form pages are stored in (ENTRY_FORM) and of the configuration a page is built
+ * under besides its URL: the shop's currency (only
  * products priced in it are listed), the images' public base URL (in every item) and the keys
  * its cursors are sealed and opened under (cursorKeyFingerprint: digests, never a key). Two API
  * processes configured otherwise (a rolling change of either) served each other's pages — a
@@ -508,7 +533,14 @@ return redis.call('INCR', KEYS[1])`;
  */
 function pageShapeOf(config: Pick<AppConfig, 'currency' | 'storage' | 'jwt'>): string {
   return createHash('sha256')
-    .update(JSON.stringify([config.currency, config.storage.baseUrl, cursorKeyFingerprint(config)]))
+    .update(
+      JSON.stringify([
+        ENTRY_FORM,
+        config.currency,
+        config.storage.baseUrl,
+        cursorKeyFingerprint(config),
+      ]),
+    )
     .digest('base64url')
     .slice(0, 8);
 }
@@ -873,7 +905,7 @@ export class CatalogCache {
       this.sharedReads.set(sharedKey, reading);
     }
     const found = await reading;
-    if (!found) return null;
+    if (!isSharedEntry(found)) return null;
     this.answered.store.inc();
     this.readAgainNow(key);
     // never longer than the entry by more than COPY_OF_SHARED_MS: `expiresAt` is on the writer's
