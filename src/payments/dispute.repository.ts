@@ -4,6 +4,7 @@ import {
   DISPUTE_AWAITING_SQL,
   DISPUTE_FINAL_SQL,
   PaymentDisputeEntity,
+  openDisputeStep,
 } from './entities/payment-dispute.entity';
 import type { GatewayDispute } from './payment-gateway';
 
@@ -54,6 +55,12 @@ export class DisputeRepository {
    * either runs first or sees this one. Null when the report changes nothing: the same status
    * again, or any status after a final one (it still counts as news: `checked_at`). Inside a
    * transaction only.
+   *
+   * Nor does a report of an earlier step than the one recorded (openDisputeStep): two reads of
+   * the provider at once — two events of the dispute handled together, or a run whose job lock
+   * lapsed beside its rerun — may commit in either order, and the older one moved the dispute
+   * back (under review → needs a response: a false "answer it or lose it"; a chargeback → an
+   * inquiry under review: the escalation hidden until the next recheck, 6 h later).
    */
   async record(d: ReportedDispute, at: Date): Promise<RecordedDispute | null> {
     return this.tx.withManager(async (m) => {
@@ -68,6 +75,7 @@ export class DisputeRepository {
                updated_at = EXCLUDED.updated_at, checked_at = EXCLUDED.checked_at
          WHERE d.payment_id = EXCLUDED.payment_id AND d.status NOT IN ${DISPUTE_FINAL_SQL}
            AND d.status <> EXCLUDED.status
+           AND coalesce(${openDisputeStep('EXCLUDED.status')} > ${openDisputeStep('d.status')}, true)
          RETURNING (xmax = 0) AS first, status`,
         [d.id, d.paymentId, d.status, d.amount, d.currency, d.reason, d.evidenceDueBy, at],
       );

@@ -632,6 +632,56 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await disputedCount()) - before).toBe(4);
   }, 30_000);
 
+  it('two reads of a dispute committed in the wrong order: the older step never replaces the newer (a chargeback under review shown as needing an answer, an escalation hidden)', async () => {
+    const { intent } = await paidOrder(10_000, 1);
+    const paymentId = (
+      await t.db.pool.query(`SELECT id FROM payments WHERE intent_id = $1`, [intent])
+    ).rows[0].id;
+    const record = (id: string, status: string) =>
+      worker
+        .get(TransactionHost)
+        .run(() =>
+          worker
+            .get(DisputeRepository)
+            .record(
+              {
+                id,
+                paymentId,
+                status,
+                amount: 10_000,
+                currency: 'INR',
+                reason: null,
+                evidenceDueBy: null,
+              },
+              new Date(),
+            ),
+        );
+    const statusOf = async (id: string) =>
+      (await t.db.pool.query(`SELECT status FROM payment_disputes WHERE id = $1`, [id])).rows[0]
+        ?.status;
+    // a chargeback: answered (under review), then a read taken before the answer commits
+    expect(await record('dp_steps', 'needs_response')).toMatchObject({ first: true });
+    expect(await record('dp_steps', 'under_review')).toMatchObject({ status: 'under_review' });
+    expect(await record('dp_steps', 'needs_response')).toBeNull();
+    expect(await record('dp_steps', 'warning_under_review')).toBeNull();
+    expect(await statusOf('dp_steps')).toBe('under_review');
+    // an inquiry escalated to a chargeback, then the inquiry's older read
+    await record('dp_escalated', 'warning_needs_response');
+    await record('dp_escalated', 'warning_under_review');
+    expect(await record('dp_escalated', 'needs_response')).toMatchObject({
+      status: 'needs_response',
+    });
+    expect(await record('dp_escalated', 'warning_under_review')).toBeNull();
+    expect(await statusOf('dp_escalated')).toBe('needs_response');
+    // a status this code does not know is recorded as said, either way; a final one still wins
+    expect(await record('dp_escalated', 'awaiting_arbitration')).toMatchObject({
+      status: 'awaiting_arbitration',
+    });
+    expect(await record('dp_escalated', 'under_review')).toMatchObject({ status: 'under_review' });
+    expect(await record('dp_escalated', 'lost')).toMatchObject({ status: 'lost' });
+    expect(await record('dp_escalated', 'under_review')).toBeNull();
+  });
+
   it("a dispute's evidence deadline is shown to admins and, still unanswered 3 days before it, raised once per deadline — claimed, so two reconciliations raise it once", async () => {
     const remindedCount = () => workerCounter('payments_dispute_deadlines_near_total');
     const send = async (event: Stripe.Event) => {

@@ -19,6 +19,14 @@ export const DISPUTE_RELEASED_SQL = sqlList(DISPUTE_RELEASED);
  */
 export const DISPUTE_FINAL_SQL = sqlList(['won', 'lost', 'warning_closed', 'prevented']);
 
+/**
+ * The statuses a dispute still open moves through, in the provider's order (an inquiry answered
+ * or escalated to a chargeback; a chargeback answered): never back. The position of `status` (an
+ * SQL expression) among them, null for one this code does not know.
+ */
+export const openDisputeStep = (status: string) =>
+  `array_position(ARRAY['warning_needs_response', 'warning_under_review', 'needs_response', 'under_review']::text[], ${status})`;
+
 /** Statuses of a dispute waiting for our answer (evidence, or a reply to an inquiry) (SQL list). */
 export const DISPUTE_AWAITING_SQL = sqlList(['needs_response', 'warning_needs_response']);
 
