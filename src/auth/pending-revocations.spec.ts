@@ -10,6 +10,9 @@ import type { RevokedSessions } from './revoked-sessions';
  * data tier away together): the sweeps cannot see what is not recorded, so the deciding process
  * must not give it up after its 10 minutes — it records it again with every renewal of the mark.
  */
+/** A session family's id (a UUID, as every record's field is). */
+const family = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+
 describe('PendingRevocations, the record not written when the revocation was decided', () => {
   beforeAll(() => Logger.overrideLogger(false));
   beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] }));
@@ -48,13 +51,13 @@ describe('PendingRevocations, the record not written when the revocation was dec
 
   it('records it once Redis is back (with a renewal of the mark), then leaves it to the sweeps after 10 minutes', async () => {
     const { world, pending, redis } = setup();
-    pending.revokeFamily('family-1', 'logout', new Date());
+    pending.revokeFamily(family(1), 'logout', new Date());
     await jest.advanceTimersByTimeAsync(1_000);
     expect(redis.hset).toHaveBeenCalledTimes(1);
     expect(world.records.size).toBe(0);
     world.redisUp = true;
     await jest.advanceTimersByTimeAsync(31_000);
-    expect([...world.records.keys()]).toEqual(['family-1']);
+    expect([...world.records.keys()]).toEqual([family(1)]);
     let settled = false;
     void pending.settled().then(() => (settled = true));
     await jest.advanceTimersByTimeAsync(10 * 60_000);
@@ -68,7 +71,7 @@ describe('PendingRevocations, the record not written when the revocation was dec
 
   it('keeps retrying past 10 minutes while it could not be recorded, and commits it once the database is back', async () => {
     const { world, pending } = setup();
-    pending.revokeFamily('family-2', 'reuse-detected', new Date());
+    pending.revokeFamily(family(2), 'reuse-detected', new Date());
     let settled = false;
     void pending.settled().then(() => (settled = true));
     await jest.advanceTimersByTimeAsync(15 * 60_000);
@@ -81,25 +84,25 @@ describe('PendingRevocations, the record not written when the revocation was dec
 
   it('at shutdown, records it one last time', async () => {
     const { world, pending } = setup();
-    pending.revokeFamily('family-3', 'logout', new Date());
+    pending.revokeFamily(family(3), 'logout', new Date());
     await jest.advanceTimersByTimeAsync(1_000);
     world.redisUp = true;
     await pending.onApplicationShutdown();
-    expect([...world.records.keys()]).toEqual(['family-3']);
+    expect([...world.records.keys()]).toEqual([family(3)]);
   });
 
   it('a record Redis lost while the deciding process retried (a restart without persistence, a flush) is written again before it hands over', async () => {
     const { world, pending } = setup();
     world.redisUp = true;
-    pending.revokeFamily('family-4', 'reuse-detected', new Date());
+    pending.revokeFamily(family(4), 'reuse-detected', new Date());
     await jest.advanceTimersByTimeAsync(1_000);
-    expect([...world.records.keys()]).toEqual(['family-4']);
+    expect([...world.records.keys()]).toEqual([family(4)]);
     world.records.clear(); // Redis lost its data
     let settled = false;
     void pending.settled().then(() => (settled = true));
     await jest.advanceTimersByTimeAsync(10 * 60_000 + 10_000);
     expect(settled).toBe(true); // handed over to the sweeps after 10 minutes…
-    expect([...world.records.keys()]).toEqual(['family-4']); // …with a record they can see
+    expect([...world.records.keys()]).toEqual([family(4)]); // …with a record they can see
     world.databaseUp = true;
     expect(await pending.sweep()).toBe(1);
   });
@@ -107,10 +110,22 @@ describe('PendingRevocations, the record not written when the revocation was dec
   it('at shutdown, a record Redis lost is written again', async () => {
     const { world, pending } = setup();
     world.redisUp = true;
-    pending.revokeFamily('family-5', 'logout', new Date());
+    pending.revokeFamily(family(5), 'logout', new Date());
     await jest.advanceTimersByTimeAsync(1_000);
     world.records.clear();
     await pending.onApplicationShutdown();
-    expect([...world.records.keys()]).toEqual(['family-5']);
+    expect([...world.records.keys()]).toEqual([family(5)]);
+  });
+
+  it('a record no revocation could ever commit (its field no session id: written by hand, torn) is removed by a sweep, not tried every 30 s for ever', async () => {
+    const { world, pending } = setup();
+    world.redisUp = true;
+    world.databaseUp = true;
+    const record = JSON.stringify({ reason: 'logout', at: new Date().toISOString() });
+    world.records.set('not-a-session', record);
+    world.records.set(family(6), record);
+    expect(await pending.sweep()).toBe(1);
+    expect(world.records.size).toBe(0);
+    expect(world.commits).toBe(1);
   });
 });

@@ -7,6 +7,7 @@ import {
 } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { withTimeout } from '../common/with-timeout';
+import { isUuid } from '../common/ids';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { REDIS } from '../redis/redis.module';
@@ -109,7 +110,9 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     for (const [familyId, value] of Object.entries(entries)) {
       if (this.retrying.has(familyId) || this.stop.signal.aborted) continue;
       const pending = parseRecord(value);
-      if (!pending) {
+      // (a field no session id — written by hand, torn —: its revocation would fail the same way
+      // at every pass of every process, for ever)
+      if (!pending || !isUuid(familyId)) {
         await this.forget(familyId);
         continue;
       }
