@@ -1,10 +1,12 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
   TRACKER_MEMO_KEY_CHARS,
   answerableFromCache,
+  cachedReadsHook,
   clientOf,
   onlyKnownQuery,
 } from './cached-reads.hook';
+import type { CatalogCache } from './catalog-cache';
 
 describe('cached reads: which URLs may be answered from the cache', () => {
   const id = '3da1f5e3-96cc-4350-843a-cc3b8e0f6cab';
@@ -53,5 +55,46 @@ describe('cached reads: the per-client tracker memo', () => {
     }
     expect(trackers.size).toBe(1);
     expect([...trackers.keys()].every((k) => k.length <= TRACKER_MEMO_KEY_CHARS)).toBe(true);
+  });
+});
+
+describe('cached reads: requests no route matches', () => {
+  /** A reply that notes the status it was sent with (every other call is chained through). */
+  const replyNotingStatus = () => {
+    const sent: { status?: number } = {};
+    const reply: FastifyReply = new Proxy(sent, {
+      get: (target, prop) =>
+        prop === 'code'
+          ? (code: number) => ((target.status = code), reply)
+          : prop === 'status'
+            ? target.status
+            : () => reply,
+    }) as unknown as FastifyReply;
+    return { reply, sent };
+  };
+
+  it("are refused past the `default` policy's limit per client, however many one-off clients fill the counter's table", () => {
+    let now = 1_000_000;
+    const hook = cachedReadsHook(
+      {} as CatalogCache,
+      {
+        rateLimitEnabled: true,
+        browserHeaders: () => undefined,
+        now: () => now,
+      },
+    );
+    /** One request to a URL no route has: 'passed' on to the not-found handler, or the status. */
+    const send = (ip: string) => {
+      const { reply, sent } = replyNotingStatus();
+      let passed = false;
+      const request = { routeOptions: { url: undefined }, headers: {}, ip, id: 'r', url: '/nope' };
+      hook(request as unknown as FastifyRequest, reply, () => (passed = true));
+      return passed ? 'passed' : sent.status;
+    };
+    // 10,000 /64s of one /48, one 404 each: the table is full
+    for (let i = 0; i < 10_000; i++) send(`2001:db8:1:${i.toString(16)}::1`);
+    now += 1_500; // (past the once-a-second sweep: none of their windows has ended)
+    const answers = Array.from({ length: 400 }, () => send('203.0.113.9'));
+    expect(answers.filter((a) => a === 429)).toHaveLength(100);
   });
 });

@@ -107,15 +107,17 @@ export function cachedReadsHook(
 ): FirstRequestHook {
   const policy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
   /** A per-process counter under `name`, with the `default` policy's numbers, and its header. */
-  const counter = (name: string) => ({
+  const counter = (name: string, whenFull: 'untracked' | 'evict') => ({
     limiter:
       options.rateLimitEnabled && policy
-        ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
+        ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000, whenFull)
         : undefined,
     header: policy ? policyHeaderItem(name, policy.limit, policy.windowSeconds) : '',
   });
-  const { limiter, header: policyHeader } = counter(CACHED_READS_POLICY);
-  const { limiter: unrouted, header: unroutedHeader } = counter(UNROUTED_POLICY);
+  // (a cached read the table has no room for goes through the guards; nothing else counts a
+  // request no route matches)
+  const { limiter, header: policyHeader } = counter(CACHED_READS_POLICY, 'untracked');
+  const { limiter: unrouted, header: unroutedHeader } = counter(UNROUTED_POLICY, 'evict');
   // windows measured on the monotonic clock: a wall clock stepped back must not stretch them
   const now = options.now ?? (() => performance.now());
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides

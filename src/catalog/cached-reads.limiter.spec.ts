@@ -40,7 +40,7 @@ describe('LocalRateLimiter (cached-read fast path)', () => {
   });
 
   it('is bounded: a full table tracks no new client (null) and never resets a tracked one', () => {
-    const limiter = new LocalRateLimiter(2, 60_000, 2);
+    const limiter = new LocalRateLimiter(2, 60_000, 'untracked', 2);
     const t0 = 5_000;
     limiter.take('ip:a', t0);
     limiter.take('ip:a', t0);
@@ -51,5 +51,19 @@ describe('LocalRateLimiter (cached-read fast path)', () => {
     // once windows have expired, a sweep makes room
     expect(limiter.take('ip:c', t0 + 60_000)!.blocked).toBe(false);
     expect(limiter.size).toBeLessThanOrEqual(2);
+  });
+
+  it("'evict' (no counter behind it): a full table makes room for a new client by dropping the one seen least recently — a client sending all along stays counted, however many one-off clients come", () => {
+    const limiter = new LocalRateLimiter(3, 60_000, 'evict', 100);
+    const t0 = 5_000;
+    for (let i = 0; i < 3; i++) limiter.take('ip:busy', t0);
+    // 10,000 one-off clients (one IPv6 /48's /64s), the busy one still sending between them
+    for (let i = 0; i < 10_000; i++) {
+      expect(limiter.take(`ip6:${i}`, t0 + 1)!.blocked).toBe(false); // each one tracked
+      if (i % 50 === 0) expect(limiter.take('ip:busy', t0 + 1)!.blocked).toBe(true);
+    }
+    expect(limiter.size).toBe(100);
+    // one that went quiet while they came starts again from nothing
+    expect(limiter.take('ip6:0', t0 + 2)).toMatchObject({ blocked: false, remaining: 2 });
   });
 });

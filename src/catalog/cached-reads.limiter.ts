@@ -16,9 +16,15 @@ export interface LocalLimitState {
  * round trip per request would cost more than the cache hit itself (cached-reads.hook.ts).
  * The same numbers as the per-IP `default` policy, and the same window semantics as its Redis
  * counter (the window starts with the client's first request). Memory is bounded: at most
- * `maxClients` windows; when full (after dropping expired ones, at most once a second) a new
- * client is not tracked here — `take` answers null and the request goes the normal way,
- * through the Redis-backed guard. A full table never resets anybody's counter.
+ * `maxClients` windows. When full (after dropping expired ones, at most once a second):
+ * - `'untracked'` (a counter with another behind it): a new client is not tracked here — `take`
+ *   answers null and the request goes the normal way, through the Redis-backed guard. A full
+ *   table never resets anybody's counter.
+ * - `'evict'` (a counter nothing else backs: the only limit there is): the client seen least
+ *   recently leaves the table for the new one. Untracked, a new client was never refused: 10,000
+ *   one-off clients a minute (one IPv6 /48's /64s) left every other client without a limit. An
+ *   evicted client starts again from nothing — it had sent nothing while 10,000 others came:
+ *   resetting a counter costs a client more requests than it gains.
  */
 export class LocalRateLimiter {
   private readonly clients = new Map<string, Window>();
@@ -27,14 +33,23 @@ export class LocalRateLimiter {
   constructor(
     readonly limit: number,
     readonly windowMs: number,
+    private readonly whenFull: 'untracked' | 'evict' = 'untracked',
     private readonly maxClients = 10_000,
   ) {}
 
   /** Counts one request of `client`; null when the client cannot be tracked (table full). */
   take(client: string, now: number): LocalLimitState | null {
     let window = this.clients.get(client);
+    if (this.whenFull === 'evict' && window) {
+      // the Map's order is the clients' last requests': the least recent first
+      this.clients.delete(client);
+      this.clients.set(client, window);
+    }
     if (!window || window.resetAt <= now) {
-      if (!window && this.clients.size >= this.maxClients && !this.sweep(now)) return null;
+      if (!window && this.clients.size >= this.maxClients && !this.sweep(now)) {
+        if (this.whenFull === 'untracked') return null;
+        this.clients.delete(this.clients.keys().next().value!);
+      }
       window = { hits: 0, resetAt: now + this.windowMs };
       this.clients.set(client, window);
     }

@@ -130,7 +130,8 @@ export class RefusedWebhooks {
     private readonly policy: { name: string; limit: number; windowSeconds: number },
     private readonly now: () => number = () => performance.now(),
   ) {
-    this.limiter = new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000);
+    // (nothing else counts these: a client the table had no room for was never refused)
+    this.limiter = new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000, 'evict');
     this.policyHeader = policyHeaderItem(policy.name, policy.limit, policy.windowSeconds);
   }
 
