@@ -43,14 +43,18 @@ function logRefusedWebhook(request: FastifyRequest, reason: string): void {
   );
 }
 
-/** `t=<unix seconds>` and at least one `v1=<hex HMAC>`, as Stripe sends them. */
+/** One `t=<unix seconds>` and at least one `v1=<hex HMAC>`, as Stripe sends them. */
 function stripeSignatureProblem(
   header: string | string[] | undefined,
   nowSeconds: number,
 ): string | null {
   if (typeof header !== 'string' || header.length > 1024) return 'missing';
   const items = header.split(',').map((item) => item.trim().split('='));
-  const t = items.find(([k]) => k === 't')?.[1];
+  // one: the SDK verifies the HMAC against the last, and a fresh one put before a signature dated
+  // a month ahead had this check judge the fresh one
+  const stamps = items.filter(([k]) => k === 't');
+  if (stamps.length > 1) return 'several timestamps';
+  const t = stamps[0]?.[1];
   if (!t || !/^\d{1,12}$/.test(t)) return 'no timestamp';
   if (!items.some(([k, v]) => k === 'v1' && !!v && /^[0-9a-f]{64}$/.test(v)))
     return 'no v1 signature';
