@@ -75,14 +75,11 @@ describe('cached reads: requests no route matches', () => {
 
   it("are refused past the `default` policy's limit per client, however many one-off clients fill the counter's table", () => {
     let now = 1_000_000;
-    const hook = cachedReadsHook(
-      {} as CatalogCache,
-      {
-        rateLimitEnabled: true,
-        browserHeaders: () => undefined,
-        now: () => now,
-      },
-    );
+    const hook = cachedReadsHook({} as CatalogCache, {
+      rateLimitEnabled: true,
+      browserHeaders: () => undefined,
+      now: () => now,
+    });
     /** One request to a URL no route has: 'passed' on to the not-found handler, or the status. */
     const send = (ip: string) => {
       const { reply, sent } = replyNotingStatus();

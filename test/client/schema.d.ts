@@ -2463,7 +2463,7 @@ export interface operations {
                 /** @description Opaque: the `nextCursor` of the previous page */
                 cursor?: string;
                 categoryId?: string;
-                /** @description Full-text search in name and description */
+                /** @description Full-text search in name and description (at most 200 characters, and 400 in its NFKC form: some characters stand for several) */
                 q?: string;
                 sort?: "relevance" | "newest" | "price_asc" | "price_desc" | "popular";
             };

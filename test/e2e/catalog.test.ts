@@ -491,6 +491,14 @@ describe('catalog: admin writes, reads, cache', () => {
       `/v1/products?q=${encodeURIComponent('Cafe\u0301')}&sort=relevance&limit=100`,
     );
     expect(ranked.body.items.map((i: { id: string }) => i.id)).toContain(cafe.id);
+    // the length is bounded in the form searched too: 200 characters NFKC makes 1,900 (U+FDFA
+    // is eighteen letters) are refused, as any over-long search; 200 ligatures (400 letters) are not
+    const expands = await t.http.get(`/v1/products?q=${encodeURIComponent('\uFDFA '.repeat(100))}`);
+    expect([expands.status, expands.body.code]).toEqual([400, 'VALIDATION_FAILED']);
+    expect(JSON.stringify(expands.body.errors)).toMatch(/NFKC/);
+    expect(
+      (await t.http.get(`/v1/products?q=${encodeURIComponent('\uFB01'.repeat(200))}`)).status,
+    ).toBe(200);
   });
 
   it('ranks by relevance: popularity, rating and recency weighted 0.5 / 0.3 / 0.2', async () => {

@@ -638,24 +638,20 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await t.db.pool.query(`SELECT id FROM payments WHERE intent_id = $1`, [intent])
     ).rows[0].id;
     const record = (id: string, status: string) =>
-      worker
-        .get(TransactionHost)
-        .run(() =>
-          worker
-            .get(DisputeRepository)
-            .record(
-              {
-                id,
-                paymentId,
-                status,
-                amount: 10_000,
-                currency: 'INR',
-                reason: null,
-                evidenceDueBy: null,
-              },
-              new Date(),
-            ),
-        );
+      worker.get(TransactionHost).run(() =>
+        worker.get(DisputeRepository).record(
+          {
+            id,
+            paymentId,
+            status,
+            amount: 10_000,
+            currency: 'INR',
+            reason: null,
+            evidenceDueBy: null,
+          },
+          new Date(),
+        ),
+      );
     const statusOf = async (id: string) =>
       (await t.db.pool.query(`SELECT status FROM payment_disputes WHERE id = $1`, [id])).rows[0]
         ?.status;

@@ -18,6 +18,7 @@ import { Omittable } from '../../common/http/omittable';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
+import { SearchTextWithin } from '../search-text';
 import {
   NoDirectionControls,
   NoStackedMarks,
@@ -167,13 +168,15 @@ export type ProductSort = (typeof PRODUCT_SORTS)[number];
 export class ListProductsDto extends PageQueryDto {
   @ApiPropertyOptional({ format: 'uuid' }) @IsOptional() @IsUUID() categoryId?: string;
   @ApiPropertyOptional({
-    description: 'Full-text search in name and description',
+    description:
+      'Full-text search in name and description (at most 200 characters, and 400 in its NFKC form: some characters stand for several)',
     minLength: 1,
     maxLength: 200,
   })
   @IsOptional()
   @IsString()
   @CharLength(1, 200)
+  @SearchTextWithin(400)
   q?: string;
   @ApiPropertyOptional({ enum: PRODUCT_SORTS, default: 'relevance' })
   @IsOptional()
