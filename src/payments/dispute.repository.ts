@@ -4,12 +4,14 @@ import {
   DISPUTE_AWAITING_SQL,
   DISPUTE_FINAL_SQL,
   PaymentDisputeEntity,
-  openDisputeStep,
 } from './entities/payment-dispute.entity';
 import type { GatewayDispute } from './payment-gateway';
 
-/** A dispute as the provider reports it, for one of our payments. */
-export type ReportedDispute = GatewayDispute & { paymentId: string };
+/**
+ * A dispute as the provider reports it, for one of our payments, and when the provider was asked
+ * (the database's clock, taken before the read).
+ */
+export type ReportedDispute = GatewayDispute & { paymentId: string; readAt: Date };
 
 /** What recording a report did: the dispute's first report, or a change of its status. */
 export interface RecordedDispute {
@@ -56,31 +58,44 @@ export class DisputeRepository {
    * again, or any status after a final one (it still counts as news: `checked_at`). Inside a
    * transaction only.
    *
-   * Nor does a report of an earlier step than the one recorded (openDisputeStep): two reads of
+   * Nor does a report read before the one its status comes from (`status_read_at`): two reads of
    * the provider at once — two events of the dispute handled together, or a run whose job lock
    * lapsed beside its rerun — may commit in either order, and the older one moved the dispute
    * back (under review → needs a response: a false "answer it or lose it"; a chargeback → an
-   * inquiry under review: the escalation hidden until the next recheck, 6 h later).
+   * inquiry under review: the escalation hidden until the next recheck, 6 h later). Ordered by
+   * the reads, not by the statuses: the provider may ask for evidence again.
    */
   async record(d: ReportedDispute, at: Date): Promise<RecordedDispute | null> {
     return this.tx.withManager(async (m) => {
       await m.query(`SELECT 1 FROM payments WHERE id = $1 FOR NO KEY UPDATE`, [d.paymentId]);
       const rows = await m.query<RecordedDispute[]>(
         `INSERT INTO payment_disputes AS d (id, payment_id, status, amount, currency, reason,
-           evidence_due_by, opened_at, updated_at, checked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)
+           evidence_due_by, opened_at, updated_at, checked_at, status_read_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9)
          ON CONFLICT (id) DO UPDATE
            SET status = EXCLUDED.status, amount = EXCLUDED.amount, reason = EXCLUDED.reason,
                ${newDeadline('EXCLUDED.evidence_due_by')},
-               updated_at = EXCLUDED.updated_at, checked_at = EXCLUDED.checked_at
+               updated_at = EXCLUDED.updated_at, checked_at = EXCLUDED.checked_at,
+               status_read_at = EXCLUDED.status_read_at
          WHERE d.payment_id = EXCLUDED.payment_id AND d.status NOT IN ${DISPUTE_FINAL_SQL}
            AND d.status <> EXCLUDED.status
-           AND coalesce(${openDisputeStep('EXCLUDED.status')} > ${openDisputeStep('d.status')}, true)
+           AND (d.status_read_at IS NULL OR d.status_read_at <= EXCLUDED.status_read_at)
          RETURNING (xmax = 0) AS first, status`,
-        [d.id, d.paymentId, d.status, d.amount, d.currency, d.reason, d.evidenceDueBy, at],
+        [
+          d.id,
+          d.paymentId,
+          d.status,
+          d.amount,
+          d.currency,
+          d.reason,
+          d.evidenceDueBy,
+          at,
+          d.readAt,
+        ],
       );
       if (rows[0]) return rows[0];
-      await this.noteChecked(d.id, at, d.evidenceDueBy);
+      // (the same status read later: a read of an earlier step from before it is older still)
+      await this.noteChecked(d.id, at, d.evidenceDueBy, d.readAt);
       return null;
     });
   }
@@ -92,15 +107,23 @@ export class DisputeRepository {
 
   /**
    * The provider was asked about the dispute (or told us) at `at`: it goes to the back of the
-   * line; with the evidence deadline it reported, if any (a new one is reminded of again).
+   * line; with the evidence deadline it reported, if any (a new one is reminded of again), and
+   * when that report was read (`readAt`: its status, the recorded one, held then — a read of
+   * another from before it is older).
    */
-  async noteChecked(id: string, at: Date, evidenceDueBy: Date | null = null): Promise<void> {
+  async noteChecked(
+    id: string,
+    at: Date,
+    evidenceDueBy: Date | null = null,
+    readAt: Date | null = null,
+  ): Promise<void> {
     await this.tx.withManager((m) =>
       m.query(
         `UPDATE payment_disputes AS d
-            SET checked_at = $2, ${newDeadline('$3::timestamptz')}
+            SET checked_at = $2, ${newDeadline('$3::timestamptz')},
+                status_read_at = GREATEST(d.status_read_at, $4::timestamptz)
           WHERE id = $1`,
-        [id, at, evidenceDueBy],
+        [id, at, evidenceDueBy, readAt],
       ),
     );
   }

@@ -107,6 +107,7 @@ function mockPayments(): MockOf<
   | 'findOpenOfCancelled'
   | 'setStatus'
   | 'setCaptured'
+  | 'databaseNow'
 > {
   return {
     findByIntent: jest.fn().mockResolvedValue(payment()),
@@ -116,6 +117,7 @@ function mockPayments(): MockOf<
     findOpenOfCancelled: jest.fn().mockResolvedValue([]),
     setStatus: jest.fn().mockResolvedValue(undefined),
     setCaptured: jest.fn().mockResolvedValue(undefined),
+    databaseNow: jest.fn(async () => new Date()),
   };
 }
 

@@ -119,6 +119,11 @@ export const UNHANDLED_EVENT_GRACE_MS = 60 * 60 * 1000;
  */
 type OrphanNews = 'payment' | 'refund' | 'dispute';
 /**
+ * A dispute read from the provider, and when it was asked (the database's clock, before the read:
+ * DisputeRepository#record orders the reports of one dispute by it).
+ */
+type ReadDispute = DisputeOfIntent & { readAt: Date };
+/**
  * The orphans' error lines: one per intent and kind of news a minute (a payment's several events),
  * and at most 100 intents named apart in a minute — a restore that lost a sale's orders is one
  * line a minute past them, counting the rest (`npm run payments:orphans` lists every one).
@@ -319,16 +324,17 @@ export class PaymentFinalizer {
    * the goods shipped during a chargeback. A provider that does not answer fails the job, which is
    * retried (and the sweep after it), as for an intent's event.
    */
-  private async disputeOfEvent(event: WebhookEvent): Promise<DisputeOfIntent | null> {
+  private async disputeOfEvent(event: WebhookEvent): Promise<ReadDispute | null> {
     const named = readDispute(await this.events.objectOf(event.id));
     if (!named) return null;
+    const readAt = await this.payments.databaseNow();
     const remote = await this.gateway.retrieveDispute(named.id);
     if (remote.intentId !== event.intentId)
       this.logger.warn(
         `event ${event.id} (${event.type}) names intent ${event.intentId ?? 'none'} for dispute ${named.id}; ` +
           `the payment provider says it disputes ${remote.intentId ?? 'no intent'}: taken as the provider says`,
       );
-    return { ...remote, id: named.id };
+    return { ...remote, id: named.id, readAt };
   }
 
   /**
@@ -398,7 +404,7 @@ export class PaymentFinalizer {
   private async recordDispute(
     payment: Payment,
     eventId: string,
-    dispute: GatewayDispute | null,
+    dispute: ReadDispute | null,
   ): Promise<EventOutcome> {
     if (!dispute) {
       this.logger.warn(`event ${eventId}: its object is not a dispute of ${payment.intentId}`);
@@ -420,7 +426,7 @@ export class PaymentFinalizer {
    */
   private async noteDispute(
     payment: Pick<Payment, 'id' | 'intentId' | 'orderId'>,
-    dispute: GatewayDispute,
+    dispute: GatewayDispute & { readAt: Date },
     eventId?: string,
   ): Promise<RecordedDispute | null> {
     const at = this.clock.now();
@@ -480,9 +486,10 @@ export class PaymentFinalizer {
     );
     for (const open of due) {
       try {
+        const readAt = await this.payments.databaseNow();
         const remote = await this.gateway.retrieveDispute(open.id);
         const payment = { id: open.paymentId, intentId: open.intentId, orderId: open.orderId };
-        if (await this.noteDispute(payment, { ...remote, id: open.id })) changed++;
+        if (await this.noteDispute(payment, { ...remote, id: open.id, readAt })) changed++;
       } catch (err) {
         this.logger.warn(`dispute ${open.id} not rechecked: ${(err as Error).message}`);
         // the provider down: the rest would only wait for the same timeout each (next run)

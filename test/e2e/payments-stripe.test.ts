@@ -592,6 +592,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
           currency: 'INR',
           reason: null,
           evidenceDueBy: null,
+          readAt: new Date(),
         },
         new Date(),
       );
@@ -632,12 +633,14 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await disputedCount()) - before).toBe(4);
   }, 30_000);
 
-  it('two reads of a dispute committed in the wrong order: the older step never replaces the newer (a chargeback under review shown as needing an answer, an escalation hidden)', async () => {
+  it('two reads of a dispute committed in the wrong order: the report read first never replaces the later one (a chargeback under review shown as needing an answer, an escalation hidden); the provider asking for evidence again is recorded', async () => {
     const { intent } = await paidOrder(10_000, 1);
     const paymentId = (
       await t.db.pool.query(`SELECT id FROM payments WHERE intent_id = $1`, [intent])
     ).rows[0].id;
-    const record = (id: string, status: string) =>
+    const start = Date.now();
+    /** A report of the dispute read from the provider `second` seconds into the test. */
+    const record = (id: string, status: string, second: number) =>
       worker.get(TransactionHost).run(() =>
         worker.get(DisputeRepository).record(
           {
@@ -648,6 +651,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
             currency: 'INR',
             reason: null,
             evidenceDueBy: null,
+            readAt: new Date(start + second * 1000),
           },
           new Date(),
         ),
@@ -655,27 +659,34 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const statusOf = async (id: string) =>
       (await t.db.pool.query(`SELECT status FROM payment_disputes WHERE id = $1`, [id])).rows[0]
         ?.status;
-    // a chargeback: answered (under review), then a read taken before the answer commits
-    expect(await record('dp_steps', 'needs_response')).toMatchObject({ first: true });
-    expect(await record('dp_steps', 'under_review')).toMatchObject({ status: 'under_review' });
-    expect(await record('dp_steps', 'needs_response')).toBeNull();
-    expect(await record('dp_steps', 'warning_under_review')).toBeNull();
+    // a chargeback answered (read at 2 s), then a read from before the answer (1 s) commits
+    expect(await record('dp_steps', 'needs_response', 0)).toMatchObject({ first: true });
+    expect(await record('dp_steps', 'under_review', 2)).toMatchObject({ status: 'under_review' });
+    expect(await record('dp_steps', 'needs_response', 1)).toBeNull();
     expect(await statusOf('dp_steps')).toBe('under_review');
-    // an inquiry escalated to a chargeback, then the inquiry's older read
-    await record('dp_escalated', 'warning_needs_response');
-    await record('dp_escalated', 'warning_under_review');
-    expect(await record('dp_escalated', 'needs_response')).toMatchObject({
+    // the same status read later (3 s): a read of another from before it (2.5 s) is older still
+    expect(await record('dp_steps', 'under_review', 3)).toBeNull();
+    expect(await record('dp_steps', 'needs_response', 2.5)).toBeNull();
+    expect(await statusOf('dp_steps')).toBe('under_review');
+    // the provider asks for evidence again (read at 4 s): recorded — a person must answer it
+    expect(await record('dp_steps', 'needs_response', 4)).toMatchObject({
       status: 'needs_response',
     });
-    expect(await record('dp_escalated', 'warning_under_review')).toBeNull();
-    expect(await statusOf('dp_escalated')).toBe('needs_response');
-    // a status this code does not know is recorded as said, either way; a final one still wins
-    expect(await record('dp_escalated', 'awaiting_arbitration')).toMatchObject({
-      status: 'awaiting_arbitration',
+    // an inquiry escalated to a chargeback, then the inquiry's older read
+    await record('dp_escalated', 'warning_under_review', 0);
+    expect(await record('dp_escalated', 'needs_response', 2)).toMatchObject({
+      status: 'needs_response',
     });
-    expect(await record('dp_escalated', 'under_review')).toMatchObject({ status: 'under_review' });
-    expect(await record('dp_escalated', 'lost')).toMatchObject({ status: 'lost' });
-    expect(await record('dp_escalated', 'under_review')).toBeNull();
+    expect(await record('dp_escalated', 'warning_under_review', 1)).toBeNull();
+    expect(await statusOf('dp_escalated')).toBe('needs_response');
+    // a final status read later wins, and nothing moves it after
+    expect(await record('dp_escalated', 'lost', 3)).toMatchObject({ status: 'lost' });
+    expect(await record('dp_escalated', 'under_review', 5)).toBeNull();
+    // recorded before reads were stamped (status_read_at null): any report replaces its status
+    await t.db.pool.query(
+      `UPDATE payment_disputes SET status_read_at = NULL WHERE id = 'dp_steps'`,
+    );
+    expect(await record('dp_steps', 'under_review', -60)).toMatchObject({ status: 'under_review' });
   });
 
   it("a dispute's evidence deadline is shown to admins and, still unanswered 3 days before it, raised once per deadline — claimed, so two reconciliations raise it once", async () => {

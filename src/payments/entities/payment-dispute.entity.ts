@@ -19,14 +19,6 @@ export const DISPUTE_RELEASED_SQL = sqlList(DISPUTE_RELEASED);
  */
 export const DISPUTE_FINAL_SQL = sqlList(['won', 'lost', 'warning_closed', 'prevented']);
 
-/**
- * The statuses a dispute still open moves through, in the provider's order (an inquiry answered
- * or escalated to a chargeback; a chargeback answered): never back. The position of `status` (an
- * SQL expression) among them, null for one this code does not know.
- */
-export const openDisputeStep = (status: string) =>
-  `array_position(ARRAY['warning_needs_response', 'warning_under_review', 'needs_response', 'under_review']::text[], ${status})`;
-
 /** Statuses of a dispute waiting for our answer (evidence, or a reply to an inquiry) (SQL list). */
 export const DISPUTE_AWAITING_SQL = sqlList(['needs_response', 'warning_needs_response']);
 
@@ -88,4 +80,12 @@ export class PaymentDisputeEntity {
   /** When the provider last told us of it (an event, or the reconciliation's read). */
   @Column('timestamptz', { name: 'checked_at' })
   checkedAt!: Date;
+
+  /**
+   * When the provider was asked for the latest report of it (the database's clock; migration
+   * …-DisputeStatusReadAt): a report read earlier never replaces its status. Null: recorded
+   * before the column was.
+   */
+  @Column('timestamptz', { name: 'status_read_at', nullable: true })
+  statusReadAt!: Date | null;
 }
