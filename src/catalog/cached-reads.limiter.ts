@@ -40,11 +40,7 @@ export class LocalRateLimiter {
   /** Counts one request of `client`; null when the client cannot be tracked (table full). */
   take(client: string, now: number): LocalLimitState | null {
     let window = this.clients.get(client);
-    if (this.whenFull === 'evict' && window) {
-      // the Map's order is the clients' last requests': the least recent first
-      this.clients.delete(client);
-      this.clients.set(client, window);
-    }
+    if (window) this.seen(client, window);
     if (!window || window.resetAt <= now) {
       if (!window && this.clients.size >= this.maxClients && !this.sweep(now)) {
         if (this.whenFull === 'untracked') return null;
@@ -61,15 +57,26 @@ export class LocalRateLimiter {
     };
   }
 
-  /** The client's window as it stands, without counting a request; null when not tracked. */
+  /**
+   * The client's window as it stands, without counting a request; null when not tracked. A
+   * request all the same (a client refused unread, never counted again, is still sending).
+   */
   peek(client: string, now: number): LocalLimitState | null {
     const window = this.clients.get(client);
     if (!window || window.resetAt <= now) return null;
+    this.seen(client, window);
     return {
       blocked: window.hits > this.limit,
       remaining: Math.max(0, this.limit - window.hits),
       resetSeconds: Math.max(1, Math.ceil((window.resetAt - now) / 1000)),
     };
+  }
+
+  /** `'evict'`: the client moves to the end of the Map's order, its clients' latest requests'. */
+  private seen(client: string, window: Window): void {
+    if (this.whenFull !== 'evict') return;
+    this.clients.delete(client);
+    this.clients.set(client, window);
   }
 
   get size(): number {

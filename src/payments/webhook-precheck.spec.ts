@@ -21,4 +21,21 @@ describe('RefusedWebhooks', () => {
     }
     expect(refused.over(client)).toMatchObject({ code: 'RATE_LIMITED' });
   });
+
+  it('keeps refusing a client it refuses while one-off clients come: asked about, it is seen (never the first to leave the full table)', () => {
+    let now = 1_000_000;
+    const refused = new RefusedWebhooks(
+      { name: 'refused-webhooks', limit: 300, windowSeconds: 60 },
+      () => now,
+    );
+    const client = from('203.0.113.9');
+    for (let i = 0; i < 301; i++) refused.count(client);
+    now += 1_500;
+    // refused unread from here on (never counted again), still sending between 20,000 others
+    for (let i = 0; i < 20_000; i++) {
+      refused.count(from(`2001:db8:1:${i.toString(16)}::1`));
+      if (i % 100 === 0) expect(refused.over(client)).toMatchObject({ code: 'RATE_LIMITED' });
+    }
+    expect(refused.over(client)).toMatchObject({ code: 'RATE_LIMITED' });
+  });
 });
