@@ -353,7 +353,9 @@ class SmtpMailTransport extends MailTransport {
       ACCEPTED_MARK_TIMEOUT_MS,
     );
     if (accepted !== null) return true;
-    if (Number(handed ?? 0) < UNANSWERED_HANDOVERS_LIMIT) return false;
+    // (written by INCR: anything but a count of handovers — by hand, by another build — is none)
+    const handovers = /^\d{1,9}$/.test(handed ?? '') ? Number(handed) : 0;
+    if (handovers < UNANSWERED_HANDOVERS_LIMIT) return false;
     this.logger.error(
       `email ${message.key}: handed to the mail server whole ${handed} times with no answer; taken as delivered, not sent again (check the mail server's log for its Message-ID ${message.messageId})`,
     );
