@@ -2,9 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Redis from 'ioredis';
 import { alive } from '../support/databases';
 import { sweepPrivateServers } from '../support/leftover-servers';
+import { onOneConnection } from '../support/private-redis';
 import { ROOT } from '../support/processes';
 import { waitFor } from '../support/wait-for';
 
@@ -64,20 +64,9 @@ describe('private servers left by a run that is gone', () => {
 
 /** The Redis server that was on `port` is gone (killed: a moment later): a connection is refused. */
 async function refusesConnections(port: string): Promise<void> {
-  await waitFor(`the Redis server on port ${port} to be gone`, async () => {
-    const c = new Redis(Number(port), '127.0.0.1', {
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-    });
-    c.on('error', () => undefined);
-    try {
-      await c.connect();
-      return false;
-    } catch {
-      return true;
-    } finally {
-      c.disconnect();
-    }
-  });
+  await waitFor(
+    `the Redis server on port ${port} to be gone`,
+    async () =>
+      (await onOneConnection(`redis://127.0.0.1:${port}`, async () => true)) === undefined,
+  );
 }

@@ -8,6 +8,30 @@ import { restartablePort } from './ports';
 import { waitFor } from './wait-for';
 
 /** A throwaway redis-server of our own, so a test can stop and restart "Redis" safely. */
+/**
+ * `use` on one connection to the Redis at `url`, made once (no retries), then closed; undefined
+ * when it cannot be made or `use` fails.
+ */
+export async function onOneConnection<T>(
+  url: string,
+  use: (c: Redis) => Promise<T>,
+): Promise<T | undefined> {
+  const c = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+    return await use(c);
+  } catch {
+    return undefined;
+  } finally {
+    c.disconnect();
+  }
+}
+
 export class PrivateRedis {
   private proc?: ChildProcess;
 
@@ -66,21 +90,12 @@ export class PrivateRedis {
             `redis-server on port ${this.port} exited before answering (the port taken?)`,
           );
         }
-        const c = new Redis(this.url, {
-          lazyConnect: true,
-          maxRetriesPerRequest: 0,
-          retryStrategy: () => null,
-        });
-        c.on('error', () => undefined);
-        try {
-          await c.connect();
-          const info = await c.info('server');
-          return new RegExp(`^process_id:${proc.pid}\\r?$`, 'm').test(info) || undefined;
-        } catch {
-          return undefined; // not up yet
-        } finally {
-          c.disconnect();
-        }
+        // (undefined: not up yet)
+        const info = await onOneConnection(this.url, (c) => c.info('server'));
+        return (
+          (info !== undefined && new RegExp(`^process_id:${proc.pid}\\r?$`, 'm').test(info)) ||
+          undefined
+        );
       },
       { timeoutMs: 10_000, intervalMs: 50 },
     );
