@@ -52,6 +52,7 @@ describe('private servers left by a run that is gone', () => {
       expect(existsSync(join(tmpdir(), `shop-test-redis-${deadPort}`))).toBe(false);
       await refusesConnections(deadPort);
       expect(alive(livePostmaster)).toBe(true);
+      expect(await onOneConnection(`redis://127.0.0.1:${livePort}`, (c) => c.ping())).toBe('PONG');
     } finally {
       // the servers this test started as a live run's, and only those
       sweepPrivateServers({ run: liveRun });
