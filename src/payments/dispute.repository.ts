@@ -63,7 +63,8 @@ export class DisputeRepository {
    * lapsed beside its rerun — may commit in either order, and the older one moved the dispute
    * back (under review → needs a response: a false "answer it or lose it"; a chargeback → an
    * inquiry under review: the escalation hidden until the next recheck, 6 h later). Ordered by
-   * the reads, not by the statuses: the provider may ask for evidence again.
+   * the reads, not by the statuses: the provider may ask for evidence again. A final status is
+   * recorded whenever it was read: the provider never moves a dispute out of one.
    */
   async record(d: ReportedDispute, at: Date): Promise<RecordedDispute | null> {
     return this.tx.withManager(async (m) => {
@@ -79,7 +80,8 @@ export class DisputeRepository {
                status_read_at = EXCLUDED.status_read_at
          WHERE d.payment_id = EXCLUDED.payment_id AND d.status NOT IN ${DISPUTE_FINAL_SQL}
            AND d.status <> EXCLUDED.status
-           AND (d.status_read_at IS NULL OR d.status_read_at <= EXCLUDED.status_read_at)
+           AND (d.status_read_at IS NULL OR d.status_read_at <= EXCLUDED.status_read_at
+                OR EXCLUDED.status IN ${DISPUTE_FINAL_SQL})
          RETURNING (xmax = 0) AS first, status`,
         [
           d.id,
@@ -94,8 +96,7 @@ export class DisputeRepository {
         ],
       );
       if (rows[0]) return rows[0];
-      // (the same status read later: a read of an earlier step from before it is older still)
-      await this.noteChecked(d.id, at, d.evidenceDueBy, d.readAt);
+      await this.noteChecked(d.id, at, d.evidenceDueBy, d);
       return null;
     });
   }
@@ -107,23 +108,32 @@ export class DisputeRepository {
 
   /**
    * The provider was asked about the dispute (or told us) at `at`: it goes to the back of the
-   * line; with the evidence deadline it reported, if any (a new one is reminded of again), and
-   * when that report was read (`readAt`: its status, the recorded one, held then — a read of
-   * another from before it is older).
+   * line; with the evidence deadline it reported, if any (a new one is reminded of again). A
+   * `report` of the recorded status, for the recorded payment, read later than the one it came
+   * from, is now the one it comes from: a read of another status from before it is older.
    */
   async noteChecked(
     id: string,
     at: Date,
     evidenceDueBy: Date | null = null,
-    readAt: Date | null = null,
+    report?: Pick<ReportedDispute, 'status' | 'paymentId' | 'readAt'>,
   ): Promise<void> {
     await this.tx.withManager((m) =>
       m.query(
         `UPDATE payment_disputes AS d
             SET checked_at = $2, ${newDeadline('$3::timestamptz')},
-                status_read_at = GREATEST(d.status_read_at, $4::timestamptz)
+                status_read_at = CASE WHEN d.status = $5 AND d.payment_id = $6
+                                      THEN GREATEST(d.status_read_at, $4::timestamptz)
+                                      ELSE d.status_read_at END
           WHERE id = $1`,
-        [id, at, evidenceDueBy, readAt],
+        [
+          id,
+          at,
+          evidenceDueBy,
+          report?.readAt ?? null,
+          report?.status ?? null,
+          report?.paymentId ?? null,
+        ],
       ),
     );
   }

@@ -578,8 +578,19 @@ describe('PaymentFinalizer', () => {
       });
       expect(s.gateway.retrieveDispute).toHaveBeenCalledWith('dp_1');
       expect(s.payments.findByIntent.mock.calls).toEqual([['pi_1']]);
+      // stamped with the database's clock before the provider was asked (its reports are
+      // ordered by it: DisputeRepository#record)
+      const readAt = await s.payments.databaseNow.mock.results[0].value;
+      expect(s.payments.databaseNow.mock.invocationCallOrder[0]).toBeLessThan(
+        s.gateway.retrieveDispute.mock.invocationCallOrder[0],
+      );
       expect(s.disputes.record).toHaveBeenCalledWith(
-        expect.objectContaining({ id: 'dp_1', paymentId: 'pay-1', status: 'needs_response' }),
+        expect.objectContaining({
+          id: 'dp_1',
+          paymentId: 'pay-1',
+          status: 'needs_response',
+          readAt,
+        }),
         NOW,
       );
       expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'dispute');
@@ -815,6 +826,34 @@ describe('PaymentFinalizer', () => {
   });
 
   describe('reconcile', () => {
+    it('rechecks an open dispute unheard of for 6 hours: stamped with the database clock before the provider is asked, recorded with that stamp', async () => {
+      const s = await setup();
+      s.disputes.findToRecheck.mockResolvedValue([
+        { id: 'dp_1', paymentId: 'pay-1', intentId: 'pi_1', orderId: ORDER },
+      ]);
+      s.gateway.retrieveDispute.mockResolvedValue({
+        id: 'dp_1',
+        status: 'under_review',
+        amount: 24_900,
+        currency: 'INR',
+        reason: 'fraudulent',
+        evidenceDueBy: NOW,
+        intentId: 'pi_1',
+      });
+      s.disputes.record.mockResolvedValue({ first: false, status: 'under_review' });
+      await s.finalizer.reconcile();
+      expect(s.gateway.retrieveDispute).toHaveBeenCalledWith('dp_1');
+      // the stamp taken last before the provider was asked
+      const asked = s.gateway.retrieveDispute.mock.invocationCallOrder[0];
+      const before = s.payments.databaseNow.mock.invocationCallOrder.filter((n) => n < asked);
+      expect(before.length).toBeGreaterThan(0);
+      const readAt = await s.payments.databaseNow.mock.results[before.length - 1].value;
+      expect(s.disputes.record).toHaveBeenCalledWith(
+        expect.objectContaining({ id: 'dp_1', paymentId: 'pay-1', status: 'under_review', readAt }),
+        NOW,
+      );
+    });
+
     it('settles the stale payments of PAYMENT_PENDING orders from the gateway and retries stale refunds', async () => {
       const s = await setup();
       s.payments.findStalePending.mockResolvedValue([

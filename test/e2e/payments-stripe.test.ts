@@ -679,9 +679,30 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     });
     expect(await record('dp_escalated', 'warning_under_review', 1)).toBeNull();
     expect(await statusOf('dp_escalated')).toBe('needs_response');
-    // a final status read later wins, and nothing moves it after
-    expect(await record('dp_escalated', 'lost', 3)).toMatchObject({ status: 'lost' });
+    // a final status wins, whenever it was read (the provider never moves one back: a read
+    // answered late is still true), and nothing moves it after
+    expect(await record('dp_escalated', 'lost', 1.5)).toMatchObject({ status: 'lost' });
     expect(await record('dp_escalated', 'under_review', 5)).toBeNull();
+    // a report for another payment moves nothing, not even when reports count from
+    await record('dp_other', 'under_review', 0);
+    await worker.get(TransactionHost).run(() =>
+      worker.get(DisputeRepository).record(
+        {
+          id: 'dp_other',
+          paymentId: '00000000-0000-4000-8000-000000000000',
+          status: 'under_review',
+          amount: 10_000,
+          currency: 'INR',
+          reason: null,
+          evidenceDueBy: null,
+          readAt: new Date(start + 10_000),
+        },
+        new Date(),
+      ),
+    );
+    expect(await record('dp_other', 'needs_response', 5)).toMatchObject({
+      status: 'needs_response',
+    });
     // recorded before reads were stamped (status_read_at null): any report replaces its status
     await t.db.pool.query(
       `UPDATE payment_disputes SET status_read_at = NULL WHERE id = 'dp_steps'`,
