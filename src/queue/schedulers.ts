@@ -78,7 +78,7 @@ const SCHEDULES_CHECK_MS = 60_000;
  */
 const REVISION_TTL_MS = 5 * SCHEDULES_CHECK_MS;
 /** Records ARGV[1] with a TTL of ARGV[2] ms unless a higher revision is recorded (1 if it did). */
-const RECORD_REVISION = `local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+const RECORD_REVISION = `local held = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if held > tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1`;
@@ -223,7 +223,10 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
       const queue = this.jobs.queue(name);
       const client = await queue.client;
       const revisionKey = `${queue.qualifiedName}:schedules-revision`;
-      const recorded = Number((await client.get(revisionKey)) ?? 0);
+      // (anything but a revision — written by hand, torn — is none: read as NaN, this build took
+      // itself for an older one, and neither re-added a pass Redis lost nor recorded its own)
+      const revision = (await client.get(revisionKey)) ?? '';
+      const recorded = /^\d{1,9}$/.test(revision) ? Number(revision) : 0;
       const current = recorded <= SCHEDULES_REVISION;
       // (a scheduler removed by another worker between the list and its read comes back undefined)
       const held = new Map((await queue.getJobSchedulers()).filter(Boolean).map((j) => [j.key, j]));

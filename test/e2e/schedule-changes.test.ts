@@ -244,4 +244,25 @@ describe('job schedules a new build changed or dropped', () => {
     expect(await client.get(revisionKey)).toBe(String(SCHEDULES_REVISION));
     expect(await client.runCommand('pttl', [revisionKey])).toBeGreaterThan(0);
   }, 90_000);
+
+  it('a revision that is no number (written by hand, torn) counts as none: this build re-adds a pass Redis lost and records its own', async () => {
+    worker ??= await bootTestWorker(t.config);
+    const dropped = SCHEDULES.find((s) => s.job === JobName.PurgeOutbox)!;
+    const queue = worker.get(JobQueues).queue(JOB_QUEUE[dropped.job]);
+    const client = await queue.client;
+    const revisionKey = `${queue.qualifiedName}:schedules-revision`;
+    await client.set(revisionKey, 'v2-final'); // (no TTL either)
+    await queue.removeJobScheduler(dropped.job);
+    client.disconnect(true); // a check
+    await waitFor('the lost pass back', () => heldSchedulers(queue), {
+      until: (h) => h[dropped.job] === dropped.everyMs,
+      timeoutMs: 75_000,
+    });
+    expect(
+      await waitFor('the revision recorded', () => client.get(revisionKey), {
+        until: (v) => v === String(SCHEDULES_REVISION),
+      }),
+    ).toBe(String(SCHEDULES_REVISION));
+    expect(await client.runCommand('pttl', [revisionKey])).toBeGreaterThan(0);
+  }, 90_000);
 });
