@@ -77,8 +77,14 @@ const SCHEDULES_CHECK_MS = 60_000;
  * leaving them unscheduled for ever.
  */
 const REVISION_TTL_MS = 5 * SCHEDULES_CHECK_MS;
-/** Records ARGV[1] with a TTL of ARGV[2] ms unless a higher revision is recorded (1 if it did). */
-const RECORD_REVISION = `local held = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+/**
+ * Records ARGV[1] with a TTL of ARGV[2] ms unless a higher revision is recorded (1 if it did).
+ * A revision is 1 to 9 digits, as registerMissing reads it: anything else is none (Lua's tonumber
+ * took `1e3` for 1000, refusing this build's record while it acted as the current one).
+ */
+const RECORD_REVISION = `local recorded = redis.call('GET', KEYS[1])
+local held = 0
+if recorded and #recorded <= 9 and string.match(recorded, '^%d+$') then held = tonumber(recorded) end
 if held > tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1`;

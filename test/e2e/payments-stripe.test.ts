@@ -683,7 +683,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     // answered late is still true), and nothing moves it after
     expect(await record('dp_escalated', 'lost', 1.5)).toMatchObject({ status: 'lost' });
     expect(await record('dp_escalated', 'under_review', 5)).toBeNull();
-    // a report for another payment moves nothing, not even when reports count from
+    // a report for another payment does not move the read stamp its reports are ordered by
     await record('dp_other', 'under_review', 0);
     await worker.get(TransactionHost).run(() =>
       worker.get(DisputeRepository).record(

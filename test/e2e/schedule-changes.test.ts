@@ -251,18 +251,21 @@ describe('job schedules a new build changed or dropped', () => {
     const queue = worker.get(JobQueues).queue(JOB_QUEUE[dropped.job]);
     const client = await queue.client;
     const revisionKey = `${queue.qualifiedName}:schedules-revision`;
-    await client.set(revisionKey, 'v2-final'); // (no TTL either)
-    await queue.removeJobScheduler(dropped.job);
-    client.disconnect(true); // a check
-    await waitFor('the lost pass back', () => heldSchedulers(queue), {
-      until: (h) => h[dropped.job] === dropped.everyMs,
-      timeoutMs: 75_000,
-    });
-    expect(
-      await waitFor('the revision recorded', () => client.get(revisionKey), {
-        until: (v) => v === String(SCHEDULES_REVISION),
-      }),
-    ).toBe(String(SCHEDULES_REVISION));
-    expect(await client.runCommand('pttl', [revisionKey])).toBeGreaterThan(0);
+    // (`1e3`: a number to Lua's tonumber, none to the check — both must read it alike)
+    for (const odd of ['v2-final', '1e3']) {
+      await client.set(revisionKey, odd); // (no TTL either)
+      await queue.removeJobScheduler(dropped.job);
+      (await queue.client).disconnect(true); // a check
+      await waitFor(`the lost pass back (${odd})`, () => heldSchedulers(queue), {
+        until: (h) => h[dropped.job] === dropped.everyMs,
+        timeoutMs: 75_000,
+      });
+      expect(
+        await waitFor(`the revision recorded (${odd})`, () => client.get(revisionKey), {
+          until: (v) => v === String(SCHEDULES_REVISION),
+        }),
+      ).toBe(String(SCHEDULES_REVISION));
+      expect(await client.runCommand('pttl', [revisionKey])).toBeGreaterThan(0);
+    }
   }, 90_000);
 });
