@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { appendFileSync } from 'node:fs';
 import { TestEnvironment } from 'jest-environment-node';
 
 /**
@@ -42,8 +43,24 @@ function recordedStorages(): Set<AsyncLocalStorage<unknown>> {
   return used;
 }
 
+/**
+ * With JEST_CPU_LOG=<file>, each test file appends one JSON line there: its path, wall time and
+ * the CPU time its jest worker spent on it (user + system, ms; the worker runs one file at a time,
+ * so the difference is the file's — not its child processes' or the servers' it talks to).
+ */
+const CPU_LOG = process.env.JEST_CPU_LOG;
+
 export default class ShopTestEnvironment extends TestEnvironment {
+  private readonly file: string;
+  private started = { cpu: process.cpuUsage(), at: 0 };
+
+  constructor(...[config, context]: ConstructorParameters<typeof TestEnvironment>) {
+    super(config, context);
+    this.file = context.testPath;
+  }
+
   override async setup(): Promise<void> {
+    this.started = { cpu: process.cpuUsage(), at: performance.now() };
     recordedStorages();
     await super.setup();
   }
@@ -53,5 +70,14 @@ export default class ShopTestEnvironment extends TestEnvironment {
     for (const storage of used) storage.disable();
     used.clear();
     await super.teardown();
+    if (CPU_LOG) {
+      const cpu = process.cpuUsage(this.started.cpu);
+      const line = {
+        file: this.file,
+        wallMs: Math.round(performance.now() - this.started.at),
+        cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+      };
+      appendFileSync(CPU_LOG, `${JSON.stringify(line)}\n`);
+    }
   }
 }
