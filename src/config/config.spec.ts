@@ -1341,6 +1341,9 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
     ];
     // a random secret in base64 or hex is no key
     const randoms = [randomBytes(48).toString('base64'), randomBytes(32).toString('hex')];
+    // and as the signing secret itself (configuration review: an SPKI body or a JWK in
+    // JWT_SECRET was taken — whoever holds that public key signed admin tokens)
+    const signingEnvs = [prodWithoutSecret, { NODE_ENV: 'development' }];
     estimateAtOnce([
       ...envs.flatMap((env) => forms.map((form) => ({ ...env, JWT_VERIFY_ONLY_SECRET: form }))),
       ...randoms.map((random) => ({
@@ -1348,7 +1351,17 @@ describe("a verify-only key for a rotation's roll (JWT_VERIFY_ONLY_SECRET / JWT_
         ...current,
         JWT_VERIFY_ONLY_SECRET: random,
       })),
+      ...signingEnvs.flatMap((env) => forms.map((form) => ({ ...env, JWT_SECRET: form }))),
     ]);
+    for (const env of signingEnvs) {
+      for (const form of forms) {
+        const problems = problemsOf({ ...env, JWT_SECRET: form });
+        expect(problems).toContain(
+          'JWT_SECRET: a key (PEM, JWK or base64 DER), not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_PUBLIC_KEY (with JWT_PRIVATE_KEY)',
+        );
+        expect(problems.join()).not.toMatch(/MII/);
+      }
+    }
     for (const env of envs) {
       for (const form of forms) {
         const problems = problemsOf({ ...env, JWT_VERIFY_ONLY_SECRET: form });

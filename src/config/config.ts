@@ -2,7 +2,13 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type ConnectionOptions, parse as parsePgUrl } from 'pg-connection-string';
 import { EXIT_CONFIG } from './exit-codes';
-import { JwtKeyPair, JwtVerifyOnlyKey, parseJwtKeyPair, parseJwtVerifyOnlyKey } from './jwt-keys';
+import {
+  JwtKeyPair,
+  JwtVerifyOnlyKey,
+  keyGivenAsSecret,
+  parseJwtKeyPair,
+  parseJwtVerifyOnlyKey,
+} from './jwt-keys';
 import { ESTIMATED_LENGTH, guessesLog10 } from './secret-strength';
 import { usableCpus } from './usable-cpus';
 
@@ -1660,6 +1666,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...proxies.problems);
   const jwtKeys = parseJwtKeyPair(cleaned);
   problems.push(...jwtKeys.problems);
+  const keyAsSecret =
+    cleaned.JWT_SECRET === undefined
+      ? null
+      : keyGivenAsSecret('JWT_SECRET', cleaned.JWT_SECRET, 'JWT_PUBLIC_KEY (with JWT_PRIVATE_KEY)');
+  if (keyAsSecret) problems.push(keyAsSecret);
   const verifyOnly =
     cleaned.JWT_VERIFY_ONLY_SECRET === DEV_SECRETS.JWT_SECRET
       ? {

@@ -133,6 +133,17 @@ export type JwtVerifyOnlyKey =
 const PEM_ARMOUR = /-----BEGIN [A-Z0-9 ]+-----/;
 
 /**
+ * The problem of an HS256 secret (JWT_SECRET, JWT_VERIFY_ONLY_SECRET) that is a key (looksLikeKey):
+ * a public key taken as an HMAC secret lets anyone holding it sign tokens — for JWT_SECRET too
+ * (configuration review: an SPKI body or a JWK there was taken). Null for a secret.
+ */
+export function keyGivenAsSecret(name: string, value: string, instead: string): string | null {
+  return looksLikeKey(value)
+    ? `${name}: a key (PEM, JWK or base64 DER), not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as ${instead}`
+    : null;
+}
+
+/**
  * Whether `value` is a key in any form a secret store may hold one — a PEM block, any JSON object
  * (a JWK, a JWKS), or the base64, base64url or hex of a DER key or certificate, the PEM's body on one line, whitespace
  * allowed: a public key taken as an HMAC secret lets anyone holding it sign tokens, and only the
@@ -202,13 +213,8 @@ export function parseJwtVerifyOnlyKey(
     };
   }
   if (secret !== undefined) {
-    if (looksLikeKey(secret)) {
-      return {
-        problems: [
-          'JWT_VERIFY_ONLY_SECRET: a key (PEM, JWK or base64 DER), not an HS256 secret (a public key taken as an HMAC secret lets anyone holding it sign tokens); give a public key as JWT_VERIFY_ONLY_PUBLIC_KEY',
-        ],
-      };
-    }
+    const given = keyGivenAsSecret('JWT_VERIFY_ONLY_SECRET', secret, 'JWT_VERIFY_ONLY_PUBLIC_KEY');
+    if (given) return { problems: [given] };
     if (secret === current.secret) {
       return {
         problems: [
