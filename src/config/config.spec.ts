@@ -32,6 +32,9 @@ const ALL_SECRET_NAMES = Object.keys(SECRETS).filter(
   (name) => name !== 'STRIPE_TEST_MODE' && name !== 'MAIL_FROM',
 );
 
+/** A live key's stand-in (built so no secret scanner takes it for a leaked key). */
+const LIVE_KEY = `sk_live_${'Zx9Qw3Er7Ty1Ui5Op'}${'Ka2Sd4Fg6Hj8'}`;
+
 function problemsOf(env: Record<string, string>): string[] {
   try {
     loadConfig(env);
@@ -641,9 +644,60 @@ describe('loadConfig', () => {
         ).toBe(key);
       }
       expect(
-        loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: 'sk_live_51abc' }).stripe
+        loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: LIVE_KEY }).stripe
           .secretKey,
-      ).toBe('sk_live_51abc');
+      ).toBe(LIVE_KEY);
+    });
+
+    it('refuses a live Stripe key in development, with STRIPE_TEST_MODE, or as a placeholder (configuration review)', () => {
+      const { STRIPE_TEST_MODE: _mode, ...live } = SECRETS;
+      const prod = { ...live, NODE_ENV: 'production' };
+      for (const key of [LIVE_KEY, LIVE_KEY.replace('sk_', 'rk_')]) {
+        // a production env file run through `npm start` (development when NODE_ENV is unset)
+        expect(problemsOf({ NODE_ENV: 'development', STRIPE_SECRET_KEY: key })).toEqual([
+          expect.stringMatching(/^STRIPE_SECRET_KEY: a live key with NODE_ENV=development/),
+        ]);
+        // …and with a stub's address there: the key would go to it in clear
+        expect(
+          problemsOf({
+            NODE_ENV: 'development',
+            STRIPE_SECRET_KEY: key,
+            STRIPE_API_URL: 'http://evil.example.net',
+          }),
+        ).toEqual(
+          expect.arrayContaining([
+            expect.stringMatching(/^STRIPE_API_URL: must use https/),
+            expect.stringMatching(/^STRIPE_API_URL: evil.example.net is not Stripe's/),
+          ]),
+        );
+        for (const flag of ['true', '1']) {
+          expect(problemsOf({ ...prod, STRIPE_SECRET_KEY: key, STRIPE_TEST_MODE: flag })).toEqual([
+            expect.stringMatching(/^STRIPE_TEST_MODE: set with a live key/),
+          ]);
+        }
+        expect(loadConfig({ ...prod, STRIPE_SECRET_KEY: key }).stripe.secretKey).toBe(key);
+      }
+      for (const placeholder of [
+        'sk_live_x',
+        `sk_live_${'x'.repeat(40)}`,
+        'rk_live_1234567890abcdef',
+      ]) {
+        expect(problemsOf({ ...prod, STRIPE_SECRET_KEY: placeholder })).toEqual([
+          expect.stringMatching(/^STRIPE_SECRET_KEY: a placeholder, not a live key/),
+        ]);
+      }
+      // a test key in development, as ever, and a remote http address refused there too
+      expect(
+        loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: 'sk_test_51abc' }).stripe
+          .secretKey,
+      ).toBe('sk_test_51abc');
+      expect(
+        problemsOf({
+          NODE_ENV: 'development',
+          STRIPE_SECRET_KEY: 'sk_test_51abc',
+          STRIPE_API_URL: 'http://evil.example.net',
+        }),
+      ).toEqual([expect.stringMatching(/^STRIPE_API_URL: must use https/)]);
     });
 
     it('refuses a webhook secret anyone could guess: a stub or the placeholder', () => {
@@ -976,12 +1030,8 @@ describe('loadConfig', () => {
     });
 
     it("refuses a live Stripe key with a STRIPE_API_URL that is not Stripe's (a test setup's stub, carried into production, would get the key and have payments succeed)", () => {
-      const live = {
-        ...SECRETS,
-        NODE_ENV: 'production',
-        // (a stand-in, built so no secret scanner takes it for a leaked key)
-        STRIPE_SECRET_KEY: `sk_live_${'Zx9Qw3Er7Ty1Ui5Op'}`,
-      };
+      const { STRIPE_TEST_MODE: _mode, ...secrets } = SECRETS;
+      const live = { ...secrets, NODE_ENV: 'production', STRIPE_SECRET_KEY: LIVE_KEY };
       for (const url of [
         'http://127.0.0.1:12111',
         'https://stripe-proxy.attacker.example',

@@ -1114,7 +1114,6 @@ function secretProblems(env: Record<string, string>): string[] {
     estimates === null ? Infinity : (estimates[judged.indexOf(secret)] ?? 0);
   for (const name of JWT_SECRETS) problems.push(...jwtSecretProblems(env, strength, name));
   problems.push(...webhookSecretProblems(env, strength));
-  problems.push(...stripeProblems(env));
   problems.push(...storageProblems(env));
   if (nodeEnv === 'production') problems.push(...productionProblems(env));
   return problems;
@@ -1359,15 +1358,17 @@ export function amountStepFor(currency: string, stripe: boolean): number {
 }
 
 /**
- * Outside development: a Stripe key must look like one (`sk_live_…`, `rk_test_…`; not a
- * placeholder such as `sk_live_…` or a stray space, which would boot and fail every checkout), and
- * STRIPE_API_URL, which receives that key with every call, must be https unless it is this host
- * (a local fake).
+ * In every mode (development included: configuration review): a Stripe key must look like one
+ * (`sk_live_…`, `rk_test_…`; not a placeholder such as `sk_live_…` or a stray space, which would
+ * boot and fail every checkout); a live key is refused in development and with STRIPE_TEST_MODE,
+ * and goes to Stripe alone; and STRIPE_API_URL, which receives the key with every call, must be
+ * https unless it is this host (a local fake).
  */
 function stripeProblems(env: Record<string, string>): string[] {
   const problems: string[] = [];
   const key = env.STRIPE_SECRET_KEY;
-  if (key !== undefined && !/^(sk|rk)_(live|test)_[A-Za-z0-9_]+$/.test(key)) {
+  const wellFormed = key !== undefined && /^(sk|rk)_(live|test)_[A-Za-z0-9_]+$/.test(key);
+  if (key !== undefined && !wellFormed) {
     problems.push(
       "STRIPE_SECRET_KEY: not a Stripe secret or restricted key ('sk_live_…', 'rk_live_…', or a test one)",
     );
@@ -1383,14 +1384,33 @@ function stripeProblems(env: Record<string, string>): string[] {
       'STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host',
     );
   }
+  const live = wellFormed && /^(sk|rk)_live_/.test(key);
+  if (live && env.NODE_ENV === 'development') {
+    // a production env file run through `npm start` (which sets development when NODE_ENV is
+    // unset), or copied to a laptop: real cards charged by an instance with CORS open to any
+    // origin, the demo accounts and the development routes
+    problems.push(
+      'STRIPE_SECRET_KEY: a live key with NODE_ENV=development (real cards would be charged by a development instance); use a test key',
+    );
+  }
+  if (live && ['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')) {
+    // the flag says test cards pay here; with a live key they do not and real cards are charged
+    problems.push(
+      'STRIPE_TEST_MODE: set with a live key (real cards are charged); unset it, or use a test key',
+    );
+  }
+  // a placeholder in the live key's form (`sk_live_x`, `sk_live_xxxx…`): every checkout would be
+  // refused by Stripe, nothing at boot saying why (real keys carry 24 characters or more)
+  const body = live ? key.slice('sk_live_'.length) : '';
+  if (live && (body.length < 24 || new Set(body).size < 8)) {
+    problems.push(
+      "STRIPE_SECRET_KEY: a placeholder, not a live key (Stripe's carry at least 24 random characters after the prefix)",
+    );
+  }
   // a live key goes to Stripe alone: an env file of a test setup (pointing at a stub) carried
   // into production would hand the key to whatever answers there, and have payments "succeed"
   const apiHost = hostOf(env.STRIPE_API_URL);
-  if (
-    /^(sk|rk)_live_/.test(key ?? '') &&
-    apiHost !== null &&
-    !/(^|\.)stripe\.com$/.test(apiHost.toLowerCase())
-  ) {
+  if (live && apiHost !== null && !/(^|\.)stripe\.com$/.test(apiHost.toLowerCase())) {
     problems.push(
       `STRIPE_API_URL: ${apiHost} is not Stripe's — a live key is sent to Stripe only (leave STRIPE_API_URL unset)`,
     );
@@ -1666,6 +1686,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...proxies.problems);
   const jwtKeys = parseJwtKeyPair(cleaned);
   problems.push(...jwtKeys.problems);
+  // in every mode: a development instance with a live key charges real cards (configuration review)
+  problems.push(...stripeProblems(cleaned));
   const keyAsSecret =
     cleaned.JWT_SECRET === undefined
       ? null
