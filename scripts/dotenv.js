@@ -3,7 +3,7 @@
 // (the one behind `node --env-file` and src/config/env-file.ts), never by a shell: values with
 // spaces, <…>, quotes, $ or backticks arrive verbatim and nothing in .env is ever executed.
 //   while IFS= read -r -d '' k && IFS= read -r -d '' v; do export "$k=$v"; done < <(node scripts/dotenv.js)
-const { existsSync, readFileSync } = require('node:fs');
+const { existsSync, readFileSync, statSync } = require('node:fs');
 const { parseEnv } = require('node:util');
 
 // ENV_FILE names another file (it must exist); ENV_FILE= (empty) reads none (as src/config/env-file.ts)
@@ -14,10 +14,51 @@ if (chosen && !existsSync(chosen)) {
 }
 const path = chosen === undefined ? '.env' : chosen;
 if (path && existsSync(path)) {
+  if (!statSync(path).isFile()) refuse([`${path}: not a file`]);
+  const text = readFileSync(path, 'utf8');
+  const parsed = parseEnv(text);
+  refuse(envFileProblems(path, text, parsed));
   const out = [];
-  for (const [name, value] of Object.entries(parseEnv(readFileSync(path, 'utf8')))) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || process.env[name] !== undefined) continue;
+  for (const [name, value] of Object.entries(parsed)) {
+    if (process.env[name] !== undefined) continue;
     out.push(name, value.replace(/\0/g, ''));
   }
   if (out.length) process.stdout.write(out.join('\0') + '\0');
+}
+
+/** Ends the script as a refused configuration (exit 78) when there is a problem, naming each. */
+function refuse(problems) {
+  if (problems.length === 0) return;
+  for (const problem of problems) console.error(problem);
+  process.exit(78);
+}
+
+/**
+ * What in the file would be read otherwise than meant, never quoting a value: a line that is
+ * neither NAME=value nor a # comment (Node's parser makes it part of the next line's name: that
+ * variable lost) and a name set twice — the rules of src/config/env-file.ts (envFileProblems),
+ * which the processes apply; kept here as this script runs before anything is installed or built.
+ */
+function envFileProblems(file, text, parsed) {
+  const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+  const problems = [];
+  for (const name of Object.keys(parsed)) {
+    if (NAME.test(name)) continue;
+    const swallowed = name.split(/\s/).pop();
+    problems.push(
+      NAME.test(swallowed)
+        ? `${file}: a line that is neither NAME=value nor a # comment before ${swallowed} (read as part of its name: ${swallowed} would be lost)`
+        : `${file}: a line that is neither NAME=value nor a # comment`,
+    );
+  }
+  const seen = new Set();
+  for (const [, name] of text.matchAll(
+    /^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=/gm,
+  )) {
+    if (!Object.hasOwn(parsed, name)) continue;
+    if (seen.has(name))
+      problems.push(`${file}: ${name} is set more than once (only the last would count)`);
+    seen.add(name);
+  }
+  return [...new Set(problems)];
 }

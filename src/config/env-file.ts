@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { parseEnv } from 'node:util';
 import { ConfigError } from './config';
 
@@ -27,7 +27,11 @@ export function loadEnvFile(
     file = chosen ?? '.env';
   }
   if (!existsSync(file)) return [];
-  const parsed = parseEnv(readFileSync(file, 'utf8'));
+  if (!statSync(file).isFile()) throw new ConfigError([`${file}: not a file`]);
+  const text = readFileSync(file, 'utf8');
+  const parsed = parseEnv(text);
+  const problems = envFileProblems(file, text, parsed);
+  if (problems.length > 0) throw new ConfigError(problems);
   const applied: string[] = [];
   for (const [name, value] of Object.entries(parsed)) {
     if (value === undefined || env[name] !== undefined) continue;
@@ -35,4 +39,42 @@ export function loadEnvFile(
     applied.push(name);
   }
   return applied;
+}
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * What in an env file would be read otherwise than meant, never quoting a value (the file holds
+ * secrets) — the same rules as scripts/dotenv.js, the shell scripts' reader:
+ * - a line that is neither `NAME=value` nor a `# comment` (a note without its `#`): Node's parser
+ *   reads it as the start of the next line's name, so that variable is lost — `DOCS_ENABLED=false`
+ *   under such a line left the API docs on, `HOST=127.0.0.1` the API on every interface
+ *   (configuration review);
+ * - a name set twice: only the last counts, whichever the reader of the file took for the one.
+ */
+function envFileProblems(
+  file: string,
+  text: string,
+  parsed: Record<string, string | undefined>,
+): string[] {
+  const problems: string[] = [];
+  for (const name of Object.keys(parsed)) {
+    if (NAME.test(name)) continue;
+    const swallowed = name.split(/\s/).pop() ?? '';
+    problems.push(
+      NAME.test(swallowed)
+        ? `${file}: a line that is neither NAME=value nor a # comment before ${swallowed} (read as part of its name: ${swallowed} would be lost)`
+        : `${file}: a line that is neither NAME=value nor a # comment`,
+    );
+  }
+  const seen = new Set<string>();
+  for (const [, name] of text.matchAll(
+    /^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=/gm,
+  )) {
+    if (!Object.hasOwn(parsed, name)) continue; // (a line of a quoted value spanning lines)
+    if (seen.has(name))
+      problems.push(`${file}: ${name} is set more than once (only the last would count)`);
+    seen.add(name);
+  }
+  return [...new Set(problems)];
 }

@@ -3,7 +3,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { loadConfig } from '../../src/config/config';
+import { ConfigError, loadConfig } from '../../src/config/config';
 import { loadEnvFile } from '../../src/config/env-file';
 import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { ROOT } from '../support/processes';
@@ -184,6 +184,60 @@ describe('.env: read by a real parser, by every process, the real environment wi
     expect(byShell.RESERVATION_TTL_SECONDS).toBe('60');
     expect(byShell.EVIL).toBe(env.EVIL);
     expect(loadEnvFile(join(dir, 'pwned'), {})).toEqual([]); // (absent file: nothing to do)
+  });
+
+  it('a line that is neither NAME=value nor a comment, or a name set twice, refuses (both readers), never quoting a value (configuration review)', async () => {
+    const path = join(dir, '.env');
+    const secret = 'Zq8rT3vW9xK2mP5nLr7Ty1Ui5Op0As4D';
+    // a note without its `#` made Node's parser read `…production\nDOCS_ENABLED` as one name:
+    // the docs stayed on; the second JWT_SECRET silently won over the first
+    writeFileSync(
+      path,
+      [
+        'NODE_ENV=production',
+        'Turn the API docs off in production',
+        'DOCS_ENABLED=false',
+        `JWT_SECRET=${secret}`,
+        `JWT_SECRET=${secret}x`,
+      ].join('\n'),
+    );
+    const problems = [
+      `${path}: a line that is neither NAME=value nor a # comment before DOCS_ENABLED (read as part of its name: DOCS_ENABLED would be lost)`,
+      `${path}: JWT_SECRET is set more than once (only the last would count)`,
+    ];
+    const env: Record<string, string | undefined> = {};
+    let refused: unknown;
+    try {
+      loadEnvFile(path, env);
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as ConfigError).problems).toEqual(problems);
+    expect(env).toEqual({}); // nothing applied
+    const shell = await run(process.execPath, [join(ROOT, 'scripts', 'dotenv.js')], {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '' },
+    }).catch((err: { code: number; stderr: string; stdout: string }) => err);
+    expect(shell).toMatchObject({ code: EXIT_CONFIG, stdout: '' });
+    expect(shell.stderr.trim().split('\n')).toEqual(problems.map((p) => p.replace(path, '.env')));
+    expect(shell.stderr).not.toContain(secret);
+
+    // a quoted value over several lines (a PEM) whose lines look like assignments is no name
+    writeFileSync(
+      path,
+      ['JWT_PRIVATE_KEY="-----BEGIN PRIVATE KEY-----', 'MIGHAgEA', 'Zm9v==', '"', 'PORT=1'].join(
+        '\n',
+      ),
+    );
+    expect(loadEnvFile(path, {})).toEqual(['JWT_PRIVATE_KEY', 'PORT']);
+    // and a directory where the file should be: a refusal naming it, not a crash
+    expect(() => loadEnvFile(undefined, { ENV_FILE: dir })).toThrow(ConfigError);
+    const byDir = await run(process.execPath, [join(ROOT, 'scripts', 'dotenv.js')], {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '', ENV_FILE: dir },
+    }).catch((err: { code: number; stderr: string }) => err);
+    expect(byDir).toMatchObject({ code: EXIT_CONFIG, stderr: `${dir}: not a file\n` });
   });
 
   it('ENV_FILE names another file (which must exist); ENV_FILE= reads none', () => {
