@@ -624,6 +624,14 @@ describe('loadConfig', () => {
         });
       }
       expect(loadConfig({ NODE_ENV: 'development' }).mail.outboxDir).toBe('var/mail');
+      // a flag meant as "no file mail" is no folder: every email was written to ./false and
+      // recorded as sent (configuration review)
+      for (const flag of ['false', '0', 'off', 'no', 'None', '/dev/null']) {
+        for (const env of [{ ...withoutSmtp, NODE_ENV: 'production' }, { NODE_ENV: 'development' }])
+          expect(problemsOf({ ...env, MAIL_OUTBOX_DIR: flag })).toEqual([
+            expect.stringMatching(/^MAIL_OUTBOX_DIR: a folder for the .eml files, not a flag/),
+          ]);
+      }
     });
 
     it('refuses a Stripe test key outside development (NODE_ENV unset or mistyped too) unless STRIPE_TEST_MODE says so', () => {

@@ -449,7 +449,16 @@ const envSchema = z.object({
       'must be an address, user@domain.tld or "Name <user@domain.tld>"',
     )
     .default(PLACEHOLDER_MAIL_FROM),
-  MAIL_OUTBOX_DIR: z.string().default('var/mail'),
+  // a folder: a flag (`false`, `0`, `off`: meant as "no file mail") or /dev/null would be taken as
+  // one — every customer email written to ./false, or nowhere, and recorded as sent (configuration
+  // review)
+  MAIL_OUTBOX_DIR: z
+    .string()
+    .refine(
+      (v) => !/^(true|false|yes|no|on|off|none|null|disabled?|[01])$/i.test(v) && v !== '/dev/null',
+      'a folder for the .eml files, not a flag or /dev/null (to send mail, set SMTP_URL and leave this unset)',
+    )
+    .default('var/mail'),
   // cancellation emails a day, shop-wide, to inboxes nobody has proven (no receipt sent to them);
   // 0: none (CancellationLimits)
   CANCELLATION_EMAILS_UNPROVEN_PER_DAY: int(100, 0, 1_000_000),
