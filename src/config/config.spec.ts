@@ -657,6 +657,21 @@ describe('loadConfig', () => {
       ).toBe(LIVE_KEY);
     });
 
+    it('refuses NODE_TLS_REJECT_UNAUTHORIZED=0 outside development: every certificate check off while the checks here count the connections as safe (configuration review)', () => {
+      for (const nodeEnv of ['production', 'staging', undefined]) {
+        const env = { ...SECRETS, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) };
+        expect(problemsOf({ ...env, NODE_TLS_REJECT_UNAUTHORIZED: '0' })).toEqual([
+          expect.stringMatching(
+            /^NODE_TLS_REJECT_UNAUTHORIZED: 0 turns off every TLS certificate check/,
+          ),
+        ]);
+        expect(() => loadConfig({ ...env, NODE_TLS_REJECT_UNAUTHORIZED: '1' })).not.toThrow();
+      }
+      expect(() =>
+        loadConfig({ NODE_ENV: 'development', NODE_TLS_REJECT_UNAUTHORIZED: '0' }),
+      ).not.toThrow();
+    });
+
     it('refuses a live Stripe key in development, with STRIPE_TEST_MODE, or as a placeholder (configuration review)', () => {
       const { STRIPE_TEST_MODE: _mode, ...live } = SECRETS;
       const prod = { ...live, NODE_ENV: 'production' };

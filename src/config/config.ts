@@ -1098,6 +1098,14 @@ function secretProblems(env: Record<string, string>): string[] {
         'or STRIPE_TEST_MODE=true for a staging or test instance',
     );
   }
+  // Node's switch that stops checking every TLS certificate — Stripe's, the store's, the mail
+  // server's, PostgreSQL's and Redis's — while the checks here count those connections as safe:
+  // anyone on the path reads the keys and passwords sent over them (configuration review)
+  if (env.NODE_TLS_REJECT_UNAUTHORIZED === '0') {
+    problems.push(
+      'NODE_TLS_REJECT_UNAUTHORIZED: 0 turns off every TLS certificate check (Stripe, the image store, mail, the database); refused unless NODE_ENV=development — trust a private CA with NODE_EXTRA_CA_CERTS instead',
+    );
+  }
   for (const [name, value] of Object.entries(DEV_SECRETS)) {
     if (env[name] === value) {
       problems.push(
