@@ -120,6 +120,33 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...dev, DOCS_ENABLED: 'yes' })).toThrow(/DOCS_ENABLED/);
   });
 
+  it('refuses a URL whose user or password is not percent-encoded correctly, naming the variable, never quoting it (the driver died later: "URI malformed", exit 1)', () => {
+    const bad = {
+      DATABASE_URL: 'postgres://shop:S3cret%zzPW@db.internal:5432/shop?sslmode=verify-full',
+      DATABASE_LOCK_URL: 'postgres://sh%op:pw@db.internal:5432/shop?sslmode=verify-full',
+      REDIS_URL: 'rediss://:S3cret%@redis.internal:6380',
+      SMTP_URL: 'smtp://user:S3cret%zz@mail.provider.in:587',
+    };
+    for (const [name, value] of Object.entries(bad)) {
+      const problems = problemsOf({ ...SECRETS, NODE_ENV: 'production', [name]: value });
+      expect(problems).toEqual([
+        `${name}: its user or password is not percent-encoded correctly (a % must start %XX: a literal % is %25)`,
+      ]);
+      expect(problems.join()).not.toContain('S3cret');
+    }
+    expect(() =>
+      loadDatabaseConfig({ NODE_ENV: 'production', DATABASE_URL: bad.DATABASE_URL }),
+    ).toThrow(/DATABASE_URL: its user or password is not percent-encoded/);
+    // %25 is a literal %
+    expect(
+      loadConfig({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        SMTP_URL: 'smtp://u:S3cret%25zz@mail.provider.in:587',
+      }).mail.smtpUrl,
+    ).toBe('smtp://u:S3cret%25zz@mail.provider.in:587');
+  });
+
   it("takes orders from the payment provider's smallest charge: 50 with Stripe, 1 with the development gateway, or ORDER_MINIMUM_AMOUNT", () => {
     expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).orderMinimumAmount).toBe(50);
     expect(loadConfig({ NODE_ENV: 'development' }).orderMinimumAmount).toBe(1);

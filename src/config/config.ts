@@ -147,6 +147,16 @@ const namesNoHost = (parsed: URL): boolean =>
  * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
  * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
  */
+/** Whether a URL's percent-encoded part decodes (`%zz` does not). */
+function decodes(part: string): boolean {
+  try {
+    decodeURIComponent(part);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
   z.string().superRefine((v, ctx) => {
     let parsed: URL | undefined;
@@ -159,6 +169,14 @@ const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
         message: `must be a URL using ${protocols.join(' or ')} (characters such as / # ? @ in a password percent-encoded)`,
+      });
+    } else if (!decodes(parsed.username) || !decodes(parsed.password)) {
+      // `S3cret%zz`: every client decodes the user and password, and the boot died later in the
+      // driver ("URI malformed", exit 1, the variable unnamed: restarted again and again)
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message:
+          'its user or password is not percent-encoded correctly (a % must start %XX: a literal % is %25)',
       });
     } else if (parsed.hostname === '' && opts.hostless !== 'checked-later') {
       // `redis://${REDIS_HOST}` with the variable unset: every client library takes no host for
