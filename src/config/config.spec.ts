@@ -120,6 +120,32 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...dev, DOCS_ENABLED: 'yes' })).toThrow(/DOCS_ENABLED/);
   });
 
+  it('refuses SMTP_URL options that undo the enforced STARTTLS outside development: ignoreTLS, tls.rejectUnauthorized=false (configuration review: the password went in clear)', () => {
+    const prod = { ...SECRETS, NODE_ENV: 'production' };
+    const at = (query: string) => `smtp://user:pw@mail.provider.in:587?${query}`;
+    expect(problemsOf({ ...prod, SMTP_URL: at('ignoreTLS=true') })).toEqual([
+      expect.stringMatching(/^SMTP_URL: ignoreTLS sends the password and every email in clear/),
+    ]);
+    expect(problemsOf({ ...prod, SMTP_URL: at('tls.rejectUnauthorized=false') })).toEqual([
+      expect.stringMatching(
+        /^SMTP_URL: tls.rejectUnauthorized=false takes any server's certificate/,
+      ),
+    ]);
+    for (const fine of [
+      'requireTLS=false',
+      'ignoreTLS=false',
+      'pool=true',
+      'tls.rejectUnauthorized=true',
+    ])
+      expect(loadConfig({ ...prod, SMTP_URL: at(fine) }).mail.smtpUrl).toBe(at(fine));
+    // a local relay, and development, as for STARTTLS itself
+    const local = 'smtp://127.0.0.1:1025?ignoreTLS=true&tls.rejectUnauthorized=false';
+    expect(loadConfig({ ...prod, SMTP_URL: local }).mail.smtpUrl).toBe(local);
+    expect(
+      loadConfig({ NODE_ENV: 'development', SMTP_URL: at('ignoreTLS=true') }).mail.smtpUrl,
+    ).toBe(at('ignoreTLS=true'));
+  });
+
   it('refuses a URL whose user or password is not percent-encoded correctly, naming the variable, never quoting it (the driver died later: "URI malformed", exit 1)', () => {
     const bad = {
       DATABASE_URL: 'postgres://shop:S3cret%zzPW@db.internal:5432/shop?sslmode=verify-full',

@@ -1150,6 +1150,7 @@ function secretProblems(env: Record<string, string>): string[] {
   for (const name of JWT_SECRETS) problems.push(...jwtSecretProblems(env, strength, name));
   problems.push(...webhookSecretProblems(env, strength));
   problems.push(...storageProblems(env));
+  problems.push(...smtpTlsProblems(env.SMTP_URL));
   if (nodeEnv === 'production') problems.push(...productionProblems(env));
   return problems;
 }
@@ -1451,6 +1452,36 @@ function stripeProblems(env: Record<string, string>): string[] {
     );
   }
   return problems;
+}
+
+/**
+ * Outside development, SMTP_URL's options that undo what the transport enforces there
+ * (smtpTransportOptions): `ignoreTLS` never upgrades the connection even though STARTTLS is
+ * required — the password and every receipt sent in clear, the one explicit way to that being
+ * `requireTLS=false` — and `tls.rejectUnauthorized=false` takes any certificate, so anyone on the
+ * path reads them (configuration review). A server on this host is exempt, as for STARTTLS.
+ */
+function smtpTlsProblems(value: string | undefined): string[] {
+  let target: URL;
+  try {
+    target = new URL(value ?? '');
+  } catch {
+    return []; // unset, or the schema names it
+  }
+  if (isLoopbackHost(target.hostname)) return [];
+  const problems: string[] = [];
+  for (const [option, setting] of target.searchParams) {
+    if (option === 'ignoreTLS' && setting !== 'false') {
+      problems.push(
+        'SMTP_URL: ignoreTLS sends the password and every email in clear; refused unless NODE_ENV=development (requireTLS=false is the explicit way to a server without STARTTLS)',
+      );
+    } else if (option === 'tls.rejectUnauthorized' && setting === 'false') {
+      problems.push(
+        "SMTP_URL: tls.rejectUnauthorized=false takes any server's certificate (anyone on the path reads the password and every email); refused unless NODE_ENV=development — trust a private CA with NODE_EXTRA_CA_CERTS",
+      );
+    }
+  }
+  return [...new Set(problems)];
 }
 
 /** Whether `value` is a URL (as the schema checks it) over plain http to a host that is not this one. */
