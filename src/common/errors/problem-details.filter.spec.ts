@@ -1,10 +1,14 @@
-import { Logger } from '@nestjs/common';
+import { Writable } from 'node:stream';
+import { ConsoleLogger, Logger } from '@nestjs/common';
 import pino from 'pino';
+import pinoHttp from 'pino-http';
+import { Logger as NestPinoLogger, PinoLogger } from 'nestjs-pino';
 import { Store, storage } from 'nestjs-pino/storage';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { QueryFailedError } from 'typeorm';
 import { DomainError } from './domain-error';
 import { ProblemDetailsFilter } from './problem-details.filter';
+import { pinoHttpOptions } from '../logging/logging.module';
 
 const SECRETS = [
   '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA',
@@ -222,5 +226,41 @@ describe('ProblemDetailsFilter and database errors', () => {
     expect(text).toContain('users_email_key');
     expect(text).toContain('INSERT INTO users');
     expect(text).toContain('42P01');
+  });
+});
+
+describe("ProblemDetailsFilter and an error it cannot summarise, through the process's logger", () => {
+  afterEach(() => Logger.overrideLogger(new ConsoleLogger()));
+
+  it('logs a QueryFailedError without a SQLSTATE by type, message, stack and code, never its query, parameters or driver error', () => {
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    // the logger LoggingModule gives nestjs-pino, as the filter's Logger reaches it
+    const http = pinoHttp({ ...pinoHttpOptions({ logLevel: 'info' }), stream });
+    Logger.overrideLogger(
+      new NestPinoLogger(new PinoLogger({ pinoHttp: { logger: http.logger } }), {}),
+    );
+    // a driver error with no code: pg's own (a connection ended mid-query), not the server's
+    const noCode = new QueryFailedError(
+      'INSERT INTO users (email, password_hash) VALUES ($1, $2)',
+      [SECRETS[1], SECRETS[0]],
+      Object.assign(new Error('Connection terminated unexpectedly'), { query: 'SELECT 1' }),
+    );
+    expect(render(noCode)).toMatchObject({ status: 500, body: { code: 'INTERNAL_ERROR' } });
+    expect(lines).toHaveLength(1);
+    const line = JSON.parse(lines[0]) as { msg: string; err: Record<string, unknown> };
+    expect(line.msg).toBe('Unhandled error');
+    expect(Object.keys(line.err).sort()).toEqual(['message', 'stack', 'type']);
+    expect(line.err).toMatchObject({
+      type: 'QueryFailedError',
+      message: 'Connection terminated unexpectedly',
+    });
+    for (const secret of [...SECRETS, 'INSERT', 'password_hash'])
+      expect(lines[0]).not.toContain(secret);
   });
 });

@@ -1,5 +1,6 @@
 import type { LoggerService } from '@nestjs/common';
 import pino from 'pino';
+import { LOG_OPTIONS } from './error-serializer';
 
 type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
 
@@ -15,7 +16,7 @@ export function bootLogger(
   level: string,
   destination: pino.DestinationStream = pino.destination(1),
 ): LoggerService {
-  const log = pino({ level }, destination);
+  const log = pino({ ...LOG_OPTIONS, level }, destination);
   // Nest calls (message, context), and error/fatal (message, stack, context); an exception
   // handler passes the Error itself
   const write =
@@ -54,7 +55,7 @@ export function logBootFailure(
   err: unknown,
   destination: pino.DestinationStream = pino.destination({ dest: 1, sync: true }),
 ): void {
-  const log = pino({ level: 'info' }, destination);
+  const log = pino({ ...LOG_OPTIONS, level: 'info' }, destination);
   const problems = (err as { problems?: unknown } | null | undefined)?.problems;
   if (Array.isArray(problems)) log.fatal({ problems }, (err as Error).message);
   else if (err instanceof Error) log.fatal({ err }, `boot failed: ${err.message}`);

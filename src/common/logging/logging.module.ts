@@ -2,29 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Module } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { LoggerModule, PinoLogger } from 'nestjs-pino';
+import type { Options } from 'pino-http';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { setJobLogBase } from './job-log-context';
 import { LoggingInterceptor } from './logging.interceptor';
 import { isQuiet } from './command-log';
 import { loggedUrl } from './logged-url';
-
-/** Paths never written to logs. */
-export const REDACTED_PATHS = [
-  'req.headers.authorization',
-  'req.headers.cookie',
-  'req.headers["stripe-signature"]',
-  'req.headers["idempotency-key"]',
-  'res.headers["set-cookie"]',
-  '*.password',
-  '*.newPassword',
-  '*.accessToken',
-  '*.refreshToken',
-  '*.token',
-  '*.clientSecret',
-  '*.card',
-  '*.cardNumber',
-  '*.cvc',
-];
+import { LOG_OPTIONS } from './error-serializer';
 
 /**
  * The access line's level: a 5xx answer (or a request that errored or was aborted) is a warning,
@@ -58,6 +42,43 @@ export function accessLogErrorObject(
 }
 
 /**
+ * The options of the process's pino-http logger (nestjs-pino's; every Nest Logger line and the
+ * access lines go through it).
+ */
+export function pinoHttpOptions(config: Pick<AppConfig, 'logLevel'>): Options {
+  return {
+    level: config.logLevel,
+    redact: LOG_OPTIONS.redact,
+    // the request's logger is a child bound to the request id only (cheap), under the
+    // key `requestId`; the full request is logged once, on completion
+    quietReqLogger: true,
+    customAttributeKeys: { reqId: 'requestId' },
+    customLogLevel: accessLogLevel,
+    customErrorObject: accessLogErrorObject,
+    // one line per request at info and below; above it the per-request logger work
+    // would be spent for nothing
+    autoLogging: ['info', 'debug', 'trace'].includes(config.logLevel)
+      ? // (the whole target: middie, which runs pino-http, has cut req.url down to what
+        // follows the middleware's mount path — `/` — when this is asked)
+        {
+          ignore: (req: IncomingMessage & { originalUrl?: string }) =>
+            (req.originalUrl ?? req.url ?? '').startsWith('/health'),
+        }
+      : false,
+    serializers: {
+      // every `err` logged through this logger, the access lines' too: type, message,
+      // stack, code (serializeError), never the fields a library hung on the error
+      ...LOG_OPTIONS.serializers,
+      req: (req: { id: string; method: string; url: string }) => ({
+        id: req.id,
+        method: req.method,
+        url: loggedUrl(req.url),
+      }),
+    },
+  };
+}
+
+/**
  * Structured JSON logs (pino); every line inside a request carries its request id, every line
  * inside a BullMQ job its job id. LoggingInterceptor adds one line per completed command; it is
  * registered before IdempotencyModule's interceptor (AppModule imports this module first), so
@@ -68,33 +89,7 @@ export function accessLogErrorObject(
     LoggerModule.forRootAsync({
       inject: [APP_CONFIG],
       useFactory: (config: AppConfig) => ({
-        pinoHttp: {
-          level: config.logLevel,
-          redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' },
-          // the request's logger is a child bound to the request id only (cheap), under the
-          // key `requestId`; the full request is logged once, on completion
-          quietReqLogger: true,
-          customAttributeKeys: { reqId: 'requestId' },
-          customLogLevel: accessLogLevel,
-          customErrorObject: accessLogErrorObject,
-          // one line per request at info and below; above it the per-request logger work
-          // would be spent for nothing
-          autoLogging: ['info', 'debug', 'trace'].includes(config.logLevel)
-            ? // (the whole target: middie, which runs pino-http, has cut req.url down to what
-              // follows the middleware's mount path — `/` — when this is asked)
-              {
-                ignore: (req: IncomingMessage & { originalUrl?: string }) =>
-                  (req.originalUrl ?? req.url ?? '').startsWith('/health'),
-              }
-            : false,
-          serializers: {
-            req: (req: { id: string; method: string; url: string }) => ({
-              id: req.id,
-              method: req.method,
-              url: loggedUrl(req.url),
-            }),
-          },
-        },
+        pinoHttp: pinoHttpOptions(config),
       }),
     }),
   ],

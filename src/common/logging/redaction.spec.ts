@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { Writable } from 'node:stream';
-import { REDACTED_PATHS } from './logging.module';
+import { REDACTED_PATHS } from './redaction';
 
 function capture() {
   const lines: string[] = [];

@@ -1,0 +1,54 @@
+import { Writable } from 'node:stream';
+import { QueryFailedError } from 'typeorm';
+import { logBootFailure } from './boot-logger';
+import { serializeError } from './error-serializer';
+
+const HASH = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA';
+
+describe('serializeError', () => {
+  it('keeps type, message, stack and code, and its causes (3 deep) by type, message and code', () => {
+    const root = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET', host: 'db' });
+    let err: Error = root;
+    for (let i = 0; i < 5; i++) err = new Error(`layer ${i}`, { cause: err });
+    const failed = Object.assign(new Error('the commit failed', { cause: err }), {
+      code: 57014,
+      parameters: [HASH],
+    });
+    expect(serializeError(failed)).toEqual({
+      type: 'Error',
+      message: 'the commit failed',
+      stack: failed.stack,
+      code: 57014,
+      cause: {
+        type: 'Error',
+        message: 'layer 4',
+        cause: { type: 'Error', message: 'layer 3', cause: { type: 'Error', message: 'layer 2' } },
+      },
+    });
+  });
+
+  it('reads the error behind pino-http’s own serialization of it (its `raw`)', () => {
+    const err = new QueryFailedError('SELECT $1', [HASH], new Error('no code'));
+    const serialized = serializeError({ type: 'QueryFailedError', query: 'SELECT $1', raw: err });
+    expect(serialized).toEqual({ type: 'QueryFailedError', message: 'no code', stack: err.stack });
+  });
+
+  it('logs a thrown string as it is, and an object that is no error by its type only', () => {
+    expect(serializeError('boom')).toBe('boom');
+    expect(serializeError({ query: 'SELECT 1', parameters: [HASH] })).toEqual({ type: 'Object' });
+  });
+
+  it('is the boot failure’s serializer too', () => {
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    logBootFailure(new QueryFailedError('INSERT …', [HASH], new Error('no code')), stream);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toContain(HASH);
+    expect(JSON.parse(lines[0])).toMatchObject({ level: 60, err: { type: 'QueryFailedError' } });
+  });
+});
