@@ -5,6 +5,10 @@ import { logBootFailure } from './common/logging/boot-logger';
 import { loadEnvFile } from './config/env-file';
 import { exitCodeOf } from './config/exit-codes';
 import { logProcessWarnings } from './common/logging/process-warnings';
+import { exitOnCrash } from './common/logging/crash-log';
+
+// an uncaught exception or unhandled rejection: one fatal JSON line, then exit 1 (crash-log.ts)
+exitOnCrash();
 
 async function bootstrap(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
