@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
 import { GATE_BUSY } from '../common/throttling/concurrency-gate';
 import { SIGN_IN_STORE_DOWN } from '../common/throttling/failed-attempt-limiter';
@@ -55,5 +56,22 @@ describe('SecurityEvents#signIn: what refused a sign-in', () => {
     expect(
       await refusedBy(new DomainError('SERVICE_UNAVAILABLE', 'The database is unavailable.')),
     ).toEqual([]);
+  });
+});
+
+describe('SecurityEvents#record', () => {
+  afterEach(() => jest.restoreAllMocks());
+
+  it("names the client by printable ASCII only (X-Forwarded-For's address is the client's to write)", () => {
+    const warned: unknown[] = [];
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation((line) => void warned.push(line));
+    new SecurityEvents().record({
+      event: 'password_changed',
+      userId: 'u-1',
+      client: '2001:db8::1\x9b\x85',
+    });
+    expect(warned).toEqual([
+      { event: 'password_changed', userId: 'u-1', client: '2001:db8::1\\u009b\\u0085' },
+    ]);
   });
 });

@@ -1,5 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
+import { printableForLog } from '../common/logging/printable';
 import { GATE_BUSY } from '../common/throttling/concurrency-gate';
 import { SIGN_IN_STORE_DOWN } from '../common/throttling/failed-attempt-limiter';
 import type { Role } from './permissions';
@@ -53,8 +54,10 @@ export class SecurityEvents {
   private readonly logger = new Logger('Security');
 
   record(event: SecurityEvent): void {
-    if (event.event === 'sign_in' && event.role === 'customer') this.logger.log(event, event.event);
-    else this.logger.warn(event, event.event);
+    // the address printable ASCII only: X-Forwarded-For's, behind a proxy, is the client's to write
+    const line = { ...event, client: printableForLog(event.client) };
+    if (event.event === 'sign_in' && event.role === 'customer') this.logger.log(line, event.event);
+    else this.logger.warn(line, event.event);
   }
 
   /**

@@ -12,6 +12,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { sendProblem } from '../common/errors/problem-details.filter';
 import { WEBHOOK_BODY_LIMIT, closeIfBodyPending } from '../common/http/request-limits';
 import { InFlightBodies } from '../common/http/in-flight-bodies';
+import { printableForLog } from '../common/logging/printable';
 import { clientOf } from '../catalog/cached-reads.hook';
 import { LocalRateLimiter } from '../catalog/cached-reads.limiter';
 import { policyHeaderItem, stateHeaderItem } from '../common/throttling/rate-limit.policies';
@@ -35,7 +36,8 @@ function logRefusedWebhook(request: FastifyRequest, reason: string): void {
         event: 'webhook_refused',
         route: request.routeOptions.url,
         reason,
-        client: request.ip,
+        // (X-Forwarded-For's, behind a proxy: printable ASCII only, as every logged address)
+        client: printableForLog(request.ip),
         requestId: request.id,
       },
       'webhook_refused',

@@ -66,4 +66,13 @@ describe('refusedOriginLog', () => {
     expect(warned).toHaveLength(102);
     expect(warned[101]).toMatch(/\(4899 more in 60 s\)$/);
   });
+
+  it('names an origin by printable ASCII only: C1 controls (CSI, NEL), DEL and any other character escaped', () => {
+    const refused = refusedOriginLog({ corsOrigins: ['https://shop.example'] });
+    refused('https://a.example\x9b2J\x85\x7f\u00e9');
+    expect(warned).toEqual([
+      'a preflight from origin "https://a.example\\u009b2J\\u0085\\u007f\\u00e9" was refused: it is not in CORS_ORIGINS (https://shop.example); this origin is said once a minute at most',
+    ]);
+    expect(warned[0]).toMatch(/^[\x20-\x7e]*$/);
+  });
 });

@@ -7,6 +7,7 @@ import type { AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { sendProblem } from '../errors/problem-details.filter';
 import { RateLimitedLog } from '../logging/rate-limited-log';
+import { quotedForLog } from '../logging/printable';
 
 /** Response headers a browser client may read (everything else stays hidden from scripts). */
 const CORS_EXPOSED_HEADERS = [
@@ -193,7 +194,9 @@ const REFUSED_ORIGINS_NAMED = 100;
  * order from its web shop while readiness, the logs and every dashboard looked fine (browser
  * review). Once a minute for all origins together let one scanner's preflight each minute hide
  * the misspelt real origin. The origin is the client's to choose: logged cut to 200 characters,
- * at most 100 origins named in a minute; past that, the others share one line and its count.
+ * quoted, everything outside printable ASCII escaped (quotedForLog: a C1 control such as 0x9B
+ * CSI reached the log raw), at most 100 origins named in a minute; past that, the others share
+ * one line and its count.
  */
 export function refusedOriginLog(config: Pick<AppConfig, 'corsOrigins'>): (origin: string) => void {
   if (config.corsOrigins === '*') return () => undefined;
@@ -208,7 +211,8 @@ export function refusedOriginLog(config: Pick<AppConfig, 'corsOrigins'>): (origi
   const warn = (line: string) => logger.warn(line);
   return (origin) => {
     if (allowed.has(origin)) return;
-    const shown = JSON.stringify(origin.slice(0, 200));
+    // (quoted, and every character outside printable ASCII escaped: C1 controls arrive raw)
+    const shown = quotedForLog(origin.slice(0, 200));
     log.write(
       shown,
       `a preflight from origin ${shown} was refused: it is not in CORS_ORIGINS (${listed}); this origin is said once a minute at most`,

@@ -65,4 +65,11 @@ describe('the lines of answers no access log writes', () => {
       ],
     ]);
   });
+
+  it("names the client by printable ASCII only: an address X-Forwarded-For gave (a proxy trusted past its own entry) is the client's to write", () => {
+    const forged = request({ ip: '203.0.113.9\x9b2J\x85' });
+    rememberAnsweredCode(forged, 'FORBIDDEN');
+    logDenied(forged, reply(403));
+    expect(warned[0][0]).toMatchObject({ client: '203.0.113.9\\u009b2J\\u0085' });
+  });
 });

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { storage } from 'nestjs-pino/storage';
+import { printableForLog } from './printable';
 
 /**
  * The "command completed" line of a command (every request that is not a read) that no handler
@@ -105,7 +106,9 @@ const actionOf = (request: FastifyRequest) =>
  * event — a signed-in caller on a route its role does not reach (a customer on an admin page,
  * reads included: every customer's orders), the queue board refusing a session: who, what and
  * from where. The access line (info) named no one, and above info there was none. A 403 of the
- * shop's rules (REVIEW_NOT_ALLOWED: a product the customer did not buy) is not one.
+ * shop's rules (REVIEW_NOT_ALLOWED: a product the customer did not buy) is not one. The address
+ * is printable ASCII only (printableForLog): behind a proxy trusted past its own entry,
+ * X-Forwarded-For's is the client's to write.
  */
 export function logDenied(request: CommandRequest, reply: FastifyReply): void {
   if (reply.statusCode !== 403 || answeredCodes.get(request) !== 'FORBIDDEN') return;
@@ -115,7 +118,7 @@ export function logDenied(request: CommandRequest, reply: FastifyReply): void {
         event: 'access_denied',
         action: actionOf(request),
         principalId: request.user?.userId ?? null,
-        client: request.ip,
+        client: printableForLog(request.ip),
         error: answeredCodes.get(request),
         requestId: request.id,
       },
