@@ -1,5 +1,6 @@
 import { NestFactory } from '@nestjs/core';
 import { logDenied, logRefusedCommand, logUnserved } from './common/logging/command-log';
+import { watchAbortedRequests } from './common/logging/aborted-requests';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyRequest } from 'fastify';
 import { Logger } from 'nestjs-pino';
@@ -127,6 +128,17 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   const metrics = app.get(MetricsService);
   const config = app.get<AppConfig>(APP_CONFIG);
   const fastify = app.getHttpAdapter().getInstance();
+  // a request whose connection closed before its answer ended: counted (the onResponse hook
+  // below never runs for it) and logged once per client and window (watchAbortedRequests)
+  const aborted = metrics.counter(
+    'http_requests_aborted_total',
+    'Requests whose connection closed before their answer was sent, by method and route template',
+    ['method', 'route'],
+  );
+  fastify.addHook(
+    'onRequest',
+    watchAbortedRequests((labels) => aborted.inc(labels)),
+  );
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });

@@ -11,9 +11,12 @@ import { loggedUrl } from './logged-url';
 import { LOG_OPTIONS } from './error-serializer';
 
 /**
- * The access line's level: a 5xx answer (or a request that errored or was aborted) is a warning,
- * everything else info — a 5xx had the level of a 200, where no alert looks. A rate limit's
- * refusal past the first of its window writes none (`silent`: command-log.ts quietly()).
+ * The access line's level: a 5xx answer (or a request that errored) is a warning, everything else
+ * info — a 5xx had the level of a 200, where no alert looks. A rate limit's refusal past the first
+ * of its window writes none (`silent`: command-log.ts quietly()), nor does a request whose
+ * connection closed before its answer ended (pino-http's `request aborted`): those are counted,
+ * and logged once per client and window, by watchAbortedRequests — one line each let one client
+ * write 3,000 lines in 6.5 s past every rate limit (no guard runs for a body that never came).
  */
 export function accessLogLevel(
   req: IncomingMessage,
@@ -21,7 +24,9 @@ export function accessLogLevel(
   err?: Error,
 ): 'info' | 'warn' | 'silent' {
   if (isQuiet(req)) return 'silent';
-  return err || res.statusCode >= 500 ? 'warn' : 'info';
+  if (err) return 'warn';
+  if (!res.writableEnded) return 'silent';
+  return res.statusCode >= 500 ? 'warn' : 'info';
 }
 
 /**
