@@ -132,3 +132,38 @@ describe('queueProcessors', () => {
     expect(bound.find((b) => b.queue === QueueName.Email)?.options).toEqual(WORKER_OPTIONS);
   });
 });
+
+describe('QueueProcessor and a failed attempt', () => {
+  class OrdersProcessor extends QueueProcessor {
+    readonly queue = QueueName.Orders;
+  }
+  afterEach(() => jest.restoreAllMocks());
+
+  it('names the job by its id, queue and name in fields of their own, with the error (its stack through the serializer), and counts the attempts of a job added without `attempts` as one', () => {
+    const lines: unknown[][] = [];
+    for (const level of ['warn', 'error'] as const)
+      jest
+        .spyOn(Logger.prototype, level)
+        .mockImplementation((...args: unknown[]) => void lines.push([level, ...args]));
+    const processor = new OrdersProcessor(mockOf<JobHandlers>({}, 'handlers'));
+    const boom = new Error('the provider timed out');
+    const job = (attemptsMade: number, opts: Record<string, unknown>) =>
+      ({ id: 'j-1', name: JobName.CancelPaymentIntent, attemptsMade, opts }) as unknown as Job;
+    // as BullMQ stores a job added without `attempts`
+    processor.onJobFailed(job(1, { attempts: 0 }), boom);
+    processor.onJobFailed(job(1, { attempts: 3 }), boom);
+    const fields = { jobId: 'j-1', queue: 'orders', job: JobName.CancelPaymentIntent, err: boom };
+    expect(lines).toEqual([
+      [
+        'error',
+        fields,
+        `orders job ${JobName.CancelPaymentIntent} j-1 failed (attempt 1 of 1): the provider timed out; in the failed set, not retried`,
+      ],
+      [
+        'warn',
+        fields,
+        `orders job ${JobName.CancelPaymentIntent} j-1 failed (attempt 1 of 3): the provider timed out; retried`,
+      ],
+    ]);
+  });
+});

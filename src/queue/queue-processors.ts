@@ -55,15 +55,22 @@ export abstract class QueueProcessor extends WorkerHost {
    * Every failed attempt, one line naming the job and why: a warning while it will be retried, an
    * error once it is in the failed set for good (its attempts spent, or refused as unrecoverable).
    * Without it a job failing for good was seen only in the queue board and a per-queue counter.
+   * The job's id, queue and name are fields of their own (as on the lines logged while it runs:
+   * `jobId`, `job`), and the error is `err` — its stack too, through the loggers' serializer; the
+   * line had neither, so a failure could be found by its message only, and not told where it
+   * came from.
    */
   @OnWorkerEvent('failed')
   onJobFailed(job: Job | undefined, err: Error): void {
     if (!job) return;
-    const attempts = job.opts.attempts ?? 1;
+    // BullMQ stores a job added without `attempts` as `attempts: 0`, and runs it once ("attempt 1
+    // of 0" said so)
+    const attempts = Math.max(1, job.opts.attempts ?? 1);
     const final = err instanceof UnrecoverableError || job.attemptsMade >= attempts;
+    const fields = { jobId: job.id, queue: this.queue, job: job.name, err };
     const line = `${this.queue} job ${job.name} ${job.id ?? ''} failed (attempt ${job.attemptsMade} of ${attempts}): ${err.message}`;
-    if (final) this.logger.error(`${line}; in the failed set, not retried`);
-    else this.logger.warn(`${line}; retried`);
+    if (final) this.logger.error(fields, `${line}; in the failed set, not retried`);
+    else this.logger.warn(fields, `${line}; retried`);
   }
 }
 

@@ -6,7 +6,7 @@ import { DataSource, getMetadataArgsStorage } from 'typeorm';
 import { Logger } from '@nestjs/common';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { JobQueues } from '../../src/queue/job-queues';
-import { JobName } from '../../src/queue/queues';
+import { JOB_QUEUE, JobName } from '../../src/queue/queues';
 import { SCHEDULES, Schedulers } from '../../src/queue/schedulers';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
@@ -94,6 +94,7 @@ describe('worker jobs through their queues: every scheduled pass runs; malformed
       expect([name, await job?.getState(), job?.attemptsMade]).toEqual([name, 'failed', 1]);
       expect(job?.failedReason).toMatch(/^malformed data: /);
       expect(errors).toHaveBeenCalledWith(
+        expect.objectContaining({ jobId: id, queue: JOB_QUEUE[name], job: name }),
         expect.stringMatching(
           new RegExp(
             `job ${name} ${id} failed \\(attempt 1 of 8\\): malformed data: .*not retried`,
@@ -119,7 +120,7 @@ describe('worker jobs through their queues: every scheduled pass runs; malformed
     // waited for itself)
     const line = `payments job ${JobName.CancelPaymentIntent} ${id} failed (attempt 1 of 8): the provider timed out; retried`;
     await waitFor("the first attempt's warning", () =>
-      warnings.mock.calls.some(([message]) => message === line),
+      warnings.mock.calls.some(([fields, message]) => message === line && fields.jobId === id),
     );
     await (await jobs.find(JobName.CancelPaymentIntent, id))?.remove().catch(() => undefined);
     cancel.mockRestore();
