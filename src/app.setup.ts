@@ -50,7 +50,7 @@ import { JwtStrategy } from './auth/jwt.strategy';
 import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
 import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
-import { answerMethodNotAllowed } from './common/http/method-not-allowed';
+import { answerMethodNotAllowed, methodNotAllowedRoute } from './common/http/method-not-allowed';
 import { bootLogger } from './common/logging/boot-logger';
 import { TransactionHost } from './database/transaction-host';
 import { isDraining } from './common/shutdown';
@@ -256,7 +256,8 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   // FORBIDDEN is a security event (warn)
   const commandLines = ['info', 'debug', 'trace'].includes(config.logLevel);
   fastify.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unmatched';
+    // (a 405: the pattern its path matched under another method)
+    const route = request.routeOptions.url ?? methodNotAllowedRoute(request) ?? 'unmatched';
     metrics.observeHttp(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
     if (commandLines) logRefusedCommand(request, reply);
     else logUnserved(request, reply);

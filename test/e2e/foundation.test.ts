@@ -103,6 +103,20 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
       expect(res.headers.get('content-security-policy')).toBeTruthy();
     }
+    // counted under the route its path matched (another method's), not as `unmatched` beside scans
+    const counted = (await t.metrics())
+      .split('\n')
+      .filter((l) => /^http_request_duration_seconds_count\{.*status="405"/.test(l));
+    expect(counted).toEqual(
+      expect.arrayContaining([
+        'http_request_duration_seconds_count{method="DELETE",route="/v1/products",status="405"} 1',
+        'http_request_duration_seconds_count{method="PUT",route="/v1/auth/login",status="405"} 1',
+        expect.stringMatching(
+          /^http_request_duration_seconds_count\{method="POST",route="\/v1\/products\/:\w+",status="405"\} 1$/,
+        ),
+      ]),
+    );
+    expect(counted.filter((l) => l.includes('unmatched'))).toEqual([]);
     const fromBrowser = await t.http.request('DELETE', '/v1/categories', undefined, {
       headers: { origin: 'https://shop.example' },
     });

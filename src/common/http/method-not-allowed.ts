@@ -1,5 +1,5 @@
 import FindMyWay, { HTTPMethod } from 'find-my-way';
-import type { FastifyInstance, RouteOptions } from 'fastify';
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
 import { DomainError } from '../errors/domain-error';
 import { closeIfBodyPending } from './request-limits';
 
@@ -7,6 +7,18 @@ import { closeIfBodyPending } from './request-limits';
 const METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
 
 const noop = (): void => undefined;
+
+/** The route pattern of each request answered 405 here (its path's, under another method). */
+const patterns = new WeakMap<FastifyRequest, string>();
+
+/**
+ * The route pattern a request answered 405 matched under another method (`/v1/products/:id`),
+ * for its metrics' `route` label: Fastify matched it to no route, and it was counted as
+ * `unmatched` beside every scan of random paths.
+ */
+export function methodNotAllowedRoute(request: FastifyRequest): string | undefined {
+  return patterns.get(request);
+}
 
 /**
  * Routes this check leaves alone: one that answers any path below it (CORS's `OPTIONS *`, a
@@ -34,26 +46,30 @@ export function answerMethodNotAllowed(
     if (notKnown(route)) return;
     for (const method of [route.method].flat() as HTTPMethod[]) {
       if (METHODS.includes(method) && !known.hasRoute(method, route.url))
-        known.on(method, route.url, noop);
+        known.on(method, route.url, noop, { pattern: route.url });
     }
   });
-  // as Nest's adapter routes: a parameter matched empty (`/v1/products/`) is no match
-  const routes = (method: HTTPMethod, url: string): boolean => {
+  // as Nest's adapter routes: a parameter matched empty (`/v1/products/`) is no match; the
+  // pattern of the route matched, if any
+  const routeOf = (method: HTTPMethod, url: string): string | undefined => {
     const found = known.find(method, url);
-    return (
-      found !== null &&
+    return found !== null &&
       Object.entries(found.params).every(([name, value]) => value !== '' || name === '*')
-    );
+      ? (found.store as { pattern: string }).pattern
+      : undefined;
   };
   // (a target not starting with `/`, an absolute form, is a 404 whatever its method)
   const allowedMethods = (url: string): readonly HTTPMethod[] =>
-    url.startsWith('/') ? METHODS.filter((method) => routes(method, url)) : [];
+    url.startsWith('/') ? METHODS.filter((method) => routeOf(method, url) !== undefined) : [];
   // (a callback hook: it runs for every request, and all but a few pass at the first test)
   fastify.addHook('onRequest', (request, reply, done) => {
     if (!request.is404) return done();
     const allowed = allowedMethods(request.raw.url ?? '');
     // no such path (a 404), or one this very method has (Nest's 404 for another reason)
     if (allowed.length === 0 || allowed.includes(request.method as HTTPMethod)) return done();
+    // (one more lookup, for a 405 only: its path's pattern for the metrics)
+    const pattern = routeOf(allowed[0], request.raw.url ?? '');
+    if (pattern !== undefined) patterns.set(request, pattern);
     closeIfBodyPending(request, reply); // answered unread: none of a body is read after it
     done(
       new DomainError(
