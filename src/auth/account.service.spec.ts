@@ -94,6 +94,7 @@ function setup() {
   const accountLimits = mockOf<AccountRateLimit>(
     {
       take: jest.fn(async () => undefined),
+      refuseIfSpent: jest.fn(async () => undefined),
       newPassword: jest.fn(async () => undefined),
       rethrowGivingBackUnserved: jest.fn(async (_hits: string[], err: unknown) => {
         throw err;
@@ -157,6 +158,23 @@ describe('AccountService', () => {
         )
         .catch((e: DomainError) => e);
       expect(err).toMatchObject({ code: 'CURRENT_PASSWORD_INCORRECT' });
+      expect(s.users.setPasswordHash).not.toHaveBeenCalled();
+    });
+
+    it("refuses a right and a wrong current password alike once the account's changes of the day are spent, before checking either", async () => {
+      const s = setup();
+      s.users.findById.mockResolvedValue(user);
+      s.accountLimits.refuseIfSpent.mockRejectedValue(new DomainError('RATE_LIMITED'));
+      for (const right of [true, false]) {
+        s.hasher.verify.mockResolvedValue(right);
+        const err = await s.service
+          .changePassword('u-1', { currentPassword: 'pw', newPassword: 'new-password' }, '10.0.0.1')
+          .catch((e: DomainError) => e);
+        expect(err).toMatchObject({ code: 'RATE_LIMITED' });
+      }
+      expect(s.accountLimits.refuseIfSpent).toHaveBeenCalledWith('password-change-day', 'u-1');
+      expect(s.hasher.verify).not.toHaveBeenCalled();
+      expect(s.signIns.signIn).not.toHaveBeenCalled();
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
     });
 

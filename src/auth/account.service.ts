@@ -58,6 +58,10 @@ export class AccountService {
   ): Promise<void> {
     const user = await this.users.findById(userId);
     if (!user) throw new DomainError('UNAUTHENTICATED', 'The account no longer exists.');
+    // the account's changes of the day spent: refused before the current password is checked,
+    // right or wrong alike — answered only after it (replacePassword's take), a stolen session
+    // told the right password (429) from a wrong one (403) at no cost
+    await this.accountLimits.refuseIfSpent('password-change-day', userId);
     const verified = await this.signIns.signIn(
       'password-change',
       user.email,
@@ -96,7 +100,8 @@ export class AccountService {
   ): Promise<string> {
     const userId = user.id;
     // the account's changes a day (each starts its sign-in and refresh budgets afresh), counted
-    // once the current password is right
+    // once the current password is right (a spent day was refused before the check: this decides
+    // the last one between concurrent changes)
     await this.accountLimits.take('password-change-day', userId, undefined, hits);
     const hash = await this.hasher.hash(dto.newPassword, { priority: true, client: clientIp });
     let checked = user.passwordHash;

@@ -135,6 +135,7 @@ function setup() {
         counted.push(policy);
         hits?.push(policy);
       }),
+      refuseIfSpent: jest.fn(async () => undefined),
       giveBack: jest.fn(async (hits: string[]) => {
         for (const key of hits.splice(0)) counted.splice(counted.indexOf(key), 1);
       }),
@@ -272,6 +273,37 @@ describe('AuthService', () => {
         'RATE_LIMITED',
       );
       expect(s.hasher.verify).not.toHaveBeenCalled();
+    });
+
+    it("asks whether the account's day is spent before anything is verified or counted: a spent day refuses a right password and a wrong one alike", async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.accountLimits.refuseIfSpent.mockRejectedValue(new DomainError('RATE_LIMITED'));
+      for (const right of [true, false]) {
+        s.hasher.verify.mockResolvedValue(right);
+        expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'pw' }, '10.0.0.9'))).toBe(
+          'RATE_LIMITED',
+        );
+      }
+      expect(s.accountLimits.refuseIfSpent).toHaveBeenCalledWith(
+        'login-account-day',
+        user.id,
+        user.passwordEpoch,
+      );
+      expect(s.hasher.verify).not.toHaveBeenCalled();
+      expect(s.signIns.signIn).not.toHaveBeenCalled();
+      expect(s.counted).toEqual([]);
+      // an unknown email is asked too (the same round trip), under no account
+      s.users.findByEmail.mockResolvedValue(null);
+      s.accountLimits.refuseIfSpent.mockResolvedValue(undefined);
+      expect(await codeOf(s.service.login({ email: 'x@y.io', password: 'pw' }, '10.0.0.9'))).toBe(
+        'INVALID_CREDENTIALS',
+      );
+      expect(s.accountLimits.refuseIfSpent).toHaveBeenLastCalledWith(
+        'login-account-day',
+        null,
+        undefined,
+      );
     });
 
     it("issues the role read under the session's lock, not the one first read (an admin lowered while the password was verified)", async () => {

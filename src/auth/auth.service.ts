@@ -120,8 +120,19 @@ export class AuthService {
       'login',
       subject,
       clientIp,
-      () =>
-        this.signIns.signIn(
+      async () => {
+        // The account's sign-ins of the day spent: refused before the password is checked, right
+        // or wrong alike. Answered only after the check (openSession's take), the right password
+        // got 429 and a wrong one 401 — handed back unused, so guessing there cost nothing. What
+        // it tells instead: that the email is an account whose password-holder signed in 500
+        // times today — an unknown email has no day to spend (asked all the same, one round
+        // trip, never refused) — which registration's EMAIL_TAKEN tells of any account anyway.
+        await this.accountLimits.refuseIfSpent(
+          'login-account-day',
+          found?.id ?? null,
+          found?.passwordEpoch,
+        );
+        return this.signIns.signIn(
           'login',
           email,
           clientIp,
@@ -150,7 +161,8 @@ export class AuthService {
               this.refreshTokens.openedFrom(this.sessions.clientKeysOf(email, clientIp)),
             device,
           },
-        ),
+        );
+      },
       (result) => result.user,
     );
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
@@ -180,8 +192,10 @@ export class AuthService {
     clientIp: string,
     hits: string[],
   ): Promise<{ session: Session; passwordEpoch: string; role: User['role'] } | null> {
-    // one account's sign-ins a day (each keeps its rows for 30 days after its session ends): a
-    // 429 here gives the failure buckets back (the password was right)
+    // one account's sign-ins a day (each keeps its rows for 30 days after its session ends),
+    // taken once the password is right: a spent day was refused before the check (login), and
+    // this decides the last unit between concurrent sign-ins — a 429 here gives the failure
+    // buckets back (the password was right)
     await this.accountLimits.take('login-account-day', user.id, user.passwordEpoch, hits);
     const upgraded = this.hasher.needsRehash(user.passwordHash)
       ? await this.hasher.hash(password, { client: clientIp }).catch(() => null)

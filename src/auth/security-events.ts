@@ -25,10 +25,10 @@ export type SecurityEvent =
     }
   | {
       // a 429: `limit` names what refused — a sign-in limit (`signin-account`, `signin-device`,
-      // …: guesses), `login-account-day` (checked once the password proved right: someone who
-      // has it signs in in a loop); or a 503, `store-unavailable` (Redis could not count: an
-      // outage, not an attack) or `hash-gate` (the password checks' queue full: a spray that
-      // keeps it full, or a crowd)
+      // …: guesses), `login-account-day` (the account's day spent by someone who has the
+      // password signing in in a loop — every attempt at it refused then, right or wrong); or a
+      // 503, `store-unavailable` (Redis could not count: an outage, not an attack) or
+      // `hash-gate` (the password checks' queue full: a spray that keeps it full, or a crowd)
       event: 'sign_in_refused';
       door: SignInDoor;
       account: string;

@@ -798,9 +798,26 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       expect(over.headers.get('ratelimit-policy')).toContain('"login-account-day";q=500;w=86400');
       expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(3600);
       expect(await families()).toBe(before); // no session opened
-      // a stranger's guess is not counted there (nor answered 429 by it): only the password's holder spends it
-      expect((await wrongLogin(a, s.email, '10.16.2.9')).status).toBe(401);
-      expect(await redis.get(counter)).toBe('501');
+      // a stranger's guess gets the very same answer, before its password is checked: the right
+      // password answered 429 and a wrong one 401 (its guess handed back unused) was a free
+      // oracle; and nobody spends the day but the password's holder — the refusals count nothing
+      const answer = (r: typeof over) => ({
+        status: r.status,
+        problem: { ...r.body, requestId: undefined },
+        policy: r.headers.get('ratelimit-policy'),
+      });
+      for (const ip of ['10.16.2.9', '10.16.2.1']) {
+        const guess = await wrongLogin(a, s.email, ip);
+        expect(answer(guess)).toEqual(answer(over));
+        expect(Number(guess.headers.get('retry-after'))).toBeGreaterThan(3600);
+      }
+      expect(await redis.get(counter)).toBe('500');
+      // an unknown email has no day to spend: answered as any wrong password
+      expectProblem(
+        await wrongLogin(a, `nobody-${randomUUID()}@example.test`, '10.16.2.9'),
+        401,
+        'INVALID_CREDENTIALS',
+      );
       // the refused sign-ins left no failure behind: once the day is over, the owner signs in
       await redis.del(counter);
       expect(
@@ -812,6 +829,17 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
           )
         ).status,
       ).toBe(200);
+      // the last sign-in of the day, asked for twice at once with the right password: both pass
+      // the question before the check, and the count after it lets exactly one sign in
+      await redis.set(counter, '499', 'PX', 86_400_000);
+      const opened = await families();
+      const race = await Promise.all(
+        ['10.16.2.1', '10.16.2.1'].map((ip) =>
+          a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff(ip)),
+        ),
+      );
+      expect(race.map((r) => r.status).sort()).toEqual([200, 429]);
+      expect(await families()).toBe(opened + 1);
       // spent by a thief holding the password (API.md: a stranger can never lock the owner out):
       // the owner changes it, and signs in with the new one the same day
       await redis.set(counter, '500', 'PX', 86_400_000);
@@ -896,6 +924,15 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       const over = await change(s.password);
       expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
       expect(over.headers.get('ratelimit-policy')).toContain('"password-change-day";q=10;w=86400');
+      // a wrong current password gets the very same answer (not the 403 that told a stolen
+      // session it had guessed right when the 429 came instead), counting nothing
+      const guess = await change('a-wrong-guess-2');
+      expect([guess.status, guess.body.code, guess.headers.get('ratelimit-policy')]).toEqual([
+        429,
+        'RATE_LIMITED',
+        over.headers.get('ratelimit-policy'),
+      ]);
+      expect(await redis.get(counter)).toBe('10');
       // nothing changed: the old password still signs in
       expect(
         (

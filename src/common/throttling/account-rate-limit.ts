@@ -5,6 +5,7 @@ import { DomainError } from '../errors/domain-error';
 import { render } from '../errors/problem-details.filter';
 import {
   RATE_LIMIT_POLICIES,
+  RateLimitPolicy,
   counterKey,
   policyHeaderItem,
   stateHeaderItem,
@@ -83,13 +84,9 @@ export class AccountRateLimit {
     hits?: string[],
   ): Promise<void> {
     if (!this.config.rateLimitEnabled) return;
-    const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
-    if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
+    const policy = policyNamed(policyName);
     const windowMs = policy.windowSeconds * 1000;
-    const key = counterKey(
-      policy.name,
-      passwordEpoch === undefined ? `user:${userId}` : accountTracker(userId, passwordEpoch),
-    );
+    const key = counterOf(policy, userId, passwordEpoch);
     let record;
     try {
       record = await this.storage.increment(key, windowMs, policy.limit, windowMs, policy.name);
@@ -100,12 +97,64 @@ export class AccountRateLimit {
       hits?.push(key);
       return;
     }
-    throw new DomainError('RATE_LIMITED', 'Too many requests for this account; retry later.', {
-      headers: {
-        'Retry-After': String(Math.max(1, record.timeToBlockExpire)),
-        'RateLimit-Policy': policyHeaderItem(policy.name, policy.limit, policy.windowSeconds),
-        RateLimit: stateHeaderItem(policy.name, 0, record.timeToExpire),
-      },
-    });
+    throw spent(policy, record.timeToExpire);
   }
+
+  /**
+   * Refuses with take's very 429 when the account's count under the named policy is spent
+   * already — counting nothing. Asked before a password is checked: answered only after the
+   * check, a spent day refused the right password (429) and not a wrong one (401, its guess then
+   * handed back unused), so anyone could test passwords at such an account for free. Now every
+   * attempt at it is refused alike; `take`, after the check, still settles the last unit between
+   * concurrent ones (two right passwords with one left: one of them signs in). `userId` null (no
+   * such account) asks a counter no account has — the same round trip — and is never refused:
+   * an unknown email has no day to spend. Fails open, as take does.
+   */
+  async refuseIfSpent(
+    policyName: string,
+    userId: string | null,
+    passwordEpoch?: string,
+  ): Promise<void> {
+    if (!this.config.rateLimitEnabled) return;
+    const policy = policyNamed(policyName);
+    // a connection being replaced is waited out (as the sign-in limiter waits): asked into its
+    // gap, the question failed open, and the count after the check told the passwords apart again
+    await this.storage.connected();
+    let record;
+    try {
+      record = await this.storage.peek(counterOf(policy, userId ?? NO_ACCOUNT, passwordEpoch));
+    } catch {
+      return; // fail open, as the policy says
+    }
+    // (take refuses the hit past the limit: with `limit` counted, the next one is refused)
+    if (record.totalHits >= policy.limit) throw spent(policy, record.timeToExpire);
+  }
+}
+
+/** The user id an unknown account is asked under (refuseIfSpent): no account's (ids are UUIDs). */
+const NO_ACCOUNT = '-';
+
+function policyNamed(name: string): RateLimitPolicy {
+  const policy = RATE_LIMIT_POLICIES.find((p) => p.name === name);
+  if (!policy) throw new Error(`no rate-limit policy ${name}`);
+  return policy;
+}
+
+/** The account's counter under `policy`: per password when `passwordEpoch` is given. */
+function counterOf(policy: RateLimitPolicy, userId: string, passwordEpoch?: string): string {
+  return counterKey(
+    policy.name,
+    passwordEpoch === undefined ? `user:${userId}` : accountTracker(userId, passwordEpoch),
+  );
+}
+
+/** The 429 of a spent account limit, its window ending in `seconds`. */
+function spent(policy: RateLimitPolicy, seconds: number): DomainError {
+  return new DomainError('RATE_LIMITED', 'Too many requests for this account; retry later.', {
+    headers: {
+      'Retry-After': String(Math.max(1, seconds)),
+      'RateLimit-Policy': policyHeaderItem(policy.name, policy.limit, policy.windowSeconds),
+      RateLimit: stateHeaderItem(policy.name, 0, seconds),
+    },
+  });
 }

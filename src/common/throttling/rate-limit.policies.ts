@@ -223,7 +223,9 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     // login-ip's 20 a minute, one address holding the password kept 28,800 of each a day, ~864k
     // over the retention, and a password change updated them all. Counted inside the sign-in once
     // the password is verified (AccountRateLimit): only the password's holder spends it, never a
-    // stranger guessing. A person signs in a few times a day per device.
+    // stranger guessing. Once spent, every sign-in at the account is refused before its password
+    // is checked (refuseIfSpent), so the 429 never tells a right password from a wrong one. A
+    // person signs in a few times a day per device.
     name: 'login-account-day',
     limit: 500,
     windowSeconds: 86_400,
@@ -252,7 +254,8 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     // password starts the account's sign-in and refresh budgets afresh (accountTracker), so
     // changing it in a loop would lift their bound — at 10, an account signs in at most 5,500
     // times a day. Counted only once the current password is right: a stolen session's wrong
-    // guesses cannot spend the owner's changes.
+    // guesses cannot spend the owner's changes; once spent, a right and a wrong one are refused
+    // alike, before the check (refuseIfSpent).
     name: 'password-change-day',
     limit: 10,
     windowSeconds: 86_400,

@@ -40,6 +40,23 @@ describe('RedisThrottlerStorage', () => {
     });
   });
 
+  it('peeks at a counter without counting: its hits and seconds left (none: 0 hits)', async () => {
+    const redis = {
+      eval: jest.fn().mockResolvedValueOnce([500, 41_200]).mockResolvedValue([0, -2]),
+    };
+    const storage = new RedisThrottlerStorage(redis, config);
+    expect(await storage.peek('login-account-day:abc')).toEqual({
+      totalHits: 500,
+      timeToExpire: 42,
+    });
+    expect(redis.eval).toHaveBeenCalledWith(
+      expect.not.stringMatching(/INCR|EXPIRE/),
+      1,
+      'unit:rl:login-account-day:abc',
+    );
+    expect(await storage.peek('k')).toEqual({ totalHits: 0, timeToExpire: 1 });
+  });
+
   it('turns a Redis error into RateLimitStoreUnavailable', async () => {
     const storage = new RedisThrottlerStorage(
       { eval: jest.fn().mockRejectedValue(new Error("Stream isn't writeable")) },

@@ -19,6 +19,12 @@ if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1])
 return { hits, ttl }
 `;
 
+/** A counter's hits and milliseconds left, read without counting (none: 0 hits). */
+const PEEK = `
+local hits = tonumber(redis.call('GET', KEYS[1]) or '0')
+return { hits, redis.call('PTTL', KEYS[1]) }
+`;
+
 /** A counter started afresh (its window with it). */
 const RESET = `redis.call('DEL', KEYS[1]) return 1`;
 /**
@@ -164,6 +170,22 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
       isBlocked,
       timeToBlockExpire: isBlocked ? timeToExpire : 0,
     };
+  }
+
+  /**
+   * The counter's hits so far and the seconds left of its window, counting nothing (a question
+   * asked before the work a hit pays for: AccountRateLimit#refuseIfSpent). Throws
+   * RateLimitStoreUnavailable as increment does.
+   */
+  async peek(key: string): Promise<{ totalHits: number; timeToExpire: number }> {
+    let reply: unknown;
+    try {
+      reply = await this.ask(PEEK, [key]);
+    } catch (err) {
+      throw new RateLimitStoreUnavailable(err);
+    }
+    const [hits, pttl] = reply as [number, number];
+    return { totalHits: Number(hits), timeToExpire: Math.max(1, Math.ceil(pttl / 1000)) };
   }
 
   /** One script on `keys` (askStore). */
