@@ -181,7 +181,7 @@ describe('PasswordHasher concurrency', () => {
 });
 
 describe('PasswordHasher places per client network', () => {
-  it('one IPv6 /48 holds at most HASH_PLACES_PER_NETWORK places; another network, IPv4 clients and loopback are not held back', async () => {
+  it('one IPv6 /48, and one IPv4 address, holds at most HASH_PLACES_PER_NETWORK places; another network or address, and loopback, are not held back', async () => {
     const hasher = new PasswordHasher(new SecureRandom(), undefined, {
       passwordHashConcurrency: 1,
     });
@@ -191,19 +191,26 @@ describe('PasswordHasher places per client network', () => {
         (ok) => (ok ? 'ok' : 'wrong'),
         (e: { code?: string }) => e.code,
       );
+    const places = Array(HASH_PLACES_PER_NETWORK).fill('ok');
     // a host signing in from many /64s of its /48 (each one of its account's own clients: the
     // priority lane): the fifth at once is refused, whatever its /64
     const flood = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, (_, i) =>
       verify(`2001:db8:5:${i + 1}::1`),
     );
-    const v4 = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, () =>
-      verify('203.0.113.9', false),
-    );
+    // an IPv4 address likewise, in either lane and either spelling (unheld, two addresses with
+    // login-ip's 20 sign-ins each at once filled the queue)
+    const v4 = [
+      ...Array.from({ length: HASH_PLACES_PER_NETWORK }, () => verify('203.0.113.9', false)),
+      verify('::ffff:203.0.113.9'),
+    ];
+    const neighbour = verify('203.0.113.10'); // another address: waits its turn
     const owner = verify('2001:db8:6::1'); // another network: waits its turn
     const local = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, () => verify('127.0.0.1'));
-    const answers = await Promise.all([...flood, ...v4, owner, ...local]);
-    expect(answers.slice(0, 5).sort()).toEqual(['SERVICE_UNAVAILABLE', ...Array(4).fill('ok')]);
-    // an IPv4 client is one address: its own limits count it (login-ip), not this share
-    expect(answers.slice(5)).toEqual(Array(11).fill('ok'));
+    const answers = await Promise.all([...flood, ...v4, neighbour, owner, ...local]);
+    expect(answers.slice(0, 5).sort()).toEqual(['SERVICE_UNAVAILABLE', ...places]);
+    expect(answers.slice(5, 10)).toEqual([...places, 'SERVICE_UNAVAILABLE']);
+    expect(answers.slice(10)).toEqual(Array(2 + HASH_PLACES_PER_NETWORK + 1).fill('ok'));
+    // a place is held while it runs or waits, no longer: the address is served again
+    expect(await verify('203.0.113.9')).toBe('ok');
   });
 });

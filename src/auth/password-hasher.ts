@@ -1,6 +1,8 @@
 import { Inject, Injectable, OnModuleInit, Optional } from '@nestjs/common';
 import { Algorithm, hash, verify } from '@node-rs/argon2';
+import { normalizeIp } from '@nestjs/throttler';
 import { randomBytes } from 'node:crypto';
+import { isIPv4 } from 'node:net';
 import { normalizePassword } from './password-form';
 import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
 import { isPublishedDemoCredential } from './demo-credentials';
@@ -36,21 +38,26 @@ export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
 const HASH_MAX_WAIT_MS = 5_000;
 /**
- * Places in the queue (running or waiting) one IPv6 /48 may hold at once (networkOf; IPv4
- * clients are one address each, which the per-client limits count) — one more is refused at
- * once (503). Per-client limits count requests per /64: a host with a routed /48 signing in to an
- * account of its own from many /64s (each then one of the account's own clients, in the priority
- * lane) filled the whole queue, the owners' way in included. A share, not a window: a neighbour
- * in the /48 gets its own network's sign-ins refused (503) while it floods, never anyone's
- * afterwards. Every hash and verification of a request names its client (sign-in, the queue
- * board, registration, password change); only the CLI's (admin:create) name none.
+ * Places in the queue (running or waiting) one client network may hold at once (holderOf: an
+ * IPv6 /48, or one IPv4 address) — one more is refused at once (503). Per-client limits count
+ * requests per minute, not places: a host with a routed /48 signing in to an account of its own
+ * from many /64s (each then one of the account's own clients, in the priority lane) filled the
+ * whole queue, the owners' way in included — and so did two IPv4 addresses with login-ip's 20
+ * sign-ins each at once, when an IPv4 address held no share. A share, not a window: a neighbour in
+ * the /48 (or behind the same IPv4 address: one NAT) gets its own network's sign-ins refused
+ * (503, Retry-After 1 s) while it floods, never anyone's afterwards. Every hash and verification
+ * of a request names its client (sign-in, the queue board, registration, password change); only
+ * the CLI's (admin:create) name none.
  */
 export const HASH_PLACES_PER_NETWORK = 4;
 
 /** How a hash or verification waits for its turn: the priority lane, and the client it is for. */
 export interface HashTurn {
   priority?: boolean;
-  /** The client's IP: its IPv6 /48 holds at most HASH_PLACES_PER_NETWORK places. */
+  /**
+   * The client's IP as the request resolved it (TRUST_PROXY applied): its IPv6 /48, or the IPv4
+   * address itself, holds at most HASH_PLACES_PER_NETWORK places (holderOf).
+   */
   client?: string;
 }
 
@@ -222,6 +229,21 @@ export class PasswordHasher implements OnModuleInit {
 function turn(options: HashTurn): { priority?: boolean; holder?: string } {
   return {
     priority: options.priority,
-    holder: options.client === undefined ? undefined : networkOf(options.client),
+    holder: options.client === undefined ? undefined : holderOf(options.client),
   };
+}
+
+/**
+ * Whose places a client's hash takes (HASH_PLACES_PER_NETWORK): an IPv6 client's /48 (networkOf),
+ * an IPv4 client's address (an IPv4-mapped one's too) — one subscriber's, as a /48 is one site's;
+ * held by nobody, two IPv4 addresses filled the queue. Loopback holds none: it is this machine — a
+ * local tool, or a proxy on it that TRUST_PROXY does not name, whose clients all arrive as its
+ * address and would all hold one address's places (the per-address request limits count them as
+ * one client already: the fix there is naming the proxy).
+ */
+function holderOf(client: string): string | undefined {
+  const network = networkOf(client);
+  if (network !== undefined) return network;
+  const ip = normalizeIp(client); // an IPv4-mapped IPv6 address as its IPv4 one
+  return isIPv4(ip) && !ip.startsWith('127.') ? ip : undefined;
 }
