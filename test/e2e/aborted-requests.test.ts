@@ -50,6 +50,9 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
         HOST: '127.0.0.1',
         METRICS_PORT: String(metricsPort),
         RATE_LIMIT_ENABLED: 'true',
+        // (a body too slow is refused within ~2 s: the server's 408, no client's abort)
+        HTTP_REQUEST_TIMEOUT_MS: '1000',
+        HTTP_HEADERS_TIMEOUT_MS: '1000',
       },
       'info',
     );
@@ -115,4 +118,31 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
     await waitFor('the window to end', aborts, { until: (l) => l.length > 1, timeoutMs: 15_000 });
     expect(aborts().map((l) => l.msg)).toEqual([line, `${line} (${ABORTS - 1} more in 10 s)`]);
   }, 60_000);
+
+  it("a body too slow, refused with the server's 408, is not counted as the client's abort (review)", async () => {
+    const metrics = () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
+    const abortedNow = async () =>
+      sample(
+        await metrics(),
+        'http_requests_aborted_total',
+        'method="POST",route="/v1/auth/login"',
+      );
+    const before = await abortedNow();
+    const answer = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      const socket = connect(port, '127.0.0.1', () =>
+        socket.write(
+          `POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\n` +
+            'Content-Length: 1000\r\n\r\n{',
+        ),
+      );
+      socket.on('data', (chunk) => (text += chunk.toString()));
+      socket.on('close', () => resolve(text));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    // (the counter is read after the close that would have counted it: the same event loop turn
+    // wrote the 408 and destroyed the socket)
+    expect(await abortedNow()).toBe(before);
+  }, 30_000);
 });

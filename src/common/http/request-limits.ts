@@ -461,6 +461,8 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   // the id of the request whose body was still arriving (its headers gave it one, which its log
   // lines carry), else a new one: no headers were read
   const receiving = receivingRequest(socket);
+  // (a body too slow: the server's own 408, no client giving up — not counted as an abort)
+  if (receiving && err.code === 'ERR_HTTP_REQUEST_TIMEOUT') serverAnswered.add(receiving);
   // the request refused is the one being received (its body too slow): the rest of its body may
   // still come while earlier answers are due, and it must not be run then (holdRefusedRequest)
   if (receiving) afterRefusal.add(receiving);
@@ -496,6 +498,19 @@ const refusing = new WeakSet<Socket>();
  */
 const afterRefusal = new WeakSet<IncomingMessage>();
 
+/** Requests whose answer the server writes raw (a 408) or withholds (held): no client's abort. */
+const serverAnswered = new WeakSet<IncomingMessage>();
+
+/**
+ * Whether the server refused `request` itself — a 408 for a body too slow, written raw on the
+ * connection, or held, never answered, behind a refusal — so its connection closing with its
+ * reply never ended is not the client giving up (watchAbortedRequests; a client that hung up
+ * mid-body reaches clientErrorHandler too, and is counted).
+ */
+export function refusedByServer(request: IncomingMessage): boolean {
+  return serverAnswered.has(request);
+}
+
 /**
  * The request a refusal is about, when it is the one whose body was still arriving (a 408), is
  * held before its handler: its headers went through the request hooks before the refusal, and
@@ -518,6 +533,7 @@ const heldSaid = new WeakSet<Socket>();
 
 /** Never answered, never run: the connection's refusal takes its place, then the connection ends. */
 function hold(request: FastifyRequest, reply: FastifyReply): void {
+  serverAnswered.add(request.raw);
   reply.hijack();
   if (heldSaid.has(request.raw.socket)) return;
   heldSaid.add(request.raw.socket);

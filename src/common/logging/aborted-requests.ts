@@ -3,6 +3,8 @@ import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify
 import { storage } from 'nestjs-pino/storage';
 import { ipTracker } from '../throttling/rate-limit.policies';
 import { printableForLog } from './printable';
+import { refusedByServer } from '../http/request-limits';
+import { isDraining } from '../shutdown';
 import { RateLimitedLog } from './rate-limited-log';
 
 /** How often one client's aborted requests are logged at most (the rest are counted). */
@@ -49,9 +51,15 @@ export function watchAbortedRequests(count: CountAborted): onRequestHookHandler 
   return (request, reply, done) => {
     // (X-Forwarded-For's, behind a proxy: printable ASCII only, as every logged address)
     const client = printableForLog(ipTracker(request.ip));
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableEnded) aborted(request, reply, client);
-    });
+    const closed = () => {
+      // not the client's doing: the server's own 408, a request held behind a refusal
+      // (refusedByServer), connections closed as the process stops
+      if (reply.raw.writableEnded || refusedByServer(request.raw) || isDraining()) return;
+      aborted(request, reply, client);
+    };
+    // (a connection gone while an earlier hook waited: its close has been and gone already)
+    if (request.raw.socket?.destroyed) closed();
+    else reply.raw.once('close', closed);
     done();
   };
 }
