@@ -684,6 +684,10 @@ describe('loadConfig', () => {
           expect(problemsOf({ ...env, MAIL_OUTBOX_DIR: flag })).toEqual([
             expect.stringMatching(/^MAIL_OUTBOX_DIR: a folder for the .eml files, not a flag/),
           ]);
+        // with SMTP_URL the folder is not used: "file mail off" beside it boots (review)
+        expect(
+          loadConfig({ ...SECRETS, NODE_ENV: 'production', MAIL_OUTBOX_DIR: flag }).mail.smtpUrl,
+        ).toBe(SECRETS.SMTP_URL);
       }
     });
 

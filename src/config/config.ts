@@ -467,16 +467,8 @@ const envSchema = z.object({
       'must be an address, user@domain.tld or "Name <user@domain.tld>"',
     )
     .default(PLACEHOLDER_MAIL_FROM),
-  // a folder: a flag (`false`, `0`, `off`: meant as "no file mail") or /dev/null would be taken as
-  // one — every customer email written to ./false, or nowhere, and recorded as sent (configuration
-  // review)
-  MAIL_OUTBOX_DIR: z
-    .string()
-    .refine(
-      (v) => !/^(true|false|yes|no|on|off|none|null|disabled?|[01])$/i.test(v) && v !== '/dev/null',
-      'a folder for the .eml files, not a flag or /dev/null (to send mail, set SMTP_URL and leave this unset)',
-    )
-    .default('var/mail'),
+  // (a flag there is refused without SMTP_URL: outboxDirProblems)
+  MAIL_OUTBOX_DIR: z.string().default('var/mail'),
   // cancellation emails a day, shop-wide, to inboxes nobody has proven (no receipt sent to them);
   // 0: none (CancellationLimits)
   CANCELLATION_EMAILS_UNPROVEN_PER_DAY: int(100, 0, 1_000_000),
@@ -1455,6 +1447,22 @@ function stripeProblems(env: Record<string, string>): string[] {
 }
 
 /**
+ * Without SMTP_URL, mail is written to MAIL_OUTBOX_DIR: a flag there (`false`, `0`, `off`: meant
+ * as "no file mail") or /dev/null would be taken as the folder — every customer email written to
+ * ./false, or nowhere, and recorded as sent (configuration review). With SMTP_URL the folder is
+ * not used, and whatever it says is left alone.
+ */
+function outboxDirProblems(env: Record<string, string>): string[] {
+  const dir = env.MAIL_OUTBOX_DIR;
+  if (env.SMTP_URL || dir === undefined) return [];
+  return /^(true|false|yes|no|on|off|none|null|disabled?|[01])$/i.test(dir) || dir === '/dev/null'
+    ? [
+        'MAIL_OUTBOX_DIR: a folder for the .eml files, not a flag or /dev/null (to send mail, set SMTP_URL)',
+      ]
+    : [];
+}
+
+/**
  * Outside development, SMTP_URL's options that undo what the transport enforces there
  * (smtpTransportOptions): `ignoreTLS` never upgrades the connection even though STARTTLS is
  * required — the password and every receipt sent in clear, the one explicit way to that being
@@ -1754,6 +1762,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...jwtKeys.problems);
   // in every mode: a development instance with a live key charges real cards (configuration review)
   problems.push(...stripeProblems(cleaned));
+  problems.push(...outboxDirProblems(cleaned));
   const keyAsSecret =
     cleaned.JWT_SECRET === undefined
       ? null
