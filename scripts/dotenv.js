@@ -15,12 +15,14 @@ if (chosen && !existsSync(chosen)) {
 const path = chosen === undefined ? '.env' : chosen;
 if (path && existsSync(path)) {
   if (!statSync(path).isFile()) refuse([`${path}: not a file`]);
-  const text = readFileSync(path, 'utf8');
+  // (a byte-order mark, as some editors save one, would be read as part of the first name)
+  const text = readFileSync(path, 'utf8').replace(/^\uFEFF/, '');
   const parsed = parseEnv(text);
   refuse(envFileProblems(path, text, parsed));
   const out = [];
   for (const [name, value] of Object.entries(parsed)) {
-    if (process.env[name] !== undefined) continue;
+    // (a `# …` name — an indented comment — is no variable: envFileProblems lets it be)
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || process.env[name] !== undefined) continue;
     out.push(name, value.replace(/\0/g, ''));
   }
   if (out.length) process.stdout.write(out.join('\0') + '\0');
@@ -43,12 +45,18 @@ function envFileProblems(file, text, parsed) {
   const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
   const problems = [];
   for (const name of Object.keys(parsed)) {
-    if (NAME.test(name)) continue;
-    const swallowed = name.split(/\s/).pop();
+    // (an indented comment holding a `=`: read as a variable named `# …`, never used — harmless)
+    if (NAME.test(name) || (name.startsWith('#') && !name.includes('\n'))) continue;
+    const lines = name.split('\n');
+    const swallowed = lines.pop();
+    const before =
+      lines.join('').trim() === ''
+        ? 'a line of only spaces or tabs'
+        : 'a line that is neither NAME=value nor a # comment';
     problems.push(
       NAME.test(swallowed)
-        ? `${file}: a line that is neither NAME=value nor a # comment before ${swallowed} (read as part of its name: ${swallowed} would be lost)`
-        : `${file}: a line that is neither NAME=value nor a # comment`,
+        ? `${file}: ${before} before ${swallowed} (read as part of its name: ${swallowed} would be lost)`
+        : `${file}: ${before}`,
     );
   }
   const seen = new Set();

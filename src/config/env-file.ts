@@ -28,13 +28,15 @@ export function loadEnvFile(
   }
   if (!existsSync(file)) return [];
   if (!statSync(file).isFile()) throw new ConfigError([`${file}: not a file`]);
-  const text = readFileSync(file, 'utf8');
+  // (a byte-order mark, as some editors save one, would be read as part of the first name)
+  const text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
   const parsed = parseEnv(text);
   const problems = envFileProblems(file, text, parsed);
   if (problems.length > 0) throw new ConfigError(problems);
   const applied: string[] = [];
   for (const [name, value] of Object.entries(parsed)) {
-    if (value === undefined || env[name] !== undefined) continue;
+    // (a `# …` name — an indented comment — is no variable: envFileProblems lets it be)
+    if (value === undefined || !NAME.test(name) || env[name] !== undefined) continue;
     env[name] = value;
     applied.push(name);
   }
@@ -59,12 +61,18 @@ function envFileProblems(
 ): string[] {
   const problems: string[] = [];
   for (const name of Object.keys(parsed)) {
-    if (NAME.test(name)) continue;
-    const swallowed = name.split(/\s/).pop() ?? '';
+    // (an indented comment holding a `=`: read as a variable named `# …`, never used — harmless)
+    if (NAME.test(name) || (name.startsWith('#') && !name.includes('\n'))) continue;
+    const lines = name.split('\n');
+    const swallowed = lines.pop() ?? '';
+    const before =
+      lines.join('').trim() === ''
+        ? 'a line of only spaces or tabs'
+        : 'a line that is neither NAME=value nor a # comment';
     problems.push(
       NAME.test(swallowed)
-        ? `${file}: a line that is neither NAME=value nor a # comment before ${swallowed} (read as part of its name: ${swallowed} would be lost)`
-        : `${file}: a line that is neither NAME=value nor a # comment`,
+        ? `${file}: ${before} before ${swallowed} (read as part of its name: ${swallowed} would be lost)`
+        : `${file}: ${before}`,
     );
   }
   const seen = new Set<string>();

@@ -223,6 +223,20 @@ describe('.env: read by a real parser, by every process, the real environment wi
     expect(shell.stderr.trim().split('\n')).toEqual(problems.map((p) => p.replace(path, '.env')));
     expect(shell.stderr).not.toContain(secret);
 
+    // a line of only spaces or tabs (CRLF too) is read as part of the next name: refused, saying so
+    writeFileSync(path, 'A=1\r\n \t\r\nHOST=127.0.0.1\r\n');
+    expect(() => loadEnvFile(path, {})).toThrow(
+      `${path}: a line of only spaces or tabs before HOST (read as part of its name: HOST would be lost)`,
+    );
+    // …while an indented comment holding a `=` (read as a name `# HOST`) and a byte-order mark
+    // are harmless: neither refused nor applied (review)
+    writeFileSync(path, '\uFEFFA=1\n  # HOST=0.0.0.0\nB=2\n');
+    const applied: Record<string, string | undefined> = {};
+    expect(loadEnvFile(path, applied)).toEqual(['A', 'B']);
+    expect(applied).toEqual({ A: '1', B: '2' });
+    const harmless = await shellEnvFile(dir);
+    expect([harmless.A, harmless.B, harmless['# HOST']]).toEqual(['1', '2', undefined]);
+
     // a quoted value over several lines (a PEM) whose lines look like assignments is no name
     writeFileSync(
       path,
