@@ -131,14 +131,23 @@ describe('loadConfig', () => {
         /^SMTP_URL: tls.rejectUnauthorized=false takes any server's certificate/,
       ),
     ]);
+    // read as nodemailer reads it: `relay\\@127.0.0.1` is the relay to it, loopback to the URL standard
+    expect(
+      problemsOf({ ...prod, SMTP_URL: 'smtp://mail.provider.in\\@127.0.0.1:587?ignoreTLS=true' }),
+    ).toEqual([expect.stringMatching(/^SMTP_URL: ignoreTLS sends the password/)]);
     for (const fine of [
       'requireTLS=false',
       'ignoreTLS=false',
+      'ignoreTLS=0',
+      'ignoreTLS=',
       'pool=true',
       'tls.rejectUnauthorized=true',
     ])
       expect(loadConfig({ ...prod, SMTP_URL: at(fine) }).mail.smtpUrl).toBe(at(fine));
     // a local relay, and development, as for STARTTLS itself
+    // (smtps: TLS from the first byte, STARTTLS never asked: ignoreTLS changes nothing there)
+    const tls = 'smtps://user:pw@mail.provider.in:465?ignoreTLS=true';
+    expect(loadConfig({ ...prod, SMTP_URL: tls }).mail.smtpUrl).toBe(tls);
     const local = 'smtp://127.0.0.1:1025?ignoreTLS=true&tls.rejectUnauthorized=false';
     expect(loadConfig({ ...prod, SMTP_URL: local }).mail.smtpUrl).toBe(local);
     expect(

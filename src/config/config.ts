@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { type ConnectionOptions, parse as parsePgUrl } from 'pg-connection-string';
 import { EXIT_CONFIG } from './exit-codes';
+import { parseConnectionUrl } from 'nodemailer/lib/shared';
 import {
   JwtKeyPair,
   JwtVerifyOnlyKey,
@@ -1470,26 +1471,30 @@ function outboxDirProblems(env: Record<string, string>): string[] {
  * path reads them (configuration review). A server on this host is exempt, as for STARTTLS.
  */
 function smtpTlsProblems(value: string | undefined): string[] {
-  let target: URL;
+  if (!value) return [];
+  // read as the transport reads it (nodemailer's own parser: `smtp://relay.example\\@127.0.0.1`
+  // is the relay's address to it, this host's to the URL standard — review)
+  let options: { host?: string; secure?: boolean; ignoreTLS?: unknown; tls?: unknown };
   try {
-    target = new URL(value ?? '');
+    options = parseConnectionUrl(value);
   } catch {
-    return []; // unset, or the schema names it
+    return []; // the schema names it
   }
-  if (isLoopbackHost(target.hostname)) return [];
+  if (isLoopbackHost(options.host ?? '')) return [];
   const problems: string[] = [];
-  for (const [option, setting] of target.searchParams) {
-    if (option === 'ignoreTLS' && setting !== 'false') {
-      problems.push(
-        'SMTP_URL: ignoreTLS sends the password and every email in clear; refused unless NODE_ENV=development (requireTLS=false is the explicit way to a server without STARTTLS)',
-      );
-    } else if (option === 'tls.rejectUnauthorized' && setting === 'false') {
-      problems.push(
-        "SMTP_URL: tls.rejectUnauthorized=false takes any server's certificate (anyone on the path reads the password and every email); refused unless NODE_ENV=development — trust a private CA with NODE_EXTRA_CA_CERTS",
-      );
-    }
+  // (ignoreTLS is read as a flag: `0` and an empty value are off; an smtps:// connection is TLS
+  // from its first byte, and STARTTLS is never asked there)
+  if (options.ignoreTLS && !options.secure) {
+    problems.push(
+      'SMTP_URL: ignoreTLS sends the password and every email in clear; refused unless NODE_ENV=development (requireTLS=false is the explicit way to a server without STARTTLS)',
+    );
   }
-  return [...new Set(problems)];
+  if ((options.tls as { rejectUnauthorized?: unknown } | undefined)?.rejectUnauthorized === false) {
+    problems.push(
+      "SMTP_URL: tls.rejectUnauthorized=false takes any server's certificate (anyone on the path reads the password and every email); refused unless NODE_ENV=development — trust a private CA with NODE_EXTRA_CA_CERTS",
+    );
+  }
+  return problems;
 }
 
 /** Whether `value` is a URL (as the schema checks it) over plain http to a host that is not this one. */
