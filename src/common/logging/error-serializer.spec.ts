@@ -27,6 +27,47 @@ describe('serializeError', () => {
     });
   });
 
+  it("keeps where a system error happened and an AggregateError's errors (review: Node's connect to every address of a name logged an empty message)", () => {
+    const refused = (address: string) =>
+      Object.assign(new Error(`connect ECONNREFUSED ${address}:5999`), {
+        code: 'ECONNREFUSED',
+        errno: -111,
+        syscall: 'connect',
+        address,
+        port: 5999,
+        parameters: [HASH],
+      });
+    const addresses = [
+      '127.0.0.1',
+      '::1',
+      '10.0.0.1',
+      '10.0.0.2',
+      '10.0.0.3',
+      '10.0.0.4',
+      '10.0.0.5',
+    ];
+    const all = Object.assign(new AggregateError(addresses.map(refused), ''), {
+      code: 'ECONNREFUSED',
+    });
+    const logged = serializeError(all) as { errors: unknown[] } & Record<string, unknown>;
+    expect(logged).toMatchObject({ type: 'AggregateError', message: '', code: 'ECONNREFUSED' });
+    expect(logged.errors).toHaveLength(5);
+    expect(logged.errors[1]).toEqual({
+      type: 'Error',
+      message: 'connect ECONNREFUSED ::1:5999',
+      code: 'ECONNREFUSED',
+      errno: -111,
+      syscall: 'connect',
+      address: '::1',
+      port: 5999,
+    });
+    expect(JSON.stringify(logged)).not.toContain(HASH);
+    // an HTTP exception's status
+    expect(serializeError(Object.assign(new Error('Bad Gateway'), { status: 502 }))).toMatchObject({
+      status: 502,
+    });
+  });
+
   it('reads the error behind pino-http’s own serialization of it (its `raw`)', () => {
     const err = new QueryFailedError('SELECT $1', [HASH], new Error('no code'));
     const serialized = serializeError({ type: 'QueryFailedError', query: 'SELECT $1', raw: err });
