@@ -44,7 +44,7 @@ describe("login: a device token makes the owner's device a client of its own", (
       { email, password, ...(deviceToken === undefined ? {} : { deviceToken }) },
       fromClient(ip),
     );
-  /** `count` wrong passwords at once: counted before verifying, so exactly the free ones are verified. */
+  /** `count` wrong passwords, one after another: counted before verifying, so exactly the free ones are verified. */
   // one at a time: one address holds HASH_PLACES_PER_NETWORK places in the argon2 gate at once,
   // the rest of a burst refused 503 there (a burst's atomic reservation is login-lockout.test.ts's)
   const guesses = async (email: string, ip: string, count: number, deviceToken?: string) => {
