@@ -60,13 +60,21 @@ function envFileProblems(
   parsed: Record<string, string | undefined>,
 ): string[] {
   const problems: string[] = [];
-  for (const name of Object.keys(parsed)) {
-    // (an indented comment holding a `=`: read as a variable named `# …`, never used — harmless)
-    if (NAME.test(name) || (name.startsWith('#') && !name.includes('\n'))) continue;
+  for (const [name, value] of Object.entries(parsed)) {
+    if (NAME.test(name)) continue;
+    if (name.trimStart().startsWith('#') && !name.includes('\n')) {
+      // an indented comment holding a `=`: read as a variable named `# …`, never used — harmless,
+      // unless its value opens a quote: the lines after it, to the next quote, are then its value
+      if (!(value ?? '').includes('\n')) continue;
+      problems.push(
+        `${file}: an indented # comment opens a quote its line does not close (the lines after it, to the next quote, are read as its value: their variables would be lost)`,
+      );
+      continue;
+    }
     const lines = name.split('\n');
     const swallowed = lines.pop() ?? '';
     const before =
-      lines.join('').trim() === ''
+      lines.length > 0 && lines.join('').trim() === ''
         ? 'a line of only spaces or tabs'
         : 'a line that is neither NAME=value nor a # comment';
     problems.push(

@@ -236,6 +236,21 @@ describe('.env: read by a real parser, by every process, the real environment wi
     expect(applied).toEqual({ A: '1', B: '2' });
     const harmless = await shellEnvFile(dir);
     expect([harmless.A, harmless.B, harmless['# HOST']]).toEqual(['1', '2', undefined]);
+    writeFileSync(path, 'A=1\n\t# HOST=0.0.0.0\nB=2\n'); // (indented with a tab: Node keeps it)
+    expect(loadEnvFile(path, {})).toEqual(['A', 'B']);
+    // …but one whose value opens a quote reads the lines after it as that value (second review)
+    writeFileSync(
+      path,
+      'A=1\n  # OLD_SECRET="abc\nHOST=127.0.0.1\nDOCS_ENABLED=false\nMAIL_FROM="Shop <o@x.y>"\nB=2\n',
+    );
+    expect(() => loadEnvFile(path, {})).toThrow(
+      `${path}: an indented # comment opens a quote its line does not close`,
+    );
+    // a name that is no name, on a line of its own, is said as such
+    writeFileSync(path, 'MY-VAR=1\n');
+    expect(() => loadEnvFile(path, {})).toThrow(
+      `${path}: a line that is neither NAME=value nor a # comment`,
+    );
 
     // a quoted value over several lines (a PEM) whose lines look like assignments is no name
     writeFileSync(
