@@ -62,6 +62,11 @@ describe('serializeError', () => {
       port: 5999,
     });
     expect(JSON.stringify(logged)).not.toContain(HASH);
+    // another error's `errors` (a validation's issues, quoting what they refused) are not read
+    const issues = Object.assign(new Error('invalid'), {
+      errors: [new Error('expected one of a|b, received "4111 1111 1111 1111"')],
+    });
+    expect(serializeError(issues)).not.toHaveProperty('errors');
     // an HTTP exception's status
     expect(serializeError(Object.assign(new Error('Bad Gateway'), { status: 502 }))).toMatchObject({
       status: 502,

@@ -83,8 +83,10 @@ function causeOf(err: ErrorLike, depth: number): { cause?: LoggedCause } {
  * connect to a name whose every address refused), the addresses tried are in them (review).
  */
 function errorsOf(err: ErrorLike, depth: number): { errors?: LoggedCause[] } {
-  const errors = (err as { errors?: unknown }).errors;
-  if (depth >= CAUSE_DEPTH || !Array.isArray(errors)) return {};
+  // (an AggregateError's only: another error's `errors` may be anything — a validation's
+  // issues quoting the values they refused)
+  if (depth >= CAUSE_DEPTH || !(err instanceof AggregateError)) return {};
+  const errors: unknown[] = Array.isArray(err.errors) ? err.errors : [];
   const named = errors
     .slice(0, AGGREGATED_NAMED)
     .filter((e): e is ErrorLike => isErrorLike(e) && e !== err)
