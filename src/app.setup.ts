@@ -135,9 +135,14 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     'Requests whose connection closed before their answer was sent, by method and route template',
     ['method', 'route'],
   );
+  // (the connections cut at the end of a shutdown, closeAllConnections below: not the clients')
+  let connectionsCut = false;
   fastify.addHook(
     'onRequest',
-    watchAbortedRequests((labels) => aborted.inc(labels)),
+    watchAbortedRequests(
+      (labels) => aborted.inc(labels),
+      () => connectionsCut,
+    ),
   );
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
@@ -212,6 +217,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
       // (a moment after the last handler returns: its answer is still on its way to the socket)
       void inFlight.waitForIdle(CUT_AFTER_HANDLERS_MS).then(() =>
         setTimeout(() => {
+          connectionsCut = true;
           fastify.server.closeAllConnections();
           endWaitingTunnels();
         }, LAST_ANSWER_GRACE_MS).unref(),

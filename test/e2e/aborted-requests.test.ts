@@ -53,6 +53,8 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
         // (a body too slow is refused within ~2 s: the server's 408, no client's abort)
         HTTP_REQUEST_TIMEOUT_MS: '1000',
         HTTP_HEADERS_TIMEOUT_MS: '1000',
+        // (the last test aborts during the shutdown's delay: still served, so still counted)
+        SHUTDOWN_DELAY_MS: '3000',
       },
       'info',
     );
@@ -144,5 +146,27 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
     // (the counter is read after the close that would have counted it: the same event loop turn
     // wrote the 408 and destroyed the socket)
     expect(await abortedNow()).toBe(before);
+  }, 30_000);
+
+  it('an abort during the shutdown delay (still serving) is counted: only the final cut is the server closing (second review)', async () => {
+    const metrics = () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
+    const abortedNow = async () =>
+      sample(
+        await metrics(),
+        'http_requests_aborted_total',
+        'method="POST",route="/v1/auth/login"',
+      );
+    const before = await abortedNow();
+    api.proc.kill('SIGTERM');
+    // (draining: the readiness probe says 503 while the delay lets balancers move away)
+    await waitFor(
+      'the drain to begin',
+      () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status),
+      { until: (status) => status === 503, timeoutMs: 2_000 },
+    );
+    await abortedLogin(port);
+    expect(await waitFor('the abort counted', abortedNow, { until: (n) => n > before })).toBe(
+      before + 1,
+    );
   }, 30_000);
 });

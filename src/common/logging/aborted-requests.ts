@@ -4,7 +4,6 @@ import { storage } from 'nestjs-pino/storage';
 import { ipTracker } from '../throttling/rate-limit.policies';
 import { printableForLog } from './printable';
 import { refusedByServer } from '../http/request-limits';
-import { isDraining } from '../shutdown';
 import { RateLimitedLog } from './rate-limited-log';
 
 /** How often one client's aborted requests are logged at most (the rest are counted). */
@@ -27,7 +26,10 @@ export type CountAborted = (labels: { method: string; route: string }) => void;
  * An onRequest hook: the client's address is read there (once the socket is gone Fastify has
  * none to read), and the socket's close is watched for an answer not ended.
  */
-export function watchAbortedRequests(count: CountAborted): onRequestHookHandler {
+export function watchAbortedRequests(
+  count: CountAborted,
+  cut: () => boolean = () => false,
+): onRequestHookHandler {
   const logger = new Logger('Http');
   const lines = new RateLimitedLog(ABORT_LOG_WINDOW_MS, ABORTING_CLIENTS_NAMED);
   const aborted = (request: FastifyRequest, reply: FastifyReply, client: string) => {
@@ -53,8 +55,9 @@ export function watchAbortedRequests(count: CountAborted): onRequestHookHandler 
     const client = printableForLog(ipTracker(request.ip));
     const closed = () => {
       // not the client's doing: the server's own 408, a request held behind a refusal
-      // (refusedByServer), connections closed as the process stops
-      if (reply.raw.writableEnded || refusedByServer(request.raw) || isDraining()) return;
+      // (refusedByServer), connections the server cut as it stopped (`cut`: only the cut —
+      // during the shutdown delay and drain before it, clients go on aborting as ever)
+      if (reply.raw.writableEnded || refusedByServer(request.raw) || cut()) return;
       aborted(request, reply, client);
     };
     // (a connection gone while an earlier hook waited: its close has been and gone already)
