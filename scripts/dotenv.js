@@ -67,6 +67,13 @@ function envFileProblems(file, text, parsed) {
         : `${file}: ${before}`,
     );
   }
+  // (a carriage return with no line feed after it — old Mac line endings, a paste — is dropped by
+  // the parser, which then reads the lines it separated as one: `A=1⏎B=2` set A to `1B=2`)
+  if (/\r(?!\n)/.test(text)) {
+    problems.push(
+      `${file}: a carriage return without a line feed (old Mac line endings?): the lines it separates are read as one, the later variables lost`,
+    );
+  }
   const seen = new Set();
   for (const [, name] of text.matchAll(
     /^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=/gm,

@@ -246,6 +246,11 @@ describe('.env: read by a real parser, by every process, the real environment wi
     expect(() => loadEnvFile(path, {})).toThrow(
       `${path}: an indented # comment opens a quote its line does not close`,
     );
+    // a carriage return alone is dropped by the parser and joins two lines: B was lost
+    writeFileSync(path, 'A=1\rB=2\nC=3\n');
+    expect(() => loadEnvFile(path, {})).toThrow(
+      `${path}: a carriage return without a line feed (old Mac line endings?)`,
+    );
     // a name that is no name, on a line of its own, is said as such
     writeFileSync(path, 'MY-VAR=1\n');
     expect(() => loadEnvFile(path, {})).toThrow(
