@@ -76,18 +76,21 @@ function envFileProblems(
     const before =
       lines.length > 0 && lines.join('').trim() === ''
         ? 'a line of only spaces or tabs'
-        : 'a line that is neither NAME=value nor a # comment';
+        : lines[0]?.trimStart().startsWith('#')
+          ? 'an indented # comment without a = (only a # at the start of a line makes a comment)'
+          : 'a line that is neither NAME=value nor a # comment';
     problems.push(
       NAME.test(swallowed)
         ? `${file}: ${before} before ${swallowed} (read as part of its name: ${swallowed} would be lost)`
         : `${file}: ${before}`,
     );
   }
-  // (a carriage return with no line feed after it — old Mac line endings, a paste — is dropped by
-  // the parser, which then reads the lines it separated as one: `A=1⏎B=2` set A to `1B=2`)
-  if (/\r(?!\n)/.test(text)) {
+  // (a carriage return with text after it on its line — old Mac line endings, a paste — is dropped
+  // by the parser, which then reads the lines it separated as one: `A=1⏎B=2` set A to `1B=2`; one
+  // before a line feed or at the end, a CRLF file's, changes nothing)
+  if (/\r+(?=[^\r\n])/.test(text)) {
     problems.push(
-      `${file}: a carriage return without a line feed (old Mac line endings?): the lines it separates are read as one, the later variables lost`,
+      `${file}: a carriage return without a line feed (old Mac line endings?): the parser drops it, joining lines (the later variables lost) or changing a value`,
     );
   }
   const seen = new Set<string>();

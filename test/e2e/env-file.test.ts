@@ -249,7 +249,15 @@ describe('.env: read by a real parser, by every process, the real environment wi
     // a carriage return alone is dropped by the parser and joins two lines: B was lost
     writeFileSync(path, 'A=1\rB=2\nC=3\n');
     expect(() => loadEnvFile(path, {})).toThrow(
-      `${path}: a carriage return without a line feed (old Mac line endings?)`,
+      `${path}: a carriage return without a line feed (old Mac line endings?): the parser drops it`,
+    );
+    // (a CRLF file's doubled or last carriage return changes nothing: third review)
+    writeFileSync(path, 'A=1\r\r\nB=2\r\nC=3\r');
+    expect(loadEnvFile(path, {})).toEqual(['A', 'B', 'C']);
+    // an indented comment without a `=` swallows the next line's name, said as such
+    writeFileSync(path, 'A=1\n  # just a note\nB=2\n');
+    expect(() => loadEnvFile(path, {})).toThrow(
+      `${path}: an indented # comment without a = (only a # at the start of a line makes a comment) before B`,
     );
     // a name that is no name, on a line of its own, is said as such
     writeFileSync(path, 'MY-VAR=1\n');
