@@ -39,6 +39,14 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
   let port: number;
   let metricsPort: number;
 
+  /** The aborted logins counted so far (the API's metrics page). */
+  const abortedLogins = async () =>
+    sample(
+      await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()),
+      'http_requests_aborted_total',
+      'method="POST",route="/v1/auth/login"',
+    );
+
   beforeAll(async () => {
     db = await createTestDatabase();
     [port, metricsPort] = [await freePort(), await freePort()];
@@ -122,14 +130,7 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
   }, 60_000);
 
   it("a body too slow, refused with the server's 408, is not counted as the client's abort (review)", async () => {
-    const metrics = () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
-    const abortedNow = async () =>
-      sample(
-        await metrics(),
-        'http_requests_aborted_total',
-        'method="POST",route="/v1/auth/login"',
-      );
-    const before = await abortedNow();
+    const before = await abortedLogins();
     const answer = await new Promise<string>((resolve, reject) => {
       let text = '';
       const socket = connect(port, '127.0.0.1', () =>
@@ -145,18 +146,11 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     // (the counter is read after the close that would have counted it: the same event loop turn
     // wrote the 408 and destroyed the socket)
-    expect(await abortedNow()).toBe(before);
+    expect(await abortedLogins()).toBe(before);
   }, 30_000);
 
   it('an abort during the shutdown delay (still serving) is counted: only the final cut is the server closing (second review)', async () => {
-    const metrics = () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
-    const abortedNow = async () =>
-      sample(
-        await metrics(),
-        'http_requests_aborted_total',
-        'method="POST",route="/v1/auth/login"',
-      );
-    const before = await abortedNow();
+    const before = await abortedLogins();
     api.proc.kill('SIGTERM');
     // (draining: the readiness probe says 503 while the delay lets balancers move away)
     await waitFor(
@@ -165,7 +159,7 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
       { until: (status) => status === 503, timeoutMs: 2_000 },
     );
     await abortedLogin(port);
-    expect(await waitFor('the abort counted', abortedNow, { until: (n) => n > before })).toBe(
+    expect(await waitFor('the abort counted', abortedLogins, { until: (n) => n > before })).toBe(
       before + 1,
     );
   }, 30_000);
