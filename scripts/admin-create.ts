@@ -11,6 +11,9 @@ import { hasControlCharacters } from '../src/common/http/control-characters';
 import { oneLine } from '../src/common/http/single-line';
 import { loadConfig } from '../src/config/config';
 import { loadEnvFile } from '../src/config/env-file';
+import { guessesLog10 } from '../src/config/secret-strength';
+import { isPublishedDemoCredential } from '../src/auth/demo-credentials';
+import type { AccountChange } from '../src/auth/account.service';
 
 const USAGE =
   `usage: npm run admin:create -- --email <email> [--name <name>]   (the password in ADMIN_PASSWORD: read -rs ADMIN_PASSWORD; export ADMIN_PASSWORD)\n` +
@@ -24,21 +27,29 @@ const USAGE =
  * it in the process list, npm's banner and npm's debug log: it works, with a warning.
  *
  * Creates the admin, or promotes an existing account (and sets its password, which revokes
- * its sessions). Idempotent: running it again with the same arguments changes nothing. This is
+ * its sessions), saying which — a takeover of an existing account also as a warning on stderr.
+ * Idempotent: running it again with the same arguments changes nothing. The password must be
+ * strong (zxcvbn, ADMIN_PASSWORD_MIN_GUESSES_LOG10) and not the published demo one. This is
  * how a production deployment gets its first admin: there are no default credentials. The
  * password and the name are held to the API's own rules (lengths in code points, no control
  * characters, the name on one line).
  */
 async function main(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
-  const { values } = parseArgs({
-    options: {
-      email: { type: 'string' },
-      password: { type: 'string' },
-      'password-stdin': { type: 'boolean' },
-      name: { type: 'string' },
-    },
-  });
+  let values: { email?: string; password?: string; 'password-stdin'?: boolean; name?: string };
+  try {
+    ({ values } = parseArgs({
+      options: {
+        email: { type: 'string' },
+        password: { type: 'string' },
+        'password-stdin': { type: 'boolean' },
+        name: { type: 'string' },
+      },
+    }));
+  } catch (err) {
+    // an unknown option or a stray argument: a usage error (2), not an outage's 1 with a stack
+    usage((err as Error).message);
+  }
   const sources = [
     values.password !== undefined,
     values['password-stdin'] === true,
@@ -66,6 +77,17 @@ async function main(): Promise<void> {
     usage('--name: one line of at most 200 characters');
 
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
+  // an admin's password as strong as a random 12-character one at the least: `password` made an
+  // admin who runs the shop's refunds (review of the CLIs); the published demo pair is refused
+  // too (it never signs in outside a local development instance: an admin nobody could use)
+  if (isPublishedDemoCredential(email.toLowerCase(), password))
+    usage('the published demo password: choose another');
+  const [guesses] = guessesLog10([password], passwordWords(email, name));
+  if ((guesses ?? 0) < ADMIN_PASSWORD_MIN_GUESSES_LOG10) {
+    usage(
+      `the password is too guessable for an admin (about 10^${Math.floor(guesses ?? 0)} guesses, 10^${ADMIN_PASSWORD_MIN_GUESSES_LOG10} needed): use a passphrase of several random words or a password manager's`,
+    );
+  }
   // the application is loaded only for arguments and a configuration that hold: a refusal
   // answers at once (a start that loads it costs ~2.5 s of CPU)
   const [{ NestFactory }, { AppModule }, { AccountService }, { commandLogger }] = await Promise.all(
@@ -82,9 +104,37 @@ async function main(): Promise<void> {
   });
   try {
     const user = await app.get(AccountService).ensureAccount(email, password, 'admin', name);
-    console.log(`admin ready: ${user.email} (${user.id})`);
+    console.log(`admin ready: ${user.email} (${user.id}): ${told(user.change)}`);
+    if (user.change.kind === 'role-changed' || user.change.kind === 'password-set') {
+      // an existing account taken over: said where an operator looks, in case the email was not
+      // the one meant (a colleague's, a customer's)
+      console.error(`warning: ${user.email} existed already: ${told(user.change)}`);
+    }
   } finally {
     await app.close();
+  }
+}
+
+/** zxcvbn's estimate an admin's password must reach (a random 12-character password is ~12). */
+const ADMIN_PASSWORD_MIN_GUESSES_LOG10 = 10;
+
+/** What an attacker tries first for this admin: its email's parts, its name, the shop's words. */
+function passwordWords(email: string, name: string): string[] {
+  const parts = [email, ...email.split(/[@.+_-]+/), name, ...name.split(/\s+/)];
+  return [...parts, 'admin', 'administrator', 'shop', 'orders'].filter((w) => w.length > 1);
+}
+
+/** What ensureAccount did, in words. */
+function told(change: AccountChange): string {
+  switch (change.kind) {
+    case 'created':
+      return 'created';
+    case 'unchanged':
+      return 'already an admin with this password, nothing changed';
+    case 'role-changed':
+      return `a ${change.from} account promoted to admin${change.passwordSet ? ', its password set anew' : ''}, its sessions ended`;
+    case 'password-set':
+      return 'an admin account whose password was set anew, its sessions ended';
   }
 }
 

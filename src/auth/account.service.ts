@@ -20,6 +20,16 @@ import { AccountRateLimit } from '../common/throttling/account-rate-limit';
 const REVOKED_BY_PASSWORD_CHANGE = 'password-changed';
 
 /** The signed-in user's own account, and provisioning of accounts with a role. */
+/**
+ * What ensureAccount did (admin:create says it: an email typed wrong, a colleague's, was promoted
+ * or had its password reset with the same one line as a new admin — review of the CLIs).
+ */
+export type AccountChange =
+  | { kind: 'created' }
+  | { kind: 'unchanged' }
+  | { kind: 'role-changed'; from: Role; passwordSet: boolean }
+  | { kind: 'password-set' };
+
 @Injectable()
 export class AccountService {
   constructor(
@@ -177,13 +187,19 @@ export class AccountService {
    * the role and the password; a changed password or role revokes its sessions. Idempotent: nothing
    * changes when the account already has both. Used by `npm run admin:create` and the demo seed.
    */
-  async ensureAccount(email: string, password: string, role: Role, name: string): Promise<UserDto> {
+  async ensureAccount(
+    email: string,
+    password: string,
+    role: Role,
+    name: string,
+  ): Promise<UserDto & { change: AccountChange }> {
     const normalized = normalizeEmail(email);
     const existing = await this.users.findByEmail(normalized);
     const samePassword = existing
       ? await this.hasher.verify(existing.passwordHash, password)
       : false;
-    if (existing && samePassword && existing.role === role) return mapUser(existing);
+    if (existing && samePassword && existing.role === role)
+      return { ...mapUser(existing), change: { kind: 'unchanged' } };
     const fresh = existing && samePassword ? null : await this.hasher.hash(password);
     const now = this.clock.now();
     const user = await this.tx.run(async () => {
@@ -220,6 +236,11 @@ export class AccountService {
     // an account new to this email: devices marked for it were a deleted account's (as at
     // registration), never this one's
     if (!existing) this.signIns.forgetDevices(normalized);
-    return mapUser(user);
+    const change: AccountChange = !existing
+      ? { kind: 'created' }
+      : existing.role !== role
+        ? { kind: 'role-changed', from: existing.role, passwordSet: !samePassword }
+        : { kind: 'password-set' };
+    return { ...mapUser(user), change };
   }
 }
