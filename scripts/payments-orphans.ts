@@ -36,14 +36,30 @@ const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{
  */
 async function main(): Promise<number> {
   loadEnvFile(); // .env, if any; the real environment wins
-  const { values } = parseArgs({
-    options: { since: { type: 'string' }, max: { type: 'string' } },
-  });
+  let values: { since?: string; max?: string };
+  try {
+    ({ values } = parseArgs({
+      options: { since: { type: 'string' }, max: { type: 'string' } },
+    }));
+  } catch (err) {
+    // an unknown option or a stray argument: usage (2), not "not all checked" (3) with a stack
+    usage((err as Error).message);
+  }
   if (values.since === undefined || !ISO_TIME.test(values.since))
     usage('--since: the time to look from, ISO 8601 with its offset (or a date)');
   const since = new Date(values.since);
   if (Number.isNaN(since.getTime()) || since.getTime() > Date.now())
     usage('--since: a time that was, ISO 8601 with its offset (or a date)');
+  // a day that does not exist (2026-02-30) was rolled over by Date to 2026-03-02: two days never
+  // looked at, exit 0 (review of the CLIs)
+  const [year, month, day] = values.since.slice(0, 10).split('-').map(Number) as [
+    number,
+    number,
+    number,
+  ];
+  const calendar = new Date(Date.UTC(year, month - 1, day));
+  if (calendar.getUTCMonth() !== month - 1 || calendar.getUTCDate() !== day)
+    usage('--since: no such date');
   const max = values.max === undefined ? DEFAULT_MAX : Number(values.max);
   if (!Number.isSafeInteger(max) || max < 1 || max > 1_000_000)
     usage('--max: a whole number from 1 to 1000000');

@@ -358,10 +358,21 @@ describe('payments whose order the database does not have (restored from an olde
     }
 
     // a time without its offset (local time?) or to come: refused, nothing read
-    for (const bad of [['--since', '2026-03-01T09:40'], ['--since', '2999-01-01'], []]) {
+    // …nor a day that does not exist (Date rolled 2026-02-30 over to 03-02: two days unread), nor an
+    // unknown option (a stack trace and exit 3 — review of the CLIs)
+    for (const bad of [
+      ['--since', '2026-03-01T09:40'],
+      ['--since', '2999-01-01'],
+      [],
+      ['--since', '2026-02-30'],
+      ['--since', '2026-02-30T10:00:00+01:00'],
+      ['--since', '2026-03-01', '--bogus'],
+    ]) {
       const refused = await orphansCommand(bad);
       expect({ bad, code: refused.code }).toEqual({ bad, code: 2 });
-      expect(refused.err).toMatch(/^--since: .*\nusage: npm run payments:orphans/m);
+      expect(refused.err).toMatch(
+        /^(--since: |Unknown option).*\nusage: npm run payments:orphans/m,
+      );
     }
   }, 90_000);
 
