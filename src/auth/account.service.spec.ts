@@ -315,8 +315,19 @@ describe('AccountService', () => {
         NOW,
       );
       expect(res.role).toBe('admin');
+      expect(res.change).toEqual({ kind: 'created' });
       // no sessions to end for a new account — unless one registered it in between (the
       // upsert then promoted that account): so its sessions are always revoked
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
+    });
+
+    it('says an account registered between its read and its write was taken over, not created (review)', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(null);
+      const earlier = new Date(NOW.getTime() - 1_000);
+      s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin', createdAt: earlier });
+      const res = await s.service.ensureAccount('a@b.io', 'boss-password', 'admin', 'A');
+      expect(res.change).toEqual({ kind: 'taken-over' });
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
     });
 
@@ -333,9 +344,14 @@ describe('AccountService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin' });
+      s.users.upsertWithRole.mockResolvedValue({
+        ...user,
+        role: 'admin',
+        createdAt: new Date(NOW.getTime() - 1_000),
+      });
       s.refreshTokens.revokeAllOfUser.mockResolvedValue(['fam-laptop']);
-      await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      const res = await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      expect(res.change).toEqual({ kind: 'role-changed', from: 'customer', passwordSet: false });
       // the hash kept, and with it the password's epoch
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         expect.objectContaining({ passwordHash: 'old-hash' }),
@@ -391,8 +407,11 @@ describe('AccountService', () => {
         ...user,
         role: 'admin',
         passwordHash: 'new-hash',
+        createdAt: new Date(NOW.getTime() - 1_000),
       });
-      await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      const res = await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      // (the password was the same when read, but is set anew: said so — second review)
+      expect(res.change).toEqual({ kind: 'role-changed', from: 'customer', passwordSet: true });
       expect(s.users.lockPassword).toHaveBeenCalledWith('u-1', true);
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         expect.objectContaining({ passwordHash: 'new-hash' }),

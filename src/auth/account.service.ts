@@ -28,7 +28,9 @@ export type AccountChange =
   | { kind: 'created' }
   | { kind: 'unchanged' }
   | { kind: 'role-changed'; from: Role; passwordSet: boolean }
-  | { kind: 'password-set' };
+  | { kind: 'password-set' }
+  /** registered by someone between ensureAccount's read and its write: its role unknown here */
+  | { kind: 'taken-over' };
 
 @Injectable()
 export class AccountService {
@@ -202,6 +204,7 @@ export class AccountService {
       return { ...mapUser(existing), change: { kind: 'unchanged' } };
     const fresh = existing && samePassword ? null : await this.hasher.hash(password);
     const now = this.clock.now();
+    let passwordSet = true;
     const user = await this.tx.run(async () => {
       // the hash read is kept only while it is still the account's: changed in between (its
       // owner's password change, and a session opened with the new one), writing it back would
@@ -212,6 +215,7 @@ export class AccountService {
       const kept =
         locked && locked.passwordEpoch === existing?.passwordEpoch ? locked.passwordHash : null;
       const passwordHash = kept ?? fresh ?? (await this.hasher.hash(password));
+      passwordSet = kept === null;
       const upserted = await this.users.upsertWithRole(
         { email: normalized, name, role, passwordHash },
         now,
@@ -236,11 +240,25 @@ export class AccountService {
     // an account new to this email: devices marked for it were a deleted account's (as at
     // registration), never this one's
     if (!existing) this.signIns.forgetDevices(normalized);
-    const change: AccountChange = !existing
-      ? { kind: 'created' }
-      : existing.role !== role
-        ? { kind: 'role-changed', from: existing.role, passwordSet: !samePassword }
-        : { kind: 'password-set' };
-    return { ...mapUser(user), change };
+    return { ...mapUser(user), change: changeMade(existing, user, role, now, passwordSet) };
   }
+}
+
+/**
+ * What ensureAccount's upsert did, judged from the row it left (review: judged from the read
+ * before it, an account registered in between — taken over by the upsert — was said `created`,
+ * and one deleted in between `promoted`): a row created by this upsert has its `createdAt`.
+ */
+function changeMade(
+  existing: { role: Role } | null,
+  upserted: { createdAt: Date },
+  role: Role,
+  now: Date,
+  passwordSet: boolean,
+): AccountChange {
+  if (upserted.createdAt.getTime() === now.getTime()) return { kind: 'created' };
+  if (!existing) return { kind: 'taken-over' };
+  return existing.role !== role
+    ? { kind: 'role-changed', from: existing.role, passwordSet }
+    : { kind: 'password-set' };
 }
