@@ -94,10 +94,21 @@ function envFileProblems(
     );
   }
   const seen = new Set<string>();
-  for (const [, name] of text.matchAll(
-    /^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=/gm,
+  // the lines of values spanning lines (quoted): an assignment-looking line among them is part of
+  // a value, not a second setting of its name (third review: `NOTE="see\nHOST=x"` beside a real
+  // HOST was refused as HOST set twice)
+  const valueLines = new Set(
+    Object.values(parsed).flatMap((value) => (value ?? '').split('\n').slice(1)),
+  );
+  // (a value's last line, in the text, goes on with its closing quote)
+  const isValueLine = (line: string) =>
+    [...valueLines].some(
+      (v) => line === v || (line.startsWith(v) && /^["'`]/.test(line.slice(v.length))),
+    );
+  for (const [line, name] of text.matchAll(
+    /^[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=.*$/gm,
   )) {
-    if (!Object.hasOwn(parsed, name)) continue; // (a line of a quoted value spanning lines)
+    if (!Object.hasOwn(parsed, name) || isValueLine(line.replace(/\r$/, ''))) continue;
     if (seen.has(name))
       problems.push(`${file}: ${name} is set more than once (only the last would count)`);
     seen.add(name);

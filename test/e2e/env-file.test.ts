@@ -265,6 +265,9 @@ describe('.env: read by a real parser, by every process, the real environment wi
       `${path}: a line that is neither NAME=value nor a # comment`,
     );
 
+    // …nor a second setting of a name set for real (third review: refused as HOST set twice)
+    writeFileSync(path, 'NOTE="see\nHOST=x"\nHOST=127.0.0.1\n');
+    expect(loadEnvFile(path, {})).toEqual(['HOST', 'NOTE']);
     // a quoted value over several lines (a PEM) whose lines look like assignments is no name
     writeFileSync(
       path,
