@@ -285,6 +285,52 @@ describe('.env: read by a real parser, by every process, the real environment wi
     expect(byDir).toMatchObject({ code: EXIT_CONFIG, stderr: `${dir}: not a file\n` });
   });
 
+  it("the shell scripts' reader (scripts/dotenv.js) judges every file as the processes' (env-file.ts) does: the same refusals, the same variables", async () => {
+    // (its rules are written twice — it runs before anything is installed — so held together here)
+    const path = join(dir, '.env');
+    const files = [
+      'A=1\nB=2\n',
+      '\uFEFFA=1\r\nB=2\r\n',
+      'A=1\r\r\nB=2\r\nC=3\r',
+      'A=1\n  # HOST=0.0.0.0\n\t# PORT=1\nB=2\n',
+      'A=1\nTurn the docs off\nDOCS_ENABLED=false\n',
+      'A=1\n \t\nHOST=127.0.0.1\n',
+      'A=1\n  # just a note\nB=2\n',
+      'A=1\n  # OLD="abc\nHOST=1\nB="x"\n',
+      'A=1\rB=2\nC=3\n',
+      'MY-VAR=1\n',
+      'A=1\nA=2\n',
+      'NOTE="see\nHOST=x"\nHOST=127.0.0.1\n',
+      'KEY="-----BEGIN KEY-----\nMIGHAgEA\nZm9v==\n"\nPORT=1\n',
+      'export A=1\nB="x#y" # note\n',
+    ];
+    for (const text of files) {
+      writeFileSync(path, text);
+      let processes: { applied: string[] } | { problems: string[] };
+      try {
+        processes = { applied: loadEnvFile(path, {}).sort() };
+      } catch (err) {
+        processes = { problems: (err as ConfigError).problems.map((p) => p.replace(path, '.env')) };
+      }
+      const shell = await run(process.execPath, [join(ROOT, 'scripts', 'dotenv.js')], {
+        cwd: dir,
+        env: { PATH: process.env.PATH ?? '' },
+      }).then(
+        ({ stdout }) => ({
+          applied: stdout
+            .split('\0')
+            .filter((_, i) => i % 2 === 0 && _ !== '')
+            .sort(),
+        }),
+        (err: { code: number; stderr: string }) => {
+          expect({ text, code: err.code }).toEqual({ text, code: EXIT_CONFIG });
+          return { problems: err.stderr.trim().split('\n') };
+        },
+      );
+      expect({ text, shell }).toEqual({ text, shell: processes });
+    }
+  });
+
   it('ENV_FILE names another file (which must exist); ENV_FILE= reads none', () => {
     const other = join(dir, 'shop.env');
     writeFileSync(other, 'SHOP_CURRENCY=GBP\n');
