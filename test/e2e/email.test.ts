@@ -619,15 +619,9 @@ describe('order emails without SMTP_URL (development: .eml files)', () => {
     const orderId = await twoLineOrder(t, buyer);
     await cancel(t, buyer, orderId);
 
+    await drain(worker, t.db.pool); // the file is written before the row says sent: wait for both
     const file = `${orderId}.cancellation.eml`;
-    const files = await waitFor(
-      `${file} in the mail folder`,
-      () => readdir(dir).catch(() => [] as string[]),
-      {
-        until: (f) => f.includes(file),
-      },
-    );
-    expect(files).toEqual([file]);
+    expect(await readdir(dir)).toEqual([file]);
     const eml = (await readFile(join(dir, file), 'utf8')).replace(/\r?\n[ \t]+/g, ' '); // unfold headers
     expect(eml).toContain(`To: ${session.email}`);
     expect(eml).toContain(`Subject: Order ${ref(orderId)} cancelled`);
