@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { inboxKey } from '../common/email';
 import { TransactionHost } from '../database/transaction-host';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
+import { REVERSED_AT_PROVIDER } from '../payments/refund.repository';
 import { EMAIL_OF_TOPIC, EmailKind } from './email-job';
 
 export interface DeliveryClaim {
@@ -88,7 +89,7 @@ export class EmailDeliveryRepository {
    * `windowMs` and `graceMs` ago (on the database's clock) — or, with `events: 'dead'`, parked
    * as dead by the relay (never published: written that long ago) — with no delivery recorded as sent —
    * and only those the email job would send (the order and its customer exist; a refund email's
-   * refund belongs to the order and did not fail), so a job that rightly skipped one is not
+   * refund belongs to the order and did not fail, a reversal's was reversed), so a job that rightly skipped one is not
    * added back forever (a confirmation the job finds overtaken by a refund is listed, and its job
    * added back once: it records it `suppressed`, which is final). Keyset-paged by (published_at, id) after `after`.
    */
@@ -110,7 +111,8 @@ export class EmailDeliveryRepository {
          FROM outbox o
          JOIN orders ord ON ord.id = ${asUuid(`o.payload ->> 'orderId'`)}
          JOIN users u ON u.id = ord.user_id
-         LEFT JOIN refunds r ON o.topic = 'order.refunded' AND r.id = ${asUuid(`o.payload ->> 'refundId'`)}
+         LEFT JOIN refunds r ON o.topic IN ('order.refunded', 'order.refund-reversed')
+               AND r.id = ${asUuid(`o.payload ->> 'refundId'`)}
          LEFT JOIN email_deliveries d
                 ON d.order_id = ord.id AND d.kind = $1::jsonb ->> o.topic
                AND d.ref = coalesce(o.payload ->> 'refundId', '')
@@ -121,6 +123,7 @@ export class EmailDeliveryRepository {
           AND (${at}, o.id) > ($4::timestamptz, $5::uuid)
           AND (d.status IS NULL OR d.status = 'sending')
           AND (o.topic <> 'order.refunded' OR (r.order_id = ord.id AND r.status <> 'failed'))
+          AND (o.topic <> 'order.refund-reversed' OR (r.order_id = ord.id AND r.failure = '${REVERSED_AT_PROVIDER}'))
         ORDER BY ${at}, o.id
         LIMIT $6`,
       [
@@ -144,6 +147,35 @@ export class EmailDeliveryRepository {
     return this.tx.withManager((m) =>
       m.getRepository(EmailDeliveryEntity).findOneBy({ orderId, kind, ref }),
     );
+  }
+
+  /**
+   * Records a delivery nobody has claimed as 'suppressed' (final: never sent nor owed), unless a
+   * row exists; the caller holds the delivery's lock, so no attempt claims it meanwhile. The
+   * delivery's row as it stands afterwards.
+   */
+  async suppressUnclaimed(
+    c: DeliveryClaim & { reason: string },
+  ): Promise<EmailDeliveryEntity | null> {
+    await this.tx.query(
+      `INSERT INTO email_deliveries
+              (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, last_error,
+               created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, 'suppressed', 0, $7, $8, $9, $9)
+       ON CONFLICT (order_id, kind, ref) DO NOTHING`,
+      [
+        c.id,
+        c.orderId,
+        c.kind,
+        c.ref,
+        c.recipient,
+        inboxKey(c.recipient),
+        c.messageId,
+        c.reason,
+        c.now,
+      ],
+    );
+    return this.find(c.orderId, c.kind, c.ref);
   }
 
   /**

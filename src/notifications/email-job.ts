@@ -4,14 +4,27 @@ import type { JobQueues } from '../queue/job-queues';
 import { JobName } from '../queue/queues';
 import { UnansweredHandoverError } from './mail-transport';
 
-/** The emails the shop sends, one per (order, kind) — per (order, kind, refund) for refunds. */
+/**
+ * The emails the shop sends, one per (order, kind) — per (order, kind, refund) for a refund and
+ * for the provider's reversal of one (the customer was told "refunded", and the money went back).
+ */
 export const EMAIL_KINDS = [
   'order_confirmation',
   'payment_receipt',
   'cancellation',
   'refund',
+  'refund_reversed',
 ] as const;
 export type EmailKind = (typeof EMAIL_KINDS)[number];
+
+/** The kinds of which an order has one per refund: their delivery's `ref` is the refund's id. */
+export type RefundEmailKind = Extract<EmailKind, 'refund' | 'refund_reversed'>;
+const REFUND_EMAIL_KINDS: ReadonlySet<EmailKind> = new Set<RefundEmailKind>([
+  'refund',
+  'refund_reversed',
+]);
+export const isRefundEmailKind = (kind: EmailKind): kind is RefundEmailKind =>
+  REFUND_EMAIL_KINDS.has(kind);
 
 export function isEmailKind(kind: unknown): kind is EmailKind {
   return (EMAIL_KINDS as readonly unknown[]).includes(kind);
@@ -21,7 +34,10 @@ export function isEmailKind(kind: unknown): kind is EmailKind {
 export interface EmailJob {
   orderId: string;
   kind: EmailKind;
-  /** Only for kind 'refund': an order can be refunded several times, one email each. */
+  /**
+   * Only for the refund kinds ('refund', 'refund_reversed'): an order can be refunded several
+   * times, one email each.
+   */
   refundId?: string;
 }
 
@@ -31,11 +47,12 @@ export const EMAIL_OF_TOPIC = {
   'order.confirmed': 'order_confirmation',
   'order.cancelled': 'cancellation',
   'order.refunded': 'refund',
+  'order.refund-reversed': 'refund_reversed',
 } as const satisfies Partial<Record<OutboxTopic, EmailKind>>;
 
 /** The part of the delivery key that tells two emails of one kind apart ('' if only one). */
 export function emailRef(job: EmailJob): string {
-  return job.kind === 'refund' ? (job.refundId ?? '') : '';
+  return isRefundEmailKind(job.kind) ? (job.refundId ?? '') : '';
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { CancellationReason } from '../orders/order-state-machine';
 import type { Order } from '../orders/order.model';
-import type { EmailKind } from './email-job';
+import type { EmailKind, RefundEmailKind } from './email-job';
 import { oneLine } from '../common/http/single-line';
 
 /**
@@ -25,9 +25,9 @@ export type EmailOrder = Pick<
  * declined, pay at https://…" would have the shop mail that text, from its own address, to them.
  */
 export type EmailContext =
-  | { kind: Exclude<EmailKind, 'refund'>; order: EmailOrder }
+  | { kind: Exclude<EmailKind, RefundEmailKind>; order: EmailOrder }
   | {
-      kind: 'refund';
+      kind: RefundEmailKind;
       order: EmailOrder;
       refund: { amount: number; currency: string };
     };
@@ -154,6 +154,15 @@ function subjectAndIntro(ctx: EmailContext): { subject: string; intro: string } 
         intro:
           `We have refunded ${amount} for order ${ref}. ` +
           'Depending on your bank, it can take a few days to appear on your statement.',
+      };
+    }
+    case 'refund_reversed': {
+      const amount = formatMoney(ctx.refund.amount, ctx.refund.currency);
+      return {
+        subject: `Refund of ${amount} for order ${ref} did not reach you`,
+        intro:
+          `The refund of ${amount} for order ${ref} that we told you about was returned to us by ` +
+          'your bank, so it did not reach you. We will refund you again and email you when we have.',
       };
     }
   }

@@ -323,6 +323,7 @@ describe('EmailService', () => {
       amount: 10_000,
       currency: 'INR',
       status: 'succeeded',
+      failure: null,
     });
     expect(await service.send({ orderId, kind: 'refund', refundId: 'r1' })).toBe('sent');
     expect(deliveries.claim).toHaveBeenCalledWith(
@@ -337,14 +338,112 @@ describe('EmailService', () => {
     const { service, payments, transport } = setup();
     for (const refund of [
       null,
-      { id: 'r1', orderId, amount: 1, currency: 'INR', status: 'failed' },
-      { id: 'r1', orderId: 'other', amount: 1, currency: 'INR', status: 'succeeded' },
+      { id: 'r1', orderId, amount: 1, currency: 'INR', status: 'failed', failure: 'declined' },
+      {
+        id: 'r1',
+        orderId: 'other',
+        amount: 1,
+        currency: 'INR',
+        status: 'succeeded',
+        failure: null,
+      },
     ] satisfies (RefundForEmail | null)[]) {
       payments.findRefund.mockResolvedValue(refund);
       expect(await service.send({ orderId, kind: 'refund', refundId: 'r1' })).toBe('skipped');
     }
     expect(await service.send({ orderId, kind: 'refund' })).toBe('skipped');
     expect(transport.send).not.toHaveBeenCalled();
+  });
+
+  describe('a refund the provider reversed', () => {
+    const reversed: RefundForEmail = {
+      id: 'r1',
+      orderId,
+      amount: 10_000,
+      currency: 'INR',
+      status: 'failed',
+      failure: 'reversed_at_provider',
+    };
+    const job = { orderId, kind: 'refund_reversed', refundId: 'r1' } as const;
+    const refundEmail = (status: string) => ({ status }) as EmailDeliveryEntity;
+
+    it("is told once its refund's email went out, under that email's lock, keyed by refund", async () => {
+      const { service, deliveries, payments, transport, locks, hold } = setup();
+      payments.findRefund.mockResolvedValue(reversed);
+      deliveries.find.mockImplementation(async (_o: string, kind: string) =>
+        kind === 'refund' ? refundEmail('sent') : null,
+      );
+      expect(await service.send(job)).toBe('sent');
+      expect(locks.tryHold).toHaveBeenCalledWith(`${orderId}.refund.r1`);
+      expect(deliveries.claim).toHaveBeenCalledWith(
+        expect.objectContaining({ kind: 'refund_reversed', ref: 'r1' }),
+      );
+      expect(transport.send).toHaveBeenCalledWith(
+        expect.objectContaining({
+          subject: 'Refund of INR 100.00 for order 0C8E4F2A did not reach you',
+          messageId: `<${orderId}.refund_reversed.r1@shop.example>`,
+        }),
+      );
+      expect(hold.release).toHaveBeenCalledTimes(2); // its own lock and the refund email's
+    });
+
+    it("is recorded suppressed, never sent, when the refund's email never went out — one not yet claimed is refused for good", async () => {
+      for (const before of [null, 'rejected', 'suppressed']) {
+        const { service, deliveries, payments, transport } = setup();
+        payments.findRefund.mockResolvedValue(reversed);
+        const suppressUnclaimed = jest.fn().mockResolvedValue(refundEmail('suppressed'));
+        const markSuppressed = jest.fn().mockResolvedValue(undefined);
+        Object.assign(deliveries, { suppressUnclaimed, markSuppressed });
+        deliveries.find.mockImplementation(async (_o: string, kind: string) =>
+          kind === 'refund' && before ? refundEmail(before) : null,
+        );
+        expect(await service.send(job)).toBe('skipped');
+        expect(transport.send).not.toHaveBeenCalled();
+        expect(markSuppressed).toHaveBeenCalledWith(
+          'd1',
+          1,
+          `its refund's email was never sent (${before ?? 'suppressed'})`,
+          NOW,
+        );
+        if (before) expect(suppressUnclaimed).not.toHaveBeenCalled();
+        else
+          expect(suppressUnclaimed).toHaveBeenCalledWith(
+            expect.objectContaining({
+              kind: 'refund',
+              ref: 'r1',
+              messageId: `<${orderId}.refund.r1@shop.example>`,
+            }),
+          );
+      }
+    });
+
+    it("waits for the refund's email being sent right now (busy), and fails while it is left sending, claiming nothing", async () => {
+      const { service, deliveries, payments, transport, locks, hold } = setup();
+      payments.findRefund.mockResolvedValue(reversed);
+      locks.tryHold.mockImplementation(async (key: string) =>
+        key === `${orderId}.refund.r1` ? null : hold,
+      );
+      await expect(service.send(job)).rejects.toBeInstanceOf(EmailDeliveryBusyError);
+      locks.tryHold.mockResolvedValue(hold);
+      deliveries.find.mockImplementation(async (_o: string, kind: string) =>
+        kind === 'refund' ? refundEmail('sending') : null,
+      );
+      await expect(service.send(job)).rejects.toThrow(/not settled yet/);
+      expect(deliveries.claim).not.toHaveBeenCalled();
+      expect(transport.send).not.toHaveBeenCalled();
+    });
+
+    it('skips a refund that was not reversed (succeeded, or failed otherwise)', async () => {
+      const { service, payments, transport } = setup();
+      for (const refund of [
+        { ...reversed, status: 'succeeded', failure: null },
+        { ...reversed, failure: 'declined' },
+      ] satisfies RefundForEmail[]) {
+        payments.findRefund.mockResolvedValue(refund);
+        expect(await service.send(job)).toBe('skipped');
+      }
+      expect(transport.send).not.toHaveBeenCalled();
+    });
   });
 
   it('derives the Message-ID domain from the sender address', () => {

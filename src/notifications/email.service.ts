@@ -9,10 +9,18 @@ import { delayJob } from '../queue/delay-job';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobOf, JobPayloads } from '../queue/queues';
 import { PaymentReader } from '../payments/payment-reader';
+import { REVERSED_AT_PROVIDER } from '../payments/refund.repository';
 import { UserRepository } from '../users/user.repository';
 import { CancellationLimits } from './cancellation-limits';
 import { EmailDeliveryRepository } from './email-delivery.repository';
-import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS, EmailJob, emailKey, emailRef } from './email-job';
+import {
+  EMAIL_BUSY_RETRIES,
+  EMAIL_BUSY_RETRY_MS,
+  EmailJob,
+  emailKey,
+  emailRef,
+  isRefundEmailKind,
+} from './email-job';
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailContent, EmailContext, renderEmail } from './email-templates';
 import { MailTransport, OutgoingEmail, UnansweredHandoverError } from './mail-transport';
@@ -107,15 +115,12 @@ export class EmailService {
       // "confirmed, we are getting it ready" for an order refunded since (its job
       // retried through a mail outage, the refund's email going out first): recorded, not sent
       const stale = job.kind === 'order_confirmation' && OVERTAKEN_CONFIRMATION.has(status);
-      return await this.sendHolding(
-        job,
-        key,
-        messageId,
-        recipient,
-        content,
-        hold,
-        stale ? status : null,
-      );
+      const suppressed = stale
+        ? `order ${status} before it went out`
+        : job.kind === 'refund_reversed'
+          ? await this.refundNeverTold(job, recipient)
+          : null;
+      return await this.sendHolding(job, key, messageId, recipient, content, hold, suppressed);
     } finally {
       await hold.release();
     }
@@ -128,7 +133,7 @@ export class EmailService {
     recipient: string,
     content: EmailContent,
     hold: SessionLockHold,
-    overtakenBy: string | null,
+    suppressed: string | null,
   ): Promise<EmailOutcome> {
     const claim = await this.deliveries.claim({
       id: this.ids.uuid(),
@@ -156,14 +161,9 @@ export class EmailService {
       if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
       return 'already-sent';
     }
-    if (overtakenBy) {
-      await this.deliveries.markSuppressed(
-        claim.id,
-        claim.attempt,
-        `order ${overtakenBy} before it went out`,
-        this.clock.now(),
-      );
-      this.logger.log(`email ${key} suppressed: the order is ${overtakenBy} now`);
+    if (suppressed) {
+      await this.deliveries.markSuppressed(claim.id, claim.attempt, suppressed, this.clock.now());
+      this.logger.log(`email ${key} suppressed: ${suppressed}`);
       logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
       return 'skipped';
     }
@@ -216,6 +216,44 @@ export class EmailService {
       attempt: claim.attempt,
     });
     return 'sent';
+  }
+
+  /**
+   * Why the customer is not to be told that a refund was reversed: its own email ("we have
+   * refunded …") never went out — null when it was sent. Decided under that email's lock, which
+   * its job holds from before its claim to after its 'sent' record: the job sending it right now
+   * is waited for (EmailDeliveryBusyError: looked at again in seconds); one that has not claimed
+   * it is refused it for good (its delivery recorded suppressed here, so a job that read the
+   * refund before the reversal cannot mail "refunded" after this said nothing); one left
+   * 'sending' (a worker died mid-send, a failed attempt) is unsettled: this attempt fails and is
+   * retried with the email backoff, until that delivery's own retry settles it.
+   */
+  private async refundNeverTold(job: EmailJob, recipient: string): Promise<string | null> {
+    const told: EmailJob = { orderId: job.orderId, kind: 'refund', refundId: job.refundId };
+    const key = emailKey(told);
+    const hold = await this.locks.tryHold(key);
+    if (!hold) throw new EmailDeliveryBusyError(key);
+    try {
+      const delivery =
+        (await this.deliveries.find(job.orderId, 'refund', emailRef(told))) ??
+        (await this.deliveries.suppressUnclaimed({
+          id: this.ids.uuid(),
+          orderId: job.orderId,
+          kind: 'refund',
+          ref: emailRef(told),
+          recipient,
+          messageId: `<${key}@${mailDomain(this.config.mail.from)}>`,
+          now: this.clock.now(),
+          reason: 'its refund was reversed by the provider before it went out',
+        }));
+      if (delivery?.status === 'sent') return null;
+      if (delivery?.status === 'sending') {
+        throw new Error(`email ${key}, of the refund reversed, is not settled yet (sending)`);
+      }
+      return `its refund's email was never sent (${delivery?.status ?? 'no delivery'})`;
+    } finally {
+      await hold.release();
+    }
   }
 
   /**
@@ -314,11 +352,16 @@ export class EmailService {
         unchargeableTotal: cancelledBy(UNCHARGEABLE_TOTAL_ACTOR),
       },
     };
-    if (job.kind !== 'refund') {
+    if (!isRefundEmailKind(job.kind)) {
       return { recipient: user.email, context: { ...base, kind: job.kind }, status: order.status };
     }
     const refund = job.refundId ? await this.payments.findRefund(job.refundId) : null;
-    if (!refund || refund.orderId !== order.id || refund.status === 'failed') {
+    // a refund's email for one that did not fail; a reversal's for one the provider reversed
+    const applies =
+      job.kind === 'refund'
+        ? refund?.status !== 'failed'
+        : refund?.failure === REVERSED_AT_PROVIDER;
+    if (!refund || refund.orderId !== order.id || !applies) {
       this.logger.warn(`email ${key} skipped: no such refund for this order`);
       return null;
     }
@@ -326,7 +369,7 @@ export class EmailService {
       recipient: user.email,
       context: {
         ...base,
-        kind: 'refund',
+        kind: job.kind,
         refund: { amount: refund.amount, currency: refund.currency },
       },
       status: order.status,

@@ -9,6 +9,11 @@ export interface OutboxEvents {
   'order.confirmed': { orderId: string };
   'order.fulfilled': { orderId: string };
   'order.refunded': { orderId: string; refundId: string };
+  /**
+   * The provider reversed a refund it had reported as succeeded (the customer's bank returned
+   * it): the customer, told "refunded" by email, is told it did not reach them.
+   */
+  'order.refund-reversed': { orderId: string; refundId: string };
   /** A refund was recorded as pending: the worker makes sure it settles (payments.settle-refund). */
   'refund.requested': { orderId: string; refundId: string };
   /** A verified provider event waits in the webhook inbox for processing. */
@@ -30,6 +35,7 @@ const KNOWN: Record<OutboxTopic, true> = {
   'order.confirmed': true,
   'order.fulfilled': true,
   'order.refunded': true,
+  'order.refund-reversed': true,
   'refund.requested': true,
   'payment.event': true,
   'product.withdrawn': true,

@@ -74,8 +74,9 @@ export class OutboxPublisher {
         );
         return this.sendEmail({ orderId, kind: EMAIL_OF_TOPIC[row.topic] });
       }
-      case 'order.refunded': {
-        const { orderId, refundId } = row.payload as unknown as OutboxEvents['order.refunded'];
+      case 'order.refunded':
+      case 'order.refund-reversed': {
+        const { orderId, refundId } = row.payload as unknown as OutboxEvents[typeof row.topic];
         return this.sendEmail({ orderId, kind: EMAIL_OF_TOPIC[row.topic], refundId });
       }
       case 'refund.requested': {

@@ -24,6 +24,7 @@ export interface RefundForEmail {
   amount: number;
   currency: string;
   status: RefundStatus;
+  failure: string | null;
 }
 
 /**
@@ -104,7 +105,14 @@ export class PaymentReader {
   async findRefund(refundId: string): Promise<RefundForEmail | null> {
     return this.tx.withManager((m) =>
       m.getRepository(RefundEntity).findOne({
-        select: { id: true, orderId: true, amount: true, currency: true, status: true },
+        select: {
+          id: true,
+          orderId: true,
+          amount: true,
+          currency: true,
+          status: true,
+          failure: true,
+        },
         where: { id: refundId },
       }),
     );

@@ -24,13 +24,17 @@ import {
   gatewayKeys,
 } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
-import { NewRefund, REFUND_WATCH_MS, Refund, RefundRepository } from './refund.repository';
+import {
+  NewRefund,
+  REFUND_WATCH_MS,
+  REVERSED_AT_PROVIDER,
+  Refund,
+  RefundRepository,
+} from './refund.repository';
 
 const SYSTEM = 'system:payments';
 /** Answers from the provider that mean "not that much is left to refund". */
 const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
-/** What a refund the provider failed after reporting it succeeded is recorded as failing with. */
-const REVERSED = 'reversed_at_provider';
 /** The provider's own refusal of a refund it had accepted (its `failed`, final there). */
 const FAILED_THERE = 'failed_at_provider';
 /**
@@ -38,7 +42,7 @@ const FAILED_THERE = 'failed_at_provider';
  * succeeded was read before it (another pass, an event's job), and is stale. Only a failure we
  * inferred from an answer (a refusal we classified) can turn out to have succeeded after all.
  */
-const FINAL_FAILURES = [REVERSED, FAILED_THERE];
+const FINAL_FAILURES = [REVERSED_AT_PROVIDER, FAILED_THERE];
 
 /**
  * A failed refund that is raised for a person (raiseIfFailed): refused or failed by
@@ -47,7 +51,7 @@ const FINAL_FAILURES = [REVERSED, FAILED_THERE];
  * refunded once more as the rest, by design).
  */
 const raisedForAPerson = (refund: Refund): boolean =>
-  !EXCEEDS.has(refund.failure ?? '') && refund.failure !== REVERSED;
+  !EXCEEDS.has(refund.failure ?? '') && refund.failure !== REVERSED_AT_PROVIDER;
 /** Where a refund is settled: by the request that asked for it (which answers a failure), or later. */
 interface Settling {
   inRequest?: boolean;
@@ -769,11 +773,16 @@ export class RefundsService {
    * sync); that rest reversed in turn is not (one refund per remaining amount: a card the bank
    * keeps returning money from is not paid again and again) — a person refunds it. Raised for a
    * person, once (as raiseIfFailed: when the reversal commits, or may have): an error log and
-   * `refunds_reversed_total`.
+   * `refunds_reversed_total`; and the customer is emailed (`order.refund-reversed`: EmailService
+   * sends it only when the refund's own email went out).
    */
   private async reversed(refund: Refund): Promise<void> {
     await this.tx.run(async () => {
-      const reversed = await this.refunds.reverse(refund.id, REVERSED, this.clock.now());
+      const reversed = await this.refunds.reverse(
+        refund.id,
+        REVERSED_AT_PROVIDER,
+        this.clock.now(),
+      );
       if (!reversed) return;
       await this.transitions.withdrawRefund(
         reversed.orderId,
@@ -781,6 +790,12 @@ export class RefundsService {
         reversed.amount,
         'refund:provider',
       );
+      // the customer, told "refunded" by email, is told it did not reach them (a cancelled
+      // order's too: its automatic refund had its email)
+      await this.outbox.add('order.refund-reversed', reversed.orderId, {
+        orderId: reversed.orderId,
+        refundId: reversed.id,
+      });
       this.tx.afterCommitOrUnknown(() => {
         this.reversals.inc();
         this.logger.error(

@@ -11,6 +11,9 @@ import { EmailDeliveryBusyError, EmailService } from '../../src/notifications/em
 import { EmailKind, emailJobId } from '../../src/notifications/email-job';
 import { SMTP_IDLE_BEFORE_HANDOVER_MS, smtpIdle } from '../../src/notifications/mail-transport';
 import { EmailReconciler } from '../../src/notifications/email-reconciler';
+import { EmailDeliveryRepository } from '../../src/notifications/email-delivery.repository';
+import { PaymentReader } from '../../src/payments/payment-reader';
+import { REVERSED_AT_PROVIDER, RefundRepository } from '../../src/payments/refund.repository';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
 import { JobHandlers } from '../../src/queue/job-handlers';
 import { JobName, QueueName } from '../../src/queue/queues';
@@ -591,6 +594,146 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
         .sort(),
     ).toEqual(refunds.map((r) => r.id).sort());
   }, 30_000);
+
+  describe('a refund the provider reversed (the bank returned it)', () => {
+    /** An outbox event as the refund code writes it (the relay publishes it). */
+    const event = (
+      topic: 'order.refunded' | 'order.refund-reversed',
+      orderId: string,
+      refundId: string,
+    ) =>
+      t.db.pool.query(
+        `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, 'pending', 0, now(), now())`,
+        [randomUUID(), topic, orderId, JSON.stringify({ orderId, refundId })],
+      );
+    /** The provider reverses it, recorded as RefundsService records it (payment's reservation too). */
+    const reverse = (refundId: string) =>
+      worker.get(RefundRepository).reverse(refundId, REVERSED_AT_PROVIDER, new Date());
+    const refundMails = (orderId: string) =>
+      smtp.forOrder(orderId).filter((m) => m.subject.startsWith('Refund'));
+    const paidOrder = async () => {
+      const orderId = await twoLineOrder(t, buyer);
+      await pay(t, buyer, orderId, 'succeeded');
+      await smtp.awaitMessages(() => smtp.forOrder(orderId), 2);
+      return orderId;
+    };
+
+    it('after its "refunded" email went out: the customer is told once that it did not reach them, however often the event is relayed', async () => {
+      const orderId = await paidOrder();
+      const refundId = await insertRefund(t.db.pool, {
+        orderId,
+        amount: 24_900,
+        status: 'succeeded',
+      });
+      await event('order.refunded', orderId, refundId);
+      await smtp.awaitMessages(() => refundMails(orderId), 1);
+      await reverse(refundId);
+      await event('order.refund-reversed', orderId, refundId);
+      await event('order.refund-reversed', orderId, refundId); // relayed twice
+      const mails = await smtp.awaitMessages(() => refundMails(orderId), 2);
+      await drain(worker, t.db.pool);
+      expect(refundMails(orderId).map((m) => [m.subject, m.messageId])).toEqual([
+        [
+          `Refund of INR 249.00 for order ${ref(orderId)}`,
+          `<${orderId}.refund.${refundId}@shop.example>`,
+        ],
+        [
+          `Refund of INR 249.00 for order ${ref(orderId)} did not reach you`,
+          `<${orderId}.refund_reversed.${refundId}@shop.example>`,
+        ],
+      ]);
+      expect(mails[1].text).toContain('returned to us by your bank');
+      expect(
+        (await deliveriesOf(t, orderId))
+          .filter((d) => d.ref === refundId)
+          .map((d) => [d.kind, d.status, d.attempts]),
+      ).toEqual([
+        ['refund', 'sent', 1],
+        ['refund_reversed', 'sent', 1],
+      ]);
+    }, 30_000);
+
+    it('before its "refunded" email went out: neither is sent, both recorded suppressed (final, never owed)', async () => {
+      const orderId = await paidOrder();
+      const refundId = await insertRefund(t.db.pool, {
+        orderId,
+        amount: 10_000,
+        status: 'succeeded',
+      });
+      await reverse(refundId);
+      await event('order.refunded', orderId, refundId);
+      await event('order.refund-reversed', orderId, refundId);
+      await drain(worker, t.db.pool);
+      expect(refundMails(orderId)).toEqual([]);
+      const rows = (await deliveriesOf(t, orderId)).filter((d) => d.ref === refundId);
+      expect(rows.map((d) => [d.kind, d.status])).toEqual([
+        ['refund', 'suppressed'],
+        ['refund_reversed', 'suppressed'],
+      ]);
+      // neither is owed: the reconciliation adds no job back for them
+      await t.db.pool.query(
+        `UPDATE outbox SET published_at = now() - interval '1 hour' WHERE payload ->> 'refundId' = $1`,
+        [refundId],
+      );
+      const owed = await worker
+        .get(EmailDeliveryRepository)
+        .findUnsent({ windowMs: 6 * 86_400_000, graceMs: 0, limit: 1000 });
+      expect(owed.filter((o) => o.ref === refundId)).toEqual([]);
+    }, 30_000);
+
+    it('a refund email job that read the refund before the reversal cannot mail "refunded" after the reversal was found untold', async () => {
+      const orderId = await paidOrder();
+      const refundId = await insertRefund(t.db.pool, {
+        orderId,
+        amount: 10_000,
+        status: 'succeeded',
+      });
+      const succeeded = await worker.get(PaymentReader).findRefund(refundId);
+      await reverse(refundId);
+      const emails = worker.get(EmailService);
+      expect(await emails.send({ orderId, kind: 'refund_reversed', refundId })).toBe('skipped');
+      // the refund's job read the refund while it still said succeeded, and comes to send now
+      const stale = jest
+        .spyOn(worker.get(PaymentReader), 'findRefund')
+        .mockResolvedValueOnce(succeeded);
+      try {
+        expect(await emails.send({ orderId, kind: 'refund', refundId })).toBe('skipped');
+      } finally {
+        stale.mockRestore();
+      }
+      await drain(worker, t.db.pool);
+      expect(refundMails(orderId)).toEqual([]);
+    }, 30_000);
+
+    it('owed while its job is gone (Redis lost it): the reconciliation lists a reversal whose refund was reversed, not one whose refund stands', async () => {
+      const orderId = await paidOrder();
+      const refundId = await insertRefund(t.db.pool, {
+        orderId,
+        amount: 10_000,
+        status: 'succeeded',
+      });
+      const standing = await insertRefund(t.db.pool, {
+        orderId,
+        amount: 5_000,
+        status: 'succeeded',
+      });
+      await reverse(refundId);
+      // published an hour ago, and no delivery recorded (their jobs lost)
+      for (const r of [refundId, standing])
+        await t.db.pool.query(
+          `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at, published_at)
+           VALUES ($1, 'order.refund-reversed', $2, $3, 'published', 1, now(), now() - interval '1 hour', now() - interval '1 hour')`,
+          [randomUUID(), orderId, JSON.stringify({ orderId, refundId: r })],
+        );
+      const owed = await worker
+        .get(EmailDeliveryRepository)
+        .findUnsent({ windowMs: 6 * 86_400_000, graceMs: 0, limit: 1000 });
+      expect(owed.filter((o) => o.orderId === orderId).map((o) => [o.kind, o.ref])).toEqual([
+        ['refund_reversed', refundId],
+      ]);
+    }, 30_000);
+  });
 });
 
 describe('order emails without SMTP_URL (development: .eml files)', () => {

@@ -2342,6 +2342,13 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         ours.body.id,
       ]);
       expect(row.rows[0]).toEqual({ status: 'failed', failure: 'reversed_at_provider' });
+      // the customer, mailed "refunded", is owed one email saying it did not reach them
+      const told = await t.db.pool.query(
+        `SELECT count(*)::int AS n FROM outbox WHERE topic = 'order.refund-reversed'
+            AND payload = jsonb_build_object('orderId', $1::text, 'refundId', $2::text)`,
+        [orderId, ours.body.id],
+      );
+      expect(told.rows[0].n).toBe(1);
       // a pass that read the list before the reversal (it still said succeeded) cannot bring it
       // back: the guarded UPDATE never reinstates a refund the provider reversed
       expect(

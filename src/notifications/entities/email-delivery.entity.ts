@@ -14,7 +14,8 @@ import type { EmailKind } from '../email-job';
 /**
  * The `email_deliveries` table (migrations …-Emails.ts): one row per email the shop means to
  * send, claimed BEFORE the message goes to the mail server. `email_deliveries_once` makes it at
- * most one email per (order, kind, ref) — `ref` is the refund id for refund emails, '' otherwise.
+ * most one email per (order, kind, ref) — `ref` is the refund id for the refund emails (`refund`,
+ * `refund_reversed`: migrations …-EmailRefundReversed.ts), '' otherwise.
  * A 'sent' row is final; so is a 'rejected' one (the mail server refused it for good: a 5xx
  * for the recipient or the message), and a 'suppressed' one (a cancellation email over the
  * recipient's daily allowance, or over the shop's daily budget for inboxes nobody has proven:
@@ -24,7 +25,7 @@ import type { EmailKind } from '../email-job';
 @Unique('email_deliveries_once', ['orderId', 'kind', 'ref'])
 @Check(
   'email_deliveries_kind_check',
-  `kind IN ('order_confirmation', 'payment_receipt', 'cancellation', 'refund')`,
+  `kind IN ('order_confirmation', 'payment_receipt', 'cancellation', 'refund', 'refund_reversed')`,
 )
 @Check('email_deliveries_status_check', `status IN ('sending', 'sent', 'rejected', 'suppressed')`)
 // an inbox's cancellation emails of the last day (EmailService: the daily allowance)
@@ -36,7 +37,7 @@ import type { EmailKind } from '../email-job';
 @Index('email_deliveries_unproven_idx', ['unprovenAt'], { where: 'unproven_at IS NOT NULL' })
 @Check('email_deliveries_attempts_check', `attempts >= 0`)
 @Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
-@Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)
+@Check('email_deliveries_refund_ref', `(kind IN ('refund', 'refund_reversed')) = (ref <> '')`)
 export class EmailDeliveryEntity {
   @PrimaryColumn('uuid', { primaryKeyConstraintName: 'email_deliveries_pkey' })
   id!: string;
