@@ -6,7 +6,9 @@ import { isConnectionFailure } from '../../src/database/db-circuit-breaker';
 import { PrivatePostgres } from '../support/private-postgres';
 import { waitFor } from '../support/wait-for';
 
-const SILENCE_MS = 600;
+// (a statement of 0.3 s must answer under it with room for a stalled jest worker: at 600 ms, a
+// stall of ~300 ms while it was out had it judged silent)
+const SILENCE_MS = 2_000;
 
 /**
  * A pass-through in front of PostgreSQL through which each close of the server's reaches the

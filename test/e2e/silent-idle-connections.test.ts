@@ -4,7 +4,9 @@ import { registerCustomer } from '../support/auth';
 import { AppBehindSilentProxy, SilentProxy, bootBehindSilentProxy } from '../support/silent-proxy';
 import type { TestApp } from '../support/test-app';
 
-const SILENCE_MS = 2_000;
+// (the requests after the give-up are told from ones that waited out a silence by time: at 2 s, a
+// fresh connection's answer took 1,150 ms once in a full run on a slow day, near the bound)
+const SILENCE_MS = 4_000;
 
 /**
  * A cut that sends no reset — a network path dropping packets for a moment, a failover behind a
@@ -56,8 +58,7 @@ describe("the pool's idle connections after a silent cut", () => {
     const after: { status: number; ms: number }[] = [];
     for (let i = 0; i < warmIdle; i++) after.push(await timed());
     expect(after.map((r) => r.status)).toEqual(Array(warmIdle).fill(200));
-    // (a request that waited out a silence takes SILENCE_MS at least; a fresh connection's answer
-    // took 1,150 ms once in a full run on a slow day — half of it was the bound)
+    // (a request that waited out a silence takes SILENCE_MS at least)
     for (const r of after) expect(r.ms).toBeLessThan(SILENCE_MS - 100);
   }, 60_000);
 });
