@@ -365,7 +365,8 @@ export class Inspector {
     }
     for (const [k, ids] of idsPerEmail) {
       const [orderId, kind] = k.split('.');
-      const allowed = kind === 'refund' ? (refundsOf.get(orderId) ?? 0) : 1;
+      // (one per refund for the refund kinds: told of it, and of its reversal)
+      const allowed = kind.startsWith('refund') ? (refundsOf.get(orderId) ?? 0) : 1;
       if (ids.size > allowed)
         duplicates.push(
           `${k}: ${ids.size} distinct Message-IDs (at most ${allowed}): ${[...ids].join(', ')}`,

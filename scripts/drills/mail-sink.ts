@@ -22,6 +22,7 @@ function kindOfSubject(subject: string): string {
   if (/^Order \S+ confirmed$/.test(subject)) return 'order_confirmation';
   if (/^Receipt for order \S+$/.test(subject)) return 'payment_receipt';
   if (/^Order \S+ cancelled$/.test(subject)) return 'cancellation';
+  if (/^Refund of .+ for order \S+ did not reach you$/.test(subject)) return 'refund_reversed';
   if (/^Refund of .+ for order \S+$/.test(subject)) return 'refund';
   return '';
 }

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { inboxKey } from '../common/email';
 import { TransactionHost } from '../database/transaction-host';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
-import { REVERSED_AT_PROVIDER } from '../payments/refund.repository';
+import { REVERSED_AT_PROVIDER } from '../payments/payment-reader';
 import { EMAIL_OF_TOPIC, EmailKind } from './email-job';
 
 export interface DeliveryClaim {

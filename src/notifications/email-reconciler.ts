@@ -65,7 +65,7 @@ export class EmailReconciler {
   ) {
     this.givenUp = metrics.counter(
       'emails_given_up_total',
-      'Emails owed to a customer whose job failed again after every round of retries (a day each; kind: order_confirmation, payment_receipt, cancellation, refund): never sent, left failed in the queue for the operator, each counted once',
+      'Emails owed to a customer whose job failed again after every round of retries (a day each; kind: order_confirmation, payment_receipt, cancellation, refund, refund_reversed): never sent, left failed in the queue for the operator, each counted once',
       ['kind'],
     );
     for (const kind of EMAIL_KINDS) this.givenUp.inc({ kind }, 0);

@@ -161,8 +161,9 @@ function subjectAndIntro(ctx: EmailContext): { subject: string; intro: string } 
       return {
         subject: `Refund of ${amount} for order ${ref} did not reach you`,
         intro:
-          `The refund of ${amount} for order ${ref} that we told you about was returned to us by ` +
-          'your bank, so it did not reach you. We will refund you again and email you when we have.',
+          `The refund of ${amount} for order ${ref} that we told you about could not be ` +
+          'completed: the payment provider returned it to us, so it did not reach you. ' +
+          'We have been alerted and will refund you again.',
       };
     }
   }

@@ -417,20 +417,58 @@ describe('EmailService', () => {
       }
     });
 
-    it("waits for the refund's email being sent right now (busy), and fails while it is left sending, claiming nothing", async () => {
+    it("waits for the refund's email being sent right now (busy), claiming nothing", async () => {
       const { service, deliveries, payments, transport, locks, hold } = setup();
       payments.findRefund.mockResolvedValue(reversed);
       locks.tryHold.mockImplementation(async (key: string) =>
         key === `${orderId}.refund.r1` ? null : hold,
       );
       await expect(service.send(job)).rejects.toBeInstanceOf(EmailDeliveryBusyError);
-      locks.tryHold.mockResolvedValue(hold);
-      deliveries.find.mockImplementation(async (_o: string, kind: string) =>
-        kind === 'refund' ? refundEmail('sending') : null,
-      );
-      await expect(service.send(job)).rejects.toThrow(/not settled yet/);
       expect(deliveries.claim).not.toHaveBeenCalled();
       expect(transport.send).not.toHaveBeenCalled();
+    });
+
+    it("settles a refund's email left sending (its own job skips a failed refund): sent if the transport delivered it (then told), else suppressed; a transport that cannot say fails the attempt", async () => {
+      for (const delivered of [true, false, 'unreadable'] as const) {
+        const { service, deliveries, payments, transport } = setup();
+        payments.findRefund.mockResolvedValue(reversed);
+        const left = { id: 'd0', attempts: 3, status: 'sending', recipient: 'old@example.com' };
+        deliveries.find.mockImplementation(async (_o: string, kind: string) =>
+          kind === 'refund' ? (left as EmailDeliveryEntity) : null,
+        );
+        const markSuppressed = jest.fn().mockResolvedValue(undefined);
+        const alreadyDelivered = jest.fn(async () => {
+          if (delivered === 'unreadable') throw new Error('redis away');
+          return delivered;
+        });
+        Object.assign(deliveries, { markSuppressed });
+        Object.assign(transport, { alreadyDelivered });
+        const outcome = service.send(job);
+        if (delivered === 'unreadable') {
+          await expect(outcome).rejects.toThrow('redis away');
+          expect(deliveries.claim).not.toHaveBeenCalled();
+          continue;
+        }
+        expect(await outcome).toBe(delivered ? 'sent' : 'skipped');
+        expect(alreadyDelivered).toHaveBeenCalledWith(
+          expect.objectContaining({
+            key: `${orderId}.refund.r1`,
+            messageId: `<${orderId}.refund.r1@shop.example>`,
+          }),
+        );
+        if (delivered) {
+          expect(deliveries.markSent).toHaveBeenCalledWith('d0', 3, NOW);
+          expect(transport.send).toHaveBeenCalledTimes(1); // the reversal
+        } else {
+          expect(markSuppressed).toHaveBeenCalledWith(
+            'd0',
+            3,
+            expect.stringMatching(/reversed/),
+            NOW,
+          );
+          expect(transport.send).not.toHaveBeenCalled();
+        }
+      }
     });
 
     it('skips a refund that was not reversed (succeeded, or failed otherwise)', async () => {

@@ -8,8 +8,7 @@ import { OrderRepository } from '../orders/order.repository';
 import { delayJob } from '../queue/delay-job';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobOf, JobPayloads } from '../queue/queues';
-import { PaymentReader } from '../payments/payment-reader';
-import { REVERSED_AT_PROVIDER } from '../payments/refund.repository';
+import { PaymentReader, REVERSED_AT_PROVIDER } from '../payments/payment-reader';
 import { UserRepository } from '../users/user.repository';
 import { CancellationLimits } from './cancellation-limits';
 import { EmailDeliveryRepository } from './email-delivery.repository';
@@ -103,7 +102,7 @@ export class EmailService {
     if (!ctx) return 'skipped';
     const { recipient, context, status } = ctx;
     const content = renderEmail(context);
-    const messageId = `<${key}@${mailDomain(this.config.mail.from)}>`;
+    const messageId = this.messageIdOf(key);
 
     const hold = await this.locks.tryHold(key);
     if (!hold) {
@@ -222,11 +221,14 @@ export class EmailService {
    * Why the customer is not to be told that a refund was reversed: its own email ("we have
    * refunded …") never went out — null when it was sent. Decided under that email's lock, which
    * its job holds from before its claim to after its 'sent' record: the job sending it right now
-   * is waited for (EmailDeliveryBusyError: looked at again in seconds); one that has not claimed
-   * it is refused it for good (its delivery recorded suppressed here, so a job that read the
-   * refund before the reversal cannot mail "refunded" after this said nothing); one left
-   * 'sending' (a worker died mid-send, a failed attempt) is unsettled: this attempt fails and is
-   * retried with the email backoff, until that delivery's own retry settles it.
+   * is waited for (EmailDeliveryBusyError: looked at again in seconds). Not being sent now, it is
+   * settled here for good, as its own job will never settle it (that job skips a refund that
+   * failed, and the reconciliation owes it no more): one nobody has claimed is recorded
+   * suppressed (so a job that read the refund before the reversal cannot mail "refunded" after
+   * this said nothing); one left 'sending' — its attempt failed, or its worker died, maybe after
+   * the send — is recorded as the transport knows it, sent (the customer is told) or suppressed,
+   * as a takeover judges it (deliveredBefore). A transport that cannot say just now fails this
+   * attempt, retried with the email backoff.
    */
   private async refundNeverTold(job: EmailJob, recipient: string): Promise<string | null> {
     const told: EmailJob = { orderId: job.orderId, kind: 'refund', refundId: job.refundId };
@@ -234,6 +236,8 @@ export class EmailService {
     const hold = await this.locks.tryHold(key);
     if (!hold) throw new EmailDeliveryBusyError(key);
     try {
+      const now = this.clock.now();
+      const messageId = this.messageIdOf(key);
       const delivery =
         (await this.deliveries.find(job.orderId, 'refund', emailRef(told))) ??
         (await this.deliveries.suppressUnclaimed({
@@ -242,18 +246,42 @@ export class EmailService {
           kind: 'refund',
           ref: emailRef(told),
           recipient,
-          messageId: `<${key}@${mailDomain(this.config.mail.from)}>`,
-          now: this.clock.now(),
+          messageId,
+          now,
           reason: 'its refund was reversed by the provider before it went out',
         }));
-      if (delivery?.status === 'sent') return null;
       if (delivery?.status === 'sending') {
-        throw new Error(`email ${key}, of the refund reversed, is not settled yet (sending)`);
+        // (only its key and Message-ID are read of it)
+        const from = this.config.mail.from;
+        const message = {
+          key,
+          messageId,
+          from,
+          to: delivery.recipient,
+          subject: '',
+          text: '',
+          html: '',
+        };
+        if (await this.transport.alreadyDelivered?.(message)) {
+          this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it`);
+          if (await this.deliveries.markSent(delivery.id, delivery.attempts, now))
+            await this.transport.recorded?.(message);
+          return null;
+        }
+        const reason = 'its refund was reversed by the provider before it was delivered';
+        await this.deliveries.markSuppressed(delivery.id, delivery.attempts, reason, now);
+        return `its refund's email was never sent (suppressed: ${reason})`;
       }
+      if (delivery?.status === 'sent') return null;
       return `its refund's email was never sent (${delivery?.status ?? 'no delivery'})`;
     } finally {
       await hold.release();
     }
+  }
+
+  /** The Message-ID of delivery `key`: the same for every attempt, so clients fold a resend. */
+  private messageIdOf(key: string): string {
+    return `<${key}@${mailDomain(this.config.mail.from)}>`;
   }
 
   /**

@@ -18,6 +18,9 @@ export interface DisputeSummary {
 }
 
 /** What a refund email needs from the refund. */
+/** What a refund the provider failed after reporting it succeeded is recorded as failing with. */
+export const REVERSED_AT_PROVIDER = 'reversed_at_provider';
+
 export interface RefundForEmail {
   id: string;
   orderId: string;

@@ -57,9 +57,6 @@ const toRefund = (e: RefundEntity): Refund => ({
  * of the provider again: a card refund can be failed by the customer's bank weeks after it was
  * reported succeeded.
  */
-/** What a refund the provider failed after reporting it succeeded is recorded as failing with. */
-export const REVERSED_AT_PROVIDER = 'reversed_at_provider';
-
 export const REFUND_WATCH_MS = 30 * 24 * 3600_000;
 
 /**

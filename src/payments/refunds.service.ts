@@ -24,13 +24,8 @@ import {
   gatewayKeys,
 } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
-import {
-  NewRefund,
-  REFUND_WATCH_MS,
-  REVERSED_AT_PROVIDER,
-  Refund,
-  RefundRepository,
-} from './refund.repository';
+import { REVERSED_AT_PROVIDER } from './payment-reader';
+import { NewRefund, REFUND_WATCH_MS, Refund, RefundRepository } from './refund.repository';
 
 const SYSTEM = 'system:payments';
 /** Answers from the provider that mean "not that much is left to refund". */

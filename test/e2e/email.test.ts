@@ -12,8 +12,8 @@ import { EmailKind, emailJobId } from '../../src/notifications/email-job';
 import { SMTP_IDLE_BEFORE_HANDOVER_MS, smtpIdle } from '../../src/notifications/mail-transport';
 import { EmailReconciler } from '../../src/notifications/email-reconciler';
 import { EmailDeliveryRepository } from '../../src/notifications/email-delivery.repository';
-import { PaymentReader } from '../../src/payments/payment-reader';
-import { REVERSED_AT_PROVIDER, RefundRepository } from '../../src/payments/refund.repository';
+import { PaymentReader, REVERSED_AT_PROVIDER } from '../../src/payments/payment-reader';
+import { RefundRepository } from '../../src/payments/refund.repository';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
 import { JobHandlers } from '../../src/queue/job-handlers';
 import { JobName, QueueName } from '../../src/queue/queues';
@@ -23,6 +23,8 @@ import { insertRefund } from '../support/refunds';
 import { Buyer, buyers, payOrder, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
 import { drain } from '../support/drain';
+import type Redis from 'ioredis';
+import { REDIS } from '../../src/redis/redis.module';
 import { CANCELLATION_EMAILS_PER_DAY } from '../../src/notifications/cancellation-limits';
 import { APP_CONFIG, AppConfig } from '../../src/config/config';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -643,7 +645,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
           `<${orderId}.refund_reversed.${refundId}@shop.example>`,
         ],
       ]);
-      expect(mails[1].text).toContain('returned to us by your bank');
+      expect(mails[1].text).toContain('the payment provider returned it to us');
       expect(
         (await deliveriesOf(t, orderId))
           .filter((d) => d.ref === refundId)
@@ -680,6 +682,38 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
         .get(EmailDeliveryRepository)
         .findUnsent({ windowMs: 6 * 86_400_000, graceMs: 0, limit: 1000 });
       expect(owed.filter((o) => o.ref === refundId)).toEqual([]);
+    }, 30_000);
+
+    it('after a "refunded" email left sending (its worker died mid-send; its own job skips a failed refund): settled under its lock — recorded sent and the reversal told if the mail server took it, else suppressed and nothing told', async () => {
+      for (const accepted of [true, false]) {
+        const orderId = await paidOrder();
+        const refundId = await insertRefund(t.db.pool, {
+          orderId,
+          amount: 10_000,
+          status: 'succeeded',
+        });
+        const key = `${orderId}.refund.${refundId}`;
+        await t.db.pool.query(
+          `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at, created_at, updated_at)
+           VALUES ($1, $2, 'refund', $3, $4, $4, 'sending', 1, $5, now(), now(), now())`,
+          [randomUUID(), orderId, refundId, alice.email, `<${key}@shop.example>`],
+        );
+        const mark = `${t.config.redis.keyPrefix}:email-accepted:${key}`;
+        if (accepted)
+          await worker.get<Redis>(REDIS, { strict: false }).set(mark, '1', 'PX', 60_000);
+        await reverse(refundId);
+        await event('order.refund-reversed', orderId, refundId);
+        await drain(worker, t.db.pool);
+        const rows = (await deliveriesOf(t, orderId)).filter((d) => d.ref === refundId);
+        expect(rows.map((d) => [d.kind, d.status])).toEqual([
+          ['refund', accepted ? 'sent' : 'suppressed'],
+          ['refund_reversed', accepted ? 'sent' : 'suppressed'],
+        ]);
+        expect(refundMails(orderId).map((m) => m.subject)).toEqual(
+          accepted ? [`Refund of INR 100.00 for order ${ref(orderId)} did not reach you`] : [],
+        );
+        expect(await worker.get<Redis>(REDIS, { strict: false }).exists(mark)).toBe(0);
+      }
     }, 30_000);
 
     it('a refund email job that read the refund before the reversal cannot mail "refunded" after the reversal was found untold', async () => {
