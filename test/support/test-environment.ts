@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { TestEnvironment } from 'jest-environment-node';
 
 /**
@@ -46,13 +46,27 @@ function recordedStorages(): Set<AsyncLocalStorage<unknown>> {
 /**
  * With JEST_CPU_LOG=<file>, each test file appends one JSON line there: its path, wall time and
  * the CPU time its jest worker spent on it (user + system, ms; the worker runs one file at a time,
- * so the difference is the file's — not its child processes' or the servers' it talks to).
+ * so the difference is the file's — not the servers' it talks to), and `childCpuMs`, that of the
+ * child processes it started and saw end (the API and worker processes, CLIs, servers of its own:
+ * the kernel's count for a process's waited-for children, /proc/self/stat).
  */
 const CPU_LOG = process.env.JEST_CPU_LOG;
 
+/** CPU time (ms) of this process's children that have ended and been waited for (Linux only). */
+function childrenCpuMs(): number {
+  try {
+    // (fields after the command's closing parenthesis: cutime and cstime are the 14th and 15th)
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100; // (USER_HZ: 100)
+  } catch {
+    return 0;
+  }
+}
+
 export default class ShopTestEnvironment extends TestEnvironment {
   private readonly file: string;
-  private started = { cpu: process.cpuUsage(), at: 0 };
+  private started = { cpu: process.cpuUsage(), at: 0, children: 0 };
 
   constructor(...[config, context]: ConstructorParameters<typeof TestEnvironment>) {
     super(config, context);
@@ -60,7 +74,7 @@ export default class ShopTestEnvironment extends TestEnvironment {
   }
 
   override async setup(): Promise<void> {
-    this.started = { cpu: process.cpuUsage(), at: performance.now() };
+    this.started = { cpu: process.cpuUsage(), at: performance.now(), children: childrenCpuMs() };
     recordedStorages();
     await super.setup();
   }
@@ -76,6 +90,7 @@ export default class ShopTestEnvironment extends TestEnvironment {
         file: this.file,
         wallMs: Math.round(performance.now() - this.started.at),
         cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+        childCpuMs: Math.round(childrenCpuMs() - this.started.children),
       };
       appendFileSync(CPU_LOG, `${JSON.stringify(line)}\n`);
     }
