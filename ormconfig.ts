@@ -4,7 +4,7 @@ import { loadDatabaseConfig } from './src/config/config';
 import { loadEnvFile } from './src/config/env-file';
 import { ConnectionRefused, lockUrlVariable, refusedAs } from './src/database/connection-refusal';
 import { dataSourceOptions } from './src/database/data-source-options';
-import { MigratingDataSource } from './src/database/migrating-data-source';
+import { MigratingDataSource, RevertNotConfirmed } from './src/database/migrating-data-source';
 
 /**
  * The DataSource used by the TypeORM CLI (migration:run / revert / generate), built from the
@@ -42,6 +42,30 @@ const database = databaseConfig();
  * CLI's exit 1: worth another try.
  */
 class CliDataSource extends MigratingDataSource {
+  /**
+   * Outside development and test, a revert is only of the migration named by MIGRATION_REVERT
+   * (the newest applied, which it would undo): several down()s drop tables that hold orders,
+   * payments or sessions, and `npm run migration:revert` typed for a rollback of the build — which
+   * never needs one — ran them with nothing asked (operator review). Refused before anything is
+   * undone, naming the migration.
+   */
+  protected override confirmRevert(migration: string): void {
+    if (['development', 'test'].includes(process.env.NODE_ENV ?? '')) return;
+    if (process.env.MIGRATION_REVERT !== migration) throw new RevertNotConfirmed(migration);
+  }
+
+  /** (refused: its message alone and exit code 2, not the CLI's stack and exit 1) */
+  override async undoLastMigration(
+    options?: Parameters<MigratingDataSource['undoLastMigration']>[0],
+  ): Promise<void> {
+    try {
+      await super.undoLastMigration(options);
+    } catch (err) {
+      if (err instanceof RevertNotConfirmed) commandFailed(err);
+      throw err;
+    }
+  }
+
   override async initialize(): Promise<this> {
     try {
       return await super.initialize();

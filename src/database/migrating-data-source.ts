@@ -96,8 +96,37 @@ function failingSafely(name: string, migration: MigrationInterface): MigrationIn
   };
 }
 
+/**
+ * Refuses a revert that was not asked for by name: what `MIGRATION_REVERT` must say outside
+ * development and test (`migration:revert` through ormconfig.ts).
+ */
+export class RevertNotConfirmed extends Error {
+  /** A usage error, as the other commands' (not a failure worth another try as it is). */
+  readonly exitCode = 2;
+
+  constructor(readonly migration: string) {
+    super(
+      `migration:revert would revert ${migration}, whose down() may drop columns or tables and ` +
+        'the data in them. Going back to the previous build never needs it (README, Operations). ' +
+        `To revert it all the same, run the command again with MIGRATION_REVERT=${migration}. ` +
+        'Nothing was reverted.',
+    );
+    this.name = 'RevertNotConfirmed';
+  }
+}
+
 /** TypeORM's executor, running each migration through failingSafely. */
 class SafeMigrationExecutor extends MigrationExecutor {
+  /** Told the migration a revert is about to undo, before anything is undone; throws to refuse. */
+  beforeRevert?: (migration: string) => void;
+
+  /** (TypeORM's undoLastMigration asks this alone which migration it reverts) */
+  protected override getLatestExecutedMigration(sorted: Migration[]): Migration | undefined {
+    const latest = super.getLatestExecutedMigration(sorted);
+    if (latest) this.beforeRevert?.(latest.name);
+    return latest;
+  }
+
   protected override getMigrations(): Migration[] {
     return super.getMigrations().map((migration) => {
       if (migration.instance)
@@ -189,12 +218,19 @@ export class MigratingDataSource extends DataSource {
     });
   }
 
+  /**
+   * Whether a revert of `migration` may go ahead: none is refused here (the CLI's data source
+   * asks for it by name outside development: ormconfig.ts). Throws to refuse it.
+   */
+  protected confirmRevert(_migration: string): void {}
+
   /** A revert takes its turn too (it would undo the migration a run is just applying on top of). */
   override undoLastMigration(
     options?: Parameters<DataSource['undoLastMigration']>[0],
   ): Promise<void> {
     return this.inTurn((runner) => {
       const executor = new SafeMigrationExecutor(this, runner);
+      executor.beforeRevert = (migration) => this.confirmRevert(migration);
       executor.transaction = options?.transaction || 'all';
       executor.fake = options?.fake ?? false;
       return executor.undoLastMigration();

@@ -1,5 +1,12 @@
 import { execFile, spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -434,9 +441,24 @@ describe('.env: read by a real parser, by every process, the real environment wi
       // typeorm CLI on the compiled config (docker/Dockerfile), reading DATABASE_URL from .env
       const cli = join(ROOT, 'node_modules', 'typeorm', 'cli.js');
       const dataSource = join(out, 'ormconfig.js');
+      // in production only the migration named by MIGRATION_REVERT, the newest applied: several
+      // down()s drop tables that hold data (operator review)
+      const [, stamp, title] = /^(\d+)-(\w+)\.ts$/.exec(
+        readdirSync(join(ROOT, 'migrations'))
+          .filter((f) => /^\d+-\w+\.ts$/.test(f))
+          .sort()
+          .at(-1)!,
+      )!;
+      const newest = `${title}${stamp}`;
+      await expect(
+        run(process.execPath, [cli, '-d', dataSource, 'migration:revert'], { cwd: dir, env }),
+      ).rejects.toMatchObject({
+        code: 2,
+        stderr: `migration:revert would revert ${newest}, whose down() may drop columns or tables and the data in them. Going back to the previous build never needs it (README, Operations). To revert it all the same, run the command again with MIGRATION_REVERT=${newest}. Nothing was reverted.\n`,
+      });
       const reverted = await run(process.execPath, [cli, '-d', dataSource, 'migration:revert'], {
         cwd: dir,
-        env,
+        env: { ...env, MIGRATION_REVERT: newest },
       });
       expect(reverted.stdout).toMatch(/reverted successfully/);
       const applied = await run(process.execPath, [cli, '-d', dataSource, 'migration:run'], {
