@@ -318,9 +318,12 @@ export class EmailDeliveryRepository {
     });
   }
 
-  /** A claimed delivery that is not to be sent (over an allowance): final, never owed again. */
-  async markSuppressed(id: string, attempt: number, reason: string, at: Date): Promise<void> {
-    await this.tx.withManager((m) =>
+  /**
+   * A claimed delivery that is not to be sent (over an allowance): final, never owed again. Whether
+   * it was still that attempt's claim, 'sending' (and is suppressed now).
+   */
+  async markSuppressed(id: string, attempt: number, reason: string, at: Date): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
       m
         .getRepository(EmailDeliveryEntity)
         .update(
@@ -328,6 +331,7 @@ export class EmailDeliveryRepository {
           { status: 'suppressed', claimedAt: null, lastError: reason, updatedAt: at },
         ),
     );
+    return (result.affected ?? 0) > 0;
   }
 
   /**

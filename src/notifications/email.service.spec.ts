@@ -15,6 +15,7 @@ import {
   mailDomain,
 } from './email.service';
 import { mockOf } from '../../test/support/mocks';
+import { UNANSWERED_HANDOVER } from './mail-transport';
 
 const NOW = new Date('2025-01-01T10:00:00Z');
 const orderId = '0c8e4f2a-1111-4222-8333-944445555666';
@@ -428,47 +429,76 @@ describe('EmailService', () => {
       expect(transport.send).not.toHaveBeenCalled();
     });
 
-    it("settles a refund's email left sending (its own job skips a failed refund): sent if the transport delivered it (then told), else suppressed; a transport that cannot say fails the attempt", async () => {
-      for (const delivered of [true, false, 'unreadable'] as const) {
+    it("settles a refund's email left sending (its own job skips a failed refund): one claimed moments ago is waited for; else sent if the transport delivered it, suppressed if not — the reversal told unless a failed attempt gave it back; a transport that cannot say fails the attempt", async () => {
+      const minutesAgo = (m: number) => new Date(NOW.getTime() - m * 60_000);
+      const cases = [
+        { claimedAt: minutesAgo(1), lastError: null, delivered: false, outcome: 'busy' },
+        { claimedAt: minutesAgo(12), lastError: null, delivered: true, outcome: 'sent' },
+        { claimedAt: minutesAgo(12), lastError: null, delivered: false, outcome: 'sent' },
+        { claimedAt: null, lastError: '451 try later', delivered: true, outcome: 'sent' },
+        { claimedAt: null, lastError: '451 try later', delivered: false, outcome: 'skipped' },
+        {
+          claimedAt: null,
+          lastError: `${UNANSWERED_HANDOVER}: socket closed`,
+          delivered: false,
+          outcome: 'sent',
+        },
+        { claimedAt: null, lastError: null, delivered: 'unreadable', outcome: 'redis away' },
+      ] as const;
+      for (const c of cases) {
         const { service, deliveries, payments, transport } = setup();
         payments.findRefund.mockResolvedValue(reversed);
-        const left = { id: 'd0', attempts: 3, status: 'sending', recipient: 'old@example.com' };
+        const left = { id: 'd0', attempts: 3, status: 'sending', ...c, messageId: '<m>' };
         deliveries.find.mockImplementation(async (_o: string, kind: string) =>
-          kind === 'refund' ? (left as EmailDeliveryEntity) : null,
+          kind === 'refund' ? (left as unknown as EmailDeliveryEntity) : null,
         );
-        const markSuppressed = jest.fn().mockResolvedValue(undefined);
+        const markSuppressed = jest.fn().mockResolvedValue(true);
         const alreadyDelivered = jest.fn(async () => {
-          if (delivered === 'unreadable') throw new Error('redis away');
-          return delivered;
+          if (c.delivered === 'unreadable') throw new Error('redis away');
+          return c.delivered;
         });
         Object.assign(deliveries, { markSuppressed });
         Object.assign(transport, { alreadyDelivered });
-        const outcome = service.send(job);
-        if (delivered === 'unreadable') {
-          await expect(outcome).rejects.toThrow('redis away');
+        const outcome = await service.send(job).catch((err: Error) => err);
+        if (c.outcome === 'busy') expect(outcome).toBeInstanceOf(EmailDeliveryBusyError);
+        else if (c.outcome === 'redis away')
+          expect(outcome).toMatchObject({ message: 'redis away' });
+        else expect([c, outcome]).toEqual([c, c.outcome]);
+        if (c.outcome === 'busy' || c.outcome === 'redis away') {
           expect(deliveries.claim).not.toHaveBeenCalled();
+          expect(markSuppressed).not.toHaveBeenCalled();
           continue;
         }
-        expect(await outcome).toBe(delivered ? 'sent' : 'skipped');
         expect(alreadyDelivered).toHaveBeenCalledWith(
-          expect.objectContaining({
-            key: `${orderId}.refund.r1`,
-            messageId: `<${orderId}.refund.r1@shop.example>`,
-          }),
+          expect.objectContaining({ key: `${orderId}.refund.r1` }),
         );
-        if (delivered) {
-          expect(deliveries.markSent).toHaveBeenCalledWith('d0', 3, NOW);
-          expect(transport.send).toHaveBeenCalledTimes(1); // the reversal
-        } else {
+        if (c.delivered) expect(deliveries.markSent).toHaveBeenCalledWith('d0', 3, NOW);
+        else
           expect(markSuppressed).toHaveBeenCalledWith(
             'd0',
             3,
             expect.stringMatching(/reversed/),
             NOW,
           );
-          expect(transport.send).not.toHaveBeenCalled();
-        }
+        expect(transport.send).toHaveBeenCalledTimes(c.outcome === 'sent' ? 1 : 0); // the reversal
       }
+    });
+
+    it("a refund's email recorded sent between the look and the suppression (an attempt that lost its lock) has the reversal told", async () => {
+      const { service, deliveries, payments, transport } = setup();
+      payments.findRefund.mockResolvedValue(reversed);
+      const left = { id: 'd0', attempts: 1, status: 'sending', claimedAt: null, lastError: null };
+      deliveries.find.mockImplementation(async (_o: string, kind: string) =>
+        kind !== 'refund'
+          ? null
+          : ((deliveries.find.mock.calls.filter(([, k]) => k === 'refund').length > 1
+              ? { ...left, status: 'sent' }
+              : left) as unknown as EmailDeliveryEntity),
+      );
+      Object.assign(deliveries, { markSuppressed: jest.fn().mockResolvedValue(false) });
+      Object.assign(transport, { alreadyDelivered: jest.fn().mockResolvedValue(false) });
+      expect(await service.send(job)).toBe('sent');
+      expect(transport.send).toHaveBeenCalledTimes(1);
     });
 
     it('skips a refund that was not reversed (succeeded, or failed otherwise)', async () => {

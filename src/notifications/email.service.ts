@@ -20,9 +20,15 @@ import {
   emailRef,
   isRefundEmailKind,
 } from './email-job';
-import { EmailDeliveryLocks } from './email-delivery-locks';
+import { EMAIL_LOCK_IDLE_SESSION_MS, EmailDeliveryLocks } from './email-delivery-locks';
+import type { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import { EmailContent, EmailContext, renderEmail } from './email-templates';
-import { MailTransport, OutgoingEmail, UnansweredHandoverError } from './mail-transport';
+import {
+  MailTransport,
+  OutgoingEmail,
+  UNANSWERED_HANDOVER,
+  UnansweredHandoverError,
+} from './mail-transport';
 import { PRODUCT_WITHDRAWN_ACTOR, UNCHARGEABLE_TOTAL_ACTOR } from '../orders/order-state-machine';
 
 /**
@@ -225,10 +231,7 @@ export class EmailService {
    * settled here for good, as its own job will never settle it (that job skips a refund that
    * failed, and the reconciliation owes it no more): one nobody has claimed is recorded
    * suppressed (so a job that read the refund before the reversal cannot mail "refunded" after
-   * this said nothing); one left 'sending' — its attempt failed, or its worker died, maybe after
-   * the send — is recorded as the transport knows it, sent (the customer is told) or suppressed,
-   * as a takeover judges it (deliveredBefore). A transport that cannot say just now fails this
-   * attempt, retried with the email backoff.
+   * this said nothing); one left 'sending' is settled by settleLeftSending.
    */
   private async refundNeverTold(job: EmailJob, recipient: string): Promise<string | null> {
     const told: EmailJob = { orderId: job.orderId, kind: 'refund', refundId: job.refundId };
@@ -250,33 +253,59 @@ export class EmailService {
           now,
           reason: 'its refund was reversed by the provider before it went out',
         }));
-      if (delivery?.status === 'sending') {
-        // (only its key and Message-ID are read of it)
-        const from = this.config.mail.from;
-        const message = {
-          key,
-          messageId,
-          from,
-          to: delivery.recipient,
-          subject: '',
-          text: '',
-          html: '',
-        };
-        if (await this.transport.alreadyDelivered?.(message)) {
-          this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it`);
-          if (await this.deliveries.markSent(delivery.id, delivery.attempts, now))
-            await this.transport.recorded?.(message);
-          return null;
-        }
-        const reason = 'its refund was reversed by the provider before it was delivered';
-        await this.deliveries.markSuppressed(delivery.id, delivery.attempts, reason, now);
-        return `its refund's email was never sent (suppressed: ${reason})`;
-      }
+      if (delivery?.status === 'sending') return await this.settleLeftSending(delivery, key, now);
       if (delivery?.status === 'sent') return null;
       return `its refund's email was never sent (${delivery?.status ?? 'no delivery'})`;
     } finally {
       await hold.release();
     }
+  }
+
+  /**
+   * A refund's email found 'sending' under its lock, its refund reversed (refundNeverTold): why
+   * the reversal is not to be told, or null. Claimed less than EMAIL_LOCK_IDLE_SESSION_MS ago, an
+   * attempt may be sending it still — one whose lock session ended under it (a database restart)
+   * goes on with its conversation — so it is waited for (EmailDeliveryBusyError). Otherwise it is
+   * abandoned: recorded sent when the transport knows it was delivered (and the reversal told);
+   * else suppressed — and the reversal told all the same when it may have gone out (its worker
+   * died holding the claim, or its server was handed it whole and never answered: a takeover
+   * would have sent it again), so a customer who may have read "refunded" hears it did not reach
+   * them. A transport that cannot say just now fails the attempt (retried with its backoff).
+   */
+  private async settleLeftSending(
+    delivery: EmailDeliveryEntity,
+    key: string,
+    now: Date,
+  ): Promise<string | null> {
+    const claimed = delivery.claimedAt?.getTime();
+    if (claimed !== undefined && now.getTime() - claimed < EMAIL_LOCK_IDLE_SESSION_MS)
+      throw new EmailDeliveryBusyError(key);
+    // (only its key is read of it, and its Message-ID for a log line)
+    const message = {
+      key,
+      messageId: delivery.messageId,
+      from: this.config.mail.from,
+      to: delivery.recipient,
+      subject: '',
+      text: '',
+      html: '',
+    };
+    if (await this.transport.alreadyDelivered?.(message)) {
+      this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it`);
+      if (await this.deliveries.markSent(delivery.id, delivery.attempts, now))
+        await this.transport.recorded?.(message);
+      return null;
+    }
+    const maybeSent =
+      claimed !== undefined || (delivery.lastError ?? '').includes(UNANSWERED_HANDOVER);
+    const reason = `its refund was reversed by the provider before it was ${maybeSent ? 'known to be delivered' : 'delivered'}`;
+    if (!(await this.deliveries.markSuppressed(delivery.id, delivery.attempts, reason, now))) {
+      // settled meanwhile after all (an attempt that lost its lock recorded its send)
+      const settled = await this.deliveries.find(delivery.orderId, 'refund', delivery.ref);
+      if (settled?.status === 'sent') return null;
+      throw new Error(`email ${key} changed while its refund's reversal settled it`);
+    }
+    return maybeSent ? null : `its refund's email was never sent (suppressed: ${reason})`;
   }
 
   /** The Message-ID of delivery `key`: the same for every attempt, so clients fold a resend. */

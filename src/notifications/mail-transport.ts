@@ -193,6 +193,9 @@ function openSocket(options: SMTPTransport.Options): Promise<Socket> {
 const answered = (err: unknown): boolean =>
   typeof (err as { responseCode?: unknown } | null)?.responseCode === 'number';
 
+/** What the error of a send that handed the message over whole and had no answer begins with. */
+export const UNANSWERED_HANDOVER = 'handed over whole, no answer';
+
 /**
  * Sends through the mail server at SMTP_URL (smtp:// with STARTTLS — required outside development
  * but to this host: smtpTransportOptions — or smtps://).
@@ -320,7 +323,7 @@ class SmtpMailTransport extends MailTransport {
       if (handedOver && !answered(err)) {
         await this.countHandover(message);
         throw new UnansweredHandoverError(
-          `handed over whole, no answer: ${err instanceof Error ? err.message : String(err)}`,
+          `${UNANSWERED_HANDOVER}: ${err instanceof Error ? err.message : String(err)}`,
           { cause: err },
         );
       }

@@ -17,10 +17,10 @@ export interface DisputeSummary {
   updatedAt: string;
 }
 
-/** What a refund email needs from the refund. */
 /** What a refund the provider failed after reporting it succeeded is recorded as failing with. */
 export const REVERSED_AT_PROVIDER = 'reversed_at_provider';
 
+/** What a refund email needs from the refund. */
 export interface RefundForEmail {
   id: string;
   orderId: string;

@@ -684,8 +684,28 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       expect(owed.filter((o) => o.ref === refundId)).toEqual([]);
     }, 30_000);
 
-    it('after a "refunded" email left sending (its worker died mid-send; its own job skips a failed refund): settled under its lock — recorded sent and the reversal told if the mail server took it, else suppressed and nothing told', async () => {
-      for (const accepted of [true, false]) {
+    it('after a "refunded" email left sending (its own job skips a failed refund): settled under its lock — sent if the mail server took it, else suppressed; the reversal told unless it surely never went out (a failed attempt released it)', async () => {
+      const cases = [
+        // a worker that died mid-send 12 minutes ago, after the server's 250 OK (its mark kept)
+        { claimedAgo: '12 minutes', lastError: null, accepted: true, refund: 'sent', told: true },
+        // ... before it (no mark): it may have gone out all the same
+        {
+          claimedAgo: '12 minutes',
+          lastError: null,
+          accepted: false,
+          refund: 'suppressed',
+          told: true,
+        },
+        // a failed attempt that gave its claim back: the server refused it for now
+        {
+          claimedAgo: null,
+          lastError: '451 4.3.0 try again later',
+          accepted: false,
+          refund: 'suppressed',
+          told: false,
+        },
+      ];
+      for (const c of cases) {
         const orderId = await paidOrder();
         const refundId = await insertRefund(t.db.pool, {
           orderId,
@@ -694,26 +714,63 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
         });
         const key = `${orderId}.refund.${refundId}`;
         await t.db.pool.query(
-          `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at, created_at, updated_at)
-           VALUES ($1, $2, 'refund', $3, $4, $4, 'sending', 1, $5, now(), now(), now())`,
-          [randomUUID(), orderId, refundId, alice.email, `<${key}@shop.example>`],
+          `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at, last_error, created_at, updated_at)
+           VALUES ($1, $2, 'refund', $3, $4, $4, 'sending', 1, $5, now() - $6::interval, $7, now(), now())`,
+          [
+            randomUUID(),
+            orderId,
+            refundId,
+            alice.email,
+            `<${key}@shop.example>`,
+            c.claimedAgo,
+            c.lastError,
+          ],
         );
         const mark = `${t.config.redis.keyPrefix}:email-accepted:${key}`;
-        if (accepted)
+        if (c.accepted)
           await worker.get<Redis>(REDIS, { strict: false }).set(mark, '1', 'PX', 60_000);
         await reverse(refundId);
         await event('order.refund-reversed', orderId, refundId);
         await drain(worker, t.db.pool);
         const rows = (await deliveriesOf(t, orderId)).filter((d) => d.ref === refundId);
-        expect(rows.map((d) => [d.kind, d.status])).toEqual([
-          ['refund', accepted ? 'sent' : 'suppressed'],
-          ['refund_reversed', accepted ? 'sent' : 'suppressed'],
+        expect([c, rows.map((d) => [d.kind, d.status])]).toEqual([
+          c,
+          [
+            ['refund', c.refund],
+            ['refund_reversed', c.told ? 'sent' : 'suppressed'],
+          ],
         ]);
         expect(refundMails(orderId).map((m) => m.subject)).toEqual(
-          accepted ? [`Refund of INR 100.00 for order ${ref(orderId)} did not reach you`] : [],
+          c.told ? [`Refund of INR 100.00 for order ${ref(orderId)} did not reach you`] : [],
         );
         expect(await worker.get<Redis>(REDIS, { strict: false }).exists(mark)).toBe(0);
       }
+    }, 60_000);
+
+    it('a "refunded" email claimed moments ago is waited for (its attempt may be sending it still, its lock session ended under it), not settled', async () => {
+      const orderId = await paidOrder();
+      const refundId = await insertRefund(t.db.pool, {
+        orderId,
+        amount: 10_000,
+        status: 'succeeded',
+      });
+      await t.db.pool.query(
+        `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at, created_at, updated_at)
+         VALUES ($1, $2, 'refund', $3, $4, $4, 'sending', 1, $5, now(), now(), now())`,
+        [
+          randomUUID(),
+          orderId,
+          refundId,
+          alice.email,
+          `<${orderId}.refund.${refundId}@shop.example>`,
+        ],
+      );
+      await reverse(refundId);
+      await expect(
+        worker.get(EmailService).send({ orderId, kind: 'refund_reversed', refundId }),
+      ).rejects.toBeInstanceOf(EmailDeliveryBusyError);
+      const rows = (await deliveriesOf(t, orderId)).filter((d) => d.ref === refundId);
+      expect(rows.map((d) => [d.kind, d.status])).toEqual([['refund', 'sending']]);
     }, 30_000);
 
     it('a refund email job that read the refund before the reversal cannot mail "refunded" after the reversal was found untold', async () => {
