@@ -107,7 +107,7 @@ export class RevertNotConfirmed extends Error {
   constructor(readonly migration: string) {
     super(
       `migration:revert would revert ${migration}, whose down() may drop columns or tables and ` +
-        'the data in them. Going back to the previous build never needs it (README, Operations). ' +
+        'the data in them. Going back to the previous build does not need it (README, Operations). ' +
         `To revert it all the same, run the command again with MIGRATION_REVERT=${migration}. ` +
         'Nothing was reverted.',
     );

@@ -437,7 +437,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         METRICS_PORT: '0',
         WORKER_METRICS_PORT: '0',
       };
-      // the image's `npm run migration:revert` (a deploy rolled back) and `migration:run`: the
+      // the image's `npm run migration:revert` and `migration:run`: the
       // typeorm CLI on the compiled config (docker/Dockerfile), reading DATABASE_URL from .env
       const cli = join(ROOT, 'node_modules', 'typeorm', 'cli.js');
       const dataSource = join(out, 'ormconfig.js');
@@ -454,7 +454,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         run(process.execPath, [cli, '-d', dataSource, 'migration:revert'], { cwd: dir, env }),
       ).rejects.toMatchObject({
         code: 2,
-        stderr: `migration:revert would revert ${newest}, whose down() may drop columns or tables and the data in them. Going back to the previous build never needs it (README, Operations). To revert it all the same, run the command again with MIGRATION_REVERT=${newest}. Nothing was reverted.\n`,
+        stderr: `migration:revert would revert ${newest}, whose down() may drop columns or tables and the data in them. Going back to the previous build does not need it (README, Operations). To revert it all the same, run the command again with MIGRATION_REVERT=${newest}. Nothing was reverted.\n`,
       });
       const reverted = await run(process.execPath, [cli, '-d', dataSource, 'migration:revert'], {
         cwd: dir,
