@@ -35,6 +35,9 @@ describe("the queues' Redis connections: a closed connection's socket timer", ()
       const waiting = client.blpop('nothing-here', 5).catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 100));
       (client as unknown as { stream: { destroy(): void } }).stream.destroy();
+      // the timer under test is armed (600 ms); the new connection's own get 10 s, so a stalled
+      // jest worker's late reply is not what drops it
+      client.options.socketTimeout = 10_000;
       await waiting;
       await waitFor('reconnected', async () => client.status, { until: (s) => s === 'ready' });
       expect(closes).toBe(1);
