@@ -196,6 +196,24 @@ async function sendUnderSilenceLimit(
   }
 }
 
+/**
+ * A mail server (and whatever stands before it) run from `source` in a thread of its own, as a
+ * real one is elsewhere: its replies never wait on this thread's stalls. Its first message is its
+ * port; every later one goes to `onMessage`.
+ */
+async function serverThread(
+  source: string,
+  onMessage: (message: unknown) => void,
+): Promise<{ thread: Worker; port: number }> {
+  const thread = new Worker(source, { eval: true });
+  const port = await new Promise<number>((resolve, reject) => {
+    thread.once('message', resolve);
+    thread.once('error', reject);
+  });
+  thread.on('message', onMessage);
+  return { thread, port };
+}
+
 describe('SMTP transport: the silence limit before the handover', () => {
   // the mail server and the slow link in a thread of their own, as a real relay is another
   // machine: in this one, a stall of this process delayed the server's replies too, and the
@@ -215,7 +233,7 @@ describe('SMTP transport: the silence limit before the handover', () => {
         let bytes = 0;
         stream.on('data', (chunk) => (bytes += chunk.length));
         stream.on('end', () => {
-          parentPort.postMessage({ received: bytes });
+          parentPort.postMessage(bytes);
           done();
         });
       },
@@ -244,21 +262,14 @@ describe('SMTP transport: the silence limit before the handover', () => {
         client.on('error', end);
         upstream.on('error', () => client.destroy());
       });
-      relay.listen(0, '127.0.0.1', () => parentPort.postMessage({ port: relay.address().port }));
+      relay.listen(0, '127.0.0.1', () => parentPort.postMessage(relay.address().port));
     });
   `;
   let thread: Worker;
   let port: number;
   const received: number[] = [];
   beforeAll(async () => {
-    thread = new Worker(slowRelay, { eval: true });
-    port = await new Promise<number>((resolve, reject) => {
-      thread.once('message', (m: { port: number }) => resolve(m.port));
-      thread.once('error', reject);
-    });
-    thread.on('message', (m: { received?: number }) => {
-      if (m.received !== undefined) received.push(m.received);
-    });
+    ({ thread, port } = await serverThread(slowRelay, (m) => received.push(Number(m))));
   });
   afterAll(() => thread.terminate());
 
@@ -310,12 +321,7 @@ describe('SMTP transport: silence judged after the replies already come', () => 
   let port: number;
   const delivered: string[] = [];
   beforeAll(async () => {
-    thread = new Worker(responder, { eval: true });
-    port = await new Promise<number>((resolve, reject) => {
-      thread.once('message', resolve);
-      thread.once('error', reject);
-    });
-    thread.on('message', (m: unknown) => delivered.push(String(m)));
+    ({ thread, port } = await serverThread(responder, (m) => delivered.push(String(m))));
   });
   afterAll(() => thread.terminate());
 

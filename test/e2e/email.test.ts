@@ -620,14 +620,35 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       await smtp.awaitMessages(() => smtp.forOrder(orderId), 2);
       return orderId;
     };
+    /** A paid order with a refund of `amount` that succeeded (its email not sent yet). */
+    const refunded = async (amount = 10_000) => {
+      const orderId = await paidOrder();
+      const refundId = await insertRefund(t.db.pool, { orderId, amount, status: 'succeeded' });
+      return { orderId, refundId };
+    };
+    /** The refund's email left 'sending', claimed `claimedAgo` ago (an interval) or given back. */
+    const leftSending = (
+      orderId: string,
+      refundId: string,
+      claimedAgo: string | null,
+      lastError: string | null = null,
+    ) =>
+      t.db.pool.query(
+        `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at, last_error, created_at, updated_at)
+         VALUES ($1, $2, 'refund', $3, $4, $4, 'sending', 1, $5, now() - $6::interval, $7, now(), now())`,
+        [
+          randomUUID(),
+          orderId,
+          refundId,
+          alice.email,
+          `<${orderId}.refund.${refundId}@shop.example>`,
+          claimedAgo,
+          lastError,
+        ],
+      );
 
     it('after its "refunded" email went out: the customer is told once that it did not reach them, however often the event is relayed', async () => {
-      const orderId = await paidOrder();
-      const refundId = await insertRefund(t.db.pool, {
-        orderId,
-        amount: 24_900,
-        status: 'succeeded',
-      });
+      const { orderId, refundId } = await refunded(24_900);
       await event('order.refunded', orderId, refundId);
       await smtp.awaitMessages(() => refundMails(orderId), 1);
       await reverse(refundId);
@@ -657,12 +678,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     }, 30_000);
 
     it('before its "refunded" email went out: neither is sent, both recorded suppressed (final, never owed)', async () => {
-      const orderId = await paidOrder();
-      const refundId = await insertRefund(t.db.pool, {
-        orderId,
-        amount: 10_000,
-        status: 'succeeded',
-      });
+      const { orderId, refundId } = await refunded();
       await reverse(refundId);
       await event('order.refunded', orderId, refundId);
       await event('order.refund-reversed', orderId, refundId);
@@ -706,27 +722,9 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
         },
       ];
       for (const c of cases) {
-        const orderId = await paidOrder();
-        const refundId = await insertRefund(t.db.pool, {
-          orderId,
-          amount: 10_000,
-          status: 'succeeded',
-        });
-        const key = `${orderId}.refund.${refundId}`;
-        await t.db.pool.query(
-          `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at, last_error, created_at, updated_at)
-           VALUES ($1, $2, 'refund', $3, $4, $4, 'sending', 1, $5, now() - $6::interval, $7, now(), now())`,
-          [
-            randomUUID(),
-            orderId,
-            refundId,
-            alice.email,
-            `<${key}@shop.example>`,
-            c.claimedAgo,
-            c.lastError,
-          ],
-        );
-        const mark = `${t.config.redis.keyPrefix}:email-accepted:${key}`;
+        const { orderId, refundId } = await refunded();
+        await leftSending(orderId, refundId, c.claimedAgo, c.lastError);
+        const mark = `${t.config.redis.keyPrefix}:email-accepted:${orderId}.refund.${refundId}`;
         if (c.accepted)
           await worker.get<Redis>(REDIS, { strict: false }).set(mark, '1', 'PX', 60_000);
         await reverse(refundId);
@@ -748,23 +746,8 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     }, 60_000);
 
     it('a "refunded" email claimed moments ago is waited for (its attempt may be sending it still, its lock session ended under it), not settled', async () => {
-      const orderId = await paidOrder();
-      const refundId = await insertRefund(t.db.pool, {
-        orderId,
-        amount: 10_000,
-        status: 'succeeded',
-      });
-      await t.db.pool.query(
-        `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at, created_at, updated_at)
-         VALUES ($1, $2, 'refund', $3, $4, $4, 'sending', 1, $5, now(), now(), now())`,
-        [
-          randomUUID(),
-          orderId,
-          refundId,
-          alice.email,
-          `<${orderId}.refund.${refundId}@shop.example>`,
-        ],
-      );
+      const { orderId, refundId } = await refunded();
+      await leftSending(orderId, refundId, '0 seconds');
       await reverse(refundId);
       await expect(
         worker.get(EmailService).send({ orderId, kind: 'refund_reversed', refundId }),
@@ -774,12 +757,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     }, 30_000);
 
     it('a refund email job that read the refund before the reversal cannot mail "refunded" after the reversal was found untold', async () => {
-      const orderId = await paidOrder();
-      const refundId = await insertRefund(t.db.pool, {
-        orderId,
-        amount: 10_000,
-        status: 'succeeded',
-      });
+      const { orderId, refundId } = await refunded();
       const succeeded = await worker.get(PaymentReader).findRefund(refundId);
       await reverse(refundId);
       const emails = worker.get(EmailService);
@@ -798,12 +776,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     }, 30_000);
 
     it('owed while its job is gone (Redis lost it): the reconciliation lists a reversal whose refund was reversed, not one whose refund stands', async () => {
-      const orderId = await paidOrder();
-      const refundId = await insertRefund(t.db.pool, {
-        orderId,
-        amount: 10_000,
-        status: 'succeeded',
-      });
+      const { orderId, refundId } = await refunded();
       const standing = await insertRefund(t.db.pool, {
         orderId,
         amount: 5_000,
