@@ -443,6 +443,14 @@ describe('EmailService', () => {
           delivered: false,
           outcome: 'sent',
         },
+        // an earlier attempt's unanswered handover, its error overwritten by a later failed one's
+        {
+          claimedAt: null,
+          lastError: '451 try later',
+          delivered: false,
+          handed: true,
+          outcome: 'sent',
+        },
         { claimedAt: null, lastError: null, delivered: 'unreadable', outcome: 'redis away' },
       ] as const;
       for (const c of cases) {
@@ -458,7 +466,8 @@ describe('EmailService', () => {
           return c.delivered;
         });
         Object.assign(deliveries, { markSuppressed });
-        Object.assign(transport, { alreadyDelivered });
+        const handedOver = jest.fn().mockResolvedValue('handed' in c);
+        Object.assign(transport, { alreadyDelivered, handedOver });
         const outcome = await service.send(job).catch((err: Error) => err);
         if (c.outcome === 'busy') expect(outcome).toBeInstanceOf(EmailDeliveryBusyError);
         else if (c.outcome === 'redis away')
@@ -487,7 +496,15 @@ describe('EmailService', () => {
     it("a refund's email recorded sent between the look and the suppression (an attempt that lost its lock) has the reversal told", async () => {
       const { service, deliveries, payments, transport } = setup();
       payments.findRefund.mockResolvedValue(reversed);
-      const left = { id: 'd0', attempts: 1, status: 'sending', claimedAt: null, lastError: null };
+      const left = {
+        id: 'd0',
+        orderId,
+        ref: 'r1',
+        attempts: 1,
+        status: 'sending',
+        claimedAt: null,
+        lastError: null,
+      };
       deliveries.find.mockImplementation(async (_o: string, kind: string) =>
         kind !== 'refund'
           ? null
@@ -499,6 +516,7 @@ describe('EmailService', () => {
       Object.assign(transport, { alreadyDelivered: jest.fn().mockResolvedValue(false) });
       expect(await service.send(job)).toBe('sent');
       expect(transport.send).toHaveBeenCalledTimes(1);
+      expect(deliveries.find).toHaveBeenLastCalledWith(orderId, 'refund', 'r1');
     });
 
     it('skips a refund that was not reversed (succeeded, or failed otherwise)', async () => {

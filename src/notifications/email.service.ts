@@ -225,7 +225,7 @@ export class EmailService {
 
   /**
    * Why the customer is not to be told that a refund was reversed: its own email ("we have
-   * refunded …") never went out — null when it was sent. Decided under that email's lock, which
+   * refunded …") never went out — null when it was sent, or may have been (settleLeftSending). Decided under that email's lock, which
    * its job holds from before its claim to after its 'sent' record: the job sending it right now
    * is waited for (EmailDeliveryBusyError: looked at again in seconds). Not being sent now, it is
    * settled here for good, as its own job will never settle it (that job skips a refund that
@@ -268,8 +268,9 @@ export class EmailService {
    * goes on with its conversation — so it is waited for (EmailDeliveryBusyError). Otherwise it is
    * abandoned: recorded sent when the transport knows it was delivered (and the reversal told);
    * else suppressed — and the reversal told all the same when it may have gone out (its worker
-   * died holding the claim, or its server was handed it whole and never answered: a takeover
-   * would have sent it again), so a customer who may have read "refunded" hears it did not reach
+   * died holding the claim, or a server was handed it whole and never answered, by its last
+   * attempt or — the transport's count, which a later failed attempt does not overwrite — an
+   * earlier one: a takeover would have sent it again), so a customer who may have read "refunded" hears it did not reach
    * them. A transport that cannot say just now fails the attempt (retried with its backoff).
    */
   private async settleLeftSending(
@@ -297,7 +298,9 @@ export class EmailService {
       return null;
     }
     const maybeSent =
-      claimed !== undefined || (delivery.lastError ?? '').includes(UNANSWERED_HANDOVER);
+      claimed !== undefined ||
+      (delivery.lastError ?? '').includes(UNANSWERED_HANDOVER) ||
+      ((await this.transport.handedOver?.(message)) ?? false);
     const reason = `its refund was reversed by the provider before it was ${maybeSent ? 'known to be delivered' : 'delivered'}`;
     if (!(await this.deliveries.markSuppressed(delivery.id, delivery.attempts, reason, now))) {
       // settled meanwhile after all (an attempt that lost its lock recorded its send)

@@ -38,6 +38,12 @@ export abstract class MailTransport {
    */
   alreadyDelivered?(message: OutgoingEmail): Promise<boolean>;
   /**
+   * Whether a send of `message` handed it to the mail server whole and had no answer — it may
+   * have been delivered (optional, as alreadyDelivered; rejects as it does). The record outlives
+   * the delivery's own `last_error`, which a later failed attempt overwrites.
+   */
+  handedOver?(message: OutgoingEmail): Promise<boolean>;
+  /**
    * Told once the delivery of `message` is recorded as sent: a record of the transport's own that
    * only served alreadyDelivered may go. Never throws.
    */
@@ -366,6 +372,14 @@ class SmtpMailTransport extends MailTransport {
   }
 
   /** 'sent' is recorded: the marks have served (left to expire if Redis cannot take the delete). */
+  override async handedOver(message: OutgoingEmail): Promise<boolean> {
+    const [handed] = await withTimeout(
+      this.redis.mget(this.handedPrefix + message.key),
+      ACCEPTED_MARK_TIMEOUT_MS,
+    );
+    return /^\d{1,9}$/.test(handed ?? '') && Number(handed) > 0;
+  }
+
   override async recorded(message: OutgoingEmail): Promise<void> {
     await withTimeout(
       this.redis.del(this.markPrefix + message.key, this.handedPrefix + message.key),

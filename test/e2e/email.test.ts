@@ -720,13 +720,25 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
           refund: 'suppressed',
           told: false,
         },
+        // ... after an earlier attempt handed it over whole and had no answer (counted)
+        {
+          claimedAgo: null,
+          lastError: '451 4.3.0 try again later',
+          accepted: false,
+          handed: true,
+          refund: 'suppressed',
+          told: true,
+        },
       ];
       for (const c of cases) {
         const { orderId, refundId } = await refunded();
         await leftSending(orderId, refundId, c.claimedAgo, c.lastError);
-        const mark = `${t.config.redis.keyPrefix}:email-accepted:${orderId}.refund.${refundId}`;
-        if (c.accepted)
-          await worker.get<Redis>(REDIS, { strict: false }).set(mark, '1', 'PX', 60_000);
+        const key = `${orderId}.refund.${refundId}`;
+        const mark = `${t.config.redis.keyPrefix}:email-accepted:${key}`;
+        const redis = worker.get<Redis>(REDIS, { strict: false });
+        if (c.accepted) await redis.set(mark, '1', 'PX', 60_000);
+        if ('handed' in c)
+          await redis.set(`${t.config.redis.keyPrefix}:email-handed:${key}`, '1', 'PX', 60_000);
         await reverse(refundId);
         await event('order.refund-reversed', orderId, refundId);
         await drain(worker, t.db.pool);
