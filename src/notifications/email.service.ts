@@ -225,9 +225,10 @@ export class EmailService {
 
   /**
    * Why the customer is not to be told that a refund was reversed: its own email ("we have
-   * refunded …") never went out — null when it was sent, or may have been (settleLeftSending). Decided under that email's lock, which
-   * its job holds from before its claim to after its 'sent' record: the job sending it right now
-   * is waited for (EmailDeliveryBusyError: looked at again in seconds). Not being sent now, it is
+   * refunded …") never went out — null when it was sent, or may have been (settleLeftSending).
+   * Decided under that email's lock, which its job holds from before its claim to after its
+   * 'sent' record: the job sending it right now is waited for (EmailDeliveryBusyError: looked at
+   * again in seconds). Not being sent now, it is
    * settled here for good, as its own job will never settle it (that job skips a refund that
    * failed, and the reconciliation owes it no more): one nobody has claimed is recorded
    * suppressed (so a job that read the refund before the reversal cannot mail "refunded" after
@@ -270,8 +271,9 @@ export class EmailService {
    * else suppressed — and the reversal told all the same when it may have gone out (its worker
    * died holding the claim, or a server was handed it whole and never answered, by its last
    * attempt or — the transport's count, which a later failed attempt does not overwrite — an
-   * earlier one: a takeover would have sent it again), so a customer who may have read "refunded" hears it did not reach
-   * them. A transport that cannot say just now fails the attempt (retried with its backoff).
+   * earlier one: a takeover would have sent it again), so a customer who may have read
+   * "refunded" hears it did not reach them. A transport that cannot say just now fails the
+   * attempt (retried with its backoff).
    */
   private async settleLeftSending(
     delivery: EmailDeliveryEntity,
