@@ -86,12 +86,13 @@ export class EmailDeliveryRepository {
 
   /**
    * Emails owed and not sent: outbox events that owe one (EMAIL_OF_TOPIC), published between
-   * `windowMs` and `graceMs` ago (on the database's clock) — or, with `events: 'dead'`, parked
-   * as dead by the relay (never published: written that long ago) — with no delivery recorded as sent —
-   * and only those the email job would send (the order and its customer exist; a refund email's
-   * refund belongs to the order and did not fail, a reversal's was reversed), so a job that rightly skipped one is not
-   * added back forever (a confirmation the job finds overtaken by a refund is listed, and its job
-   * added back once: it records it `suppressed`, which is final). Keyset-paged by (published_at, id) after `after`.
+   * `windowMs` and `graceMs` ago (on the database's clock) — or, with `events: 'dead'`, parked as
+   * dead by the relay (never published: written that long ago) — with no delivery recorded as
+   * sent — and only those the email job would send (the order and its customer exist; a refund
+   * email's refund belongs to the order and did not fail, a reversal's was reversed), so a job
+   * that rightly skipped one is not added back forever (a confirmation the job finds overtaken by
+   * a refund is listed, and its job added back once: it records it `suppressed`, which is final).
+   * Keyset-paged by (published_at, id) after `after`.
    */
   findUnsent(opts: {
     windowMs: number;

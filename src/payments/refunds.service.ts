@@ -769,7 +769,7 @@ export class RefundsService {
    * keeps returning money from is not paid again and again) — a person refunds it. Raised for a
    * person, once (as raiseIfFailed: when the reversal commits, or may have): an error log and
    * `refunds_reversed_total`; and the customer is emailed (`order.refund-reversed`: EmailService
-   * sends it only when the refund's own email went out).
+   * sends it only when the refund's own email went out, or may have).
    */
   private async reversed(refund: Refund): Promise<void> {
     await this.tx.run(async () => {
