@@ -52,17 +52,33 @@ describe('the worker in a Redis fault logs a bounded number of lines', () => {
   it('Redis out of memory (noeviction) with jobs due: the fetch loop spins, its lines do not (one per queue and message per 10 s)', async () => {
     const queue = worker.get<Queue>(getQueueToken(QueueName.Maintenance));
     await waitFor('the workers running', () => queue.getWorkersCount(), { until: (n) => n > 0 });
-    // jobs that come due while Redis refuses writes: the worker wakes for them and cannot take them
-    // (a job of a name no build knows: taken, once it can be, and put back for a minute)
-    for (let i = 0; i < 3; i++) {
-      await queue.add('maintenance.queue-error-logs-test', {}, { delay: 1_000 });
-    }
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-    const ooms = async () =>
-      Number(/errorstat_OOM:count=(\d+)/.exec(String(await admin.info('errorstats')))?.[1] ?? 0);
+    const info = async (section: string, field: string) =>
+      Number(new RegExp(`${field}(\\d+)`).exec(String(await admin.info(section)))?.[1] ?? 0);
+    const ooms = () => info('errorstats', 'errorstat_OOM:count=');
     const before = await ooms();
     await admin.config('SET', 'maxmemory-policy', 'noeviction');
-    await admin.config('SET', 'maxmemory', '1mb');
+    // jobs that come due while Redis refuses writes: the worker wakes for them and cannot take them
+    // (a job of a name no build knows: taken, once it can be, and put back for a minute). Checked
+    // untaken once Redis refuses: a stall of this process longer than their delay let the worker
+    // take them first, and CI's loop had nothing to spin on (88 refusals in 45 s)
+    for (let attempt = 1; ; attempt++) {
+      const jobs = [];
+      for (let i = 0; i < 3; i++) {
+        jobs.push(
+          await queue.add('maintenance.queue-error-logs-test', {}, { delay: 1_000 * attempt }),
+        );
+      }
+      // below what it holds, whatever that is (~2.7 MB here; a bare server's ~0.9 MB)
+      const used = await info('memory', 'used_memory:');
+      await admin.config('SET', 'maxmemory', String(Math.floor(used / 2)));
+      const taken = await Promise.all(
+        jobs.map((job) => admin.hexists(queue.toKey(job.id!), 'processedOn')),
+      );
+      if (taken.every((t) => t === 0)) break;
+      expect(attempt).toBeLessThan(3);
+      await admin.config('SET', 'maxmemory', '0');
+    }
     const oomLines = () =>
       warn.mock.calls
         .map((args) => String(args[0]))
