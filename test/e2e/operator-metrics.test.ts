@@ -178,15 +178,17 @@ describe('metrics an operator reads in an incident', () => {
     it("no worker consuming: a job past its delay stays in `delayed` and counts from when it was due; one not yet due does not count, nor does a job scheduler's next run before its time", async () => {
       const q = queue('overdue');
       const scheduled = queue('scheduled');
-      await q.add('expire-reservation', {}, { delay: 1_500 });
+      // (due in 4 s: a stall of this process between adding them and the first look must not
+      // make them due already)
+      await q.add('expire-reservation', {}, { delay: 4_000 });
       await q.add('later', {}, { delay: 600_000 });
       await scheduled.upsertJobScheduler('sweep', {
         every: 600_000,
-        startDate: Date.now() + 1_500,
+        startDate: Date.now() + 4_000,
       });
       expect(await scheduled.getJobCounts('wait', 'delayed')).toEqual({ wait: 0, delayed: 1 });
       expect(await ages('overdue', 'scheduled')).toEqual([0, 0]); // neither due yet
-      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
       // due 1.5 s ago: no worker has fetched them, both still in `delayed`
       expect(await q.getJobCounts('wait', 'delayed')).toEqual({ wait: 0, delayed: 2 });
       expect(await scheduled.getJobCounts('wait', 'delayed')).toEqual({ wait: 0, delayed: 1 });
