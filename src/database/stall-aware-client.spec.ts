@@ -104,7 +104,9 @@ async function fakePostgres() {
 }
 
 describe("stallAwareClient: a give-up drops the pool's idle connections the silence cut too", () => {
-  const SILENCE_MS = 600;
+  // (3 s: the fake server answers from this process, and the first test must open and use a
+  // connection within half of it — 300 ms of a 600 ms limit left a stall of the worker no room)
+  const SILENCE_MS = 3_000;
   let pg: Awaited<ReturnType<typeof fakePostgres>>;
   beforeAll(async () => {
     pg = await fakePostgres();
@@ -150,7 +152,9 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
       idleOld.release();
       expect(pool.idleCount).toBe(2);
 
-      expect(await given).toMatch(/Query read timeout: PostgreSQL sent nothing for 600 ms/);
+      expect(await given).toMatch(
+        `Query read timeout: PostgreSQL sent nothing for ${SILENCE_MS} ms`,
+      );
       // both idle ones are out of the pool (the give-up's own is still held)
       expect(pool.idleCount).toBe(0);
       expect(pool.totalCount).toBe(2);
@@ -160,7 +164,7 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
       expect(poolErrors.every(isDroppedIdle)).toBe(true);
       // one line for the give-up's drops (the pool's error for each is not logged: poolErrorHandler)
       expect(warn.mock.calls.map(([line]) => line)).toEqual([
-        "PostgreSQL sent nothing for 600 ms on a pool connection: dropped the pool's 2 idle connection(s)",
+        `PostgreSQL sent nothing for ${SILENCE_MS} ms on a pool connection: dropped the pool's 2 idle connection(s)`,
       ]);
       // the one handed out (its statement not sent yet) is its holder's, left to its own timer
       expect(socketOf(handedOut).destroyed).toBe(false);
@@ -212,19 +216,19 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
       during.release();
       await sleep(100);
       pg.silence();
-      expect(await given).toMatch(/Query read timeout: PostgreSQL sent nothing for 600 ms/);
+      expect(await given).toMatch(
+        `Query read timeout: PostgreSQL sent nothing for ${SILENCE_MS} ms`,
+      );
       victim.release(new Error('given up'));
 
       const next = await pool.connect();
-      const startedAt = performance.now();
       const answer = await next.query('SELECT 1').then(
         () => 'answered',
         (err: Error) => err.message,
       );
-      const ms = performance.now() - startedAt;
       next.release();
-      expect(answer).toBe('answered'); // (not a Query read timeout after 600 ms on the dead one)
-      expect(ms).toBeLessThan(SILENCE_MS / 2);
+      // (not a Query read timeout after the silence on the dead one)
+      expect(answer).toBe('answered');
       expect(next).not.toBe(during);
     } finally {
       warn.mockRestore();

@@ -267,7 +267,8 @@ return 1`;
  * Retry-After (fail closed, like the login route's request limits). After a question or a
  * reservation failed, the store is not asked for a second (askStore, shared with the request
  * limits): a sign-in waits once, not once per question.
- * RATE_LIMIT_ENABLED=false switches it off.
+ * RATE_LIMIT_ENABLED=false switches it off in development only (config.signIn.enabled): elsewhere
+ * brute-force protection stays on whatever the request limits are.
  */
 @Injectable()
 export class FailedAttemptLimiter {
