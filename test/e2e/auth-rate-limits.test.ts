@@ -1260,7 +1260,12 @@ describe('rate limits with Redis stalled', () => {
     expect(recovered.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
   });
   it('a killed connection (a proxy restart, a failover) is waited out, not refused: sign-ins in its gap are judged as usual', async () => {
-    const client = t.app.get<Redis>(REDIS);
+    // (an app with the tests' 3 s store timeout: under 500 ms the reconnect — 200 ms, then a
+    // connect and a script — left a stall of this process ~250 ms before a sign-in was refused)
+    const waiting = await bootTestApp({
+      env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: redis.url },
+    });
+    const client = waiting.app.get<Redis>(REDIS);
     await waitFor('the client to be connected', () => client.status, {
       until: (s) => s === 'ready',
     });
@@ -1273,7 +1278,7 @@ describe('rate limits with Redis stalled', () => {
       await closed;
       answers = await Promise.all(
         Array.from({ length: 4 }, () =>
-          t.http.post('/v1/auth/login', {
+          waiting.http.post('/v1/auth/login', {
             email: `${randomUUID()}@x.io`,
             password: 'whatever-pass',
           }),
@@ -1281,6 +1286,7 @@ describe('rate limits with Redis stalled', () => {
       );
     } finally {
       admin.disconnect();
+      await waiting.close();
     }
     // unknown accounts: 401 each — neither a 503 nor a 429 for a Redis that was there all along
     expect(answers.map((a) => a.status)).toEqual([401, 401, 401, 401]);
