@@ -29,6 +29,7 @@ const logger = new Logger('Database');
  * nothing at all has come back for `silenceMs` — for a statement marked LONG_RUNNING, once its
  * silences of that length add up to `longRunningMs` — its connection is destroyed: the statement
  * fails (a connection failure: 503, counted by the circuit breaker) and the pool drops the client.
+ * Silence is judged once what already came is read (a stall of this process is not the server's).
  *
  * A PostgreSQL that keeps its connections and stops answering (a disk stall, a frozen host) or
  * vanishes without a reset (a failover) otherwise holds every statement sent to it for as long as
@@ -106,31 +107,52 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
           stream.setTimeout(silenceMs); // (fires again after another silence of that length)
           return;
         }
-        // now, in this same turn: no client of the idle list can be handed out meanwhile
-        StallAwareClient.dropAllIdle(silentMs);
-        // the server's side first: its backend may be alive (a statement waiting on a lock, a
-        // long one), holding the transaction's locks — an idempotency key's, hot rows' — until it
-        // next writes to the socket dropped here (or a timeout ends it): asked to cancel, it ends
-        // at once and gives them up
-        // — and the socket is closed only once the cancel was taken (a pooler such as PgBouncer
-        // closes its server connection when the client leaves, backend running, and then drops a
-        // cancel whose client is gone); the answer to the cancelled statement is not read: over
-        // TLS node-postgres reads from the TLS socket (`connection.stream` since the upgrade),
-        // which reads the raw one's bytes itself, so pausing the raw socket stopped nothing — the
-        // holder got the cancel's 57014, released a client that looked sound, and the pool handed
-        // it to the next caller, whose statement the destroy below then failed. Both are paused,
-        // and the client is marked not queryable, as node-postgres marks one whose connection
-        // failed: whatever its holder gets, pg-pool ends it on release instead of idling it
-        // (the holder gets the destroy's error, a connection failure: 503, counted by the breaker)
-        stream.pause();
-        self.connection.stream.pause();
-        self._queryable = false;
-        void cancelOnServer(this).then(() =>
-          stream.destroy(
-            new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`),
-          ),
-        );
+        // judged after what already came is read: timers run before the event loop reads its
+        // sockets, so after a stall of this process (a long GC, a busy loop) as long as the limit,
+        // an answer that came during it was taken for the server's silence and a live statement
+        // cut — read in the same turn's poll phase, before its immediates
+        const readBefore = bytesRead();
+        setImmediate(() => {
+          if (self._activeQuery !== active || bytesRead() !== readBefore) {
+            silentMs -= silenceMs; // (this one was no silence)
+            stream.setTimeout(silenceMs);
+            return;
+          }
+          this.giveUp(silentMs);
+        });
       });
+      /** Bytes read on the raw socket and, over TLS, on the TLS socket that reads from it. */
+      const bytesRead = () =>
+        stream.bytesRead +
+        (self.connection.stream === stream ? 0 : self.connection.stream.bytesRead);
+    }
+
+    /** Gives up on the statement out after `silentMs` of silence (stream.on('timeout') above). */
+    private giveUp(silentMs: number): void {
+      const self = this as unknown as { connection: { stream: Socket }; _queryable: boolean };
+      const stream = this.socket;
+      // now, in this same turn: no client of the idle list can be handed out meanwhile
+      StallAwareClient.dropAllIdle(silentMs);
+      // the server's side first: its backend may be alive (a statement waiting on a lock, a
+      // long one), holding the transaction's locks — an idempotency key's, hot rows' — until it
+      // next writes to the socket dropped here (or a timeout ends it): asked to cancel, it ends
+      // at once and gives them up
+      // — and the socket is closed only once the cancel was taken (a pooler such as PgBouncer
+      // closes its server connection when the client leaves, backend running, and then drops a
+      // cancel whose client is gone); the answer to the cancelled statement is not read: over
+      // TLS node-postgres reads from the TLS socket (`connection.stream` since the upgrade),
+      // which reads the raw one's bytes itself, so pausing the raw socket stopped nothing — the
+      // holder got the cancel's 57014, released a client that looked sound, and the pool handed
+      // it to the next caller, whose statement the destroy below then failed. Both are paused,
+      // and the client is marked not queryable, as node-postgres marks one whose connection
+      // failed: whatever its holder gets, pg-pool ends it on release instead of idling it
+      // (the holder gets the destroy's error, a connection failure: 503, counted by the breaker)
+      stream.pause();
+      self.connection.stream.pause();
+      self._queryable = false;
+      void cancelOnServer(this).then(() =>
+        stream.destroy(new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`)),
+      );
     }
 
     /**

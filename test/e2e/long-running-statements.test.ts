@@ -63,6 +63,31 @@ describe('statements the server is silent on', () => {
     expect(await outcome(300, 1_500, url, long, long, long)).toBe('answered');
   });
 
+  it('an answer that came while this process was busy is read before the silence is judged', async () => {
+    const StallAware = stallAwareClient(300);
+    const client = new StallAware({ connectionString: t.db.url });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const answer = client.query('SELECT pg_sleep(0.1)').then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      // the event loop held for over three limits (a long GC, a busy loop): the answer comes
+      // meanwhile, and the silence timer is due before the socket is read
+      const until = performance.now() + 1_000;
+      while (performance.now() < until);
+      expect(await answer).toBe('answered');
+      // … and the connection still serves, its silence still judged
+      expect(await client.query('SELECT 1 AS one')).toMatchObject({ rows: [{ one: 1 }] });
+      await expect(client.query('SELECT pg_sleep(2)')).rejects.toThrow(
+        /Query read timeout: PostgreSQL sent nothing for 300 ms/,
+      );
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  });
+
   it("the worker's pool gives an ordinary statement the same limit as the API's", async () => {
     worker = await bootTestWorker(t.config);
     const db = worker.get(DataSource);
