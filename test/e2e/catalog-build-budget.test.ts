@@ -75,8 +75,10 @@ describe('catalog builds paid for by their time, per client', () => {
     jest.restoreAllMocks();
     for (const q of ['delta', 'epsilon']) expectRateLimited(await search(attacker, q), 60);
     // another client is untouched, and its pages are the attacker's to read: one being built
-    // for the shopper right now is joined (no build of the attacker's own) …
-    const building = slowPages(1);
+    // for the shopper right now is joined (no build of the attacker's own) … (2.5 s: the attacker's
+    // request must come while it lasts, and this process serves both — within 1 s, a stall made
+    // it a build of its own, refused; within the shopper's 5 s, who builds once more below)
+    const building = slowPages(2.5);
     const shoppers = search(shopper, 'zeta');
     await waitFor('the shopper’s build under way', async () => building.running, {
       until: (n) => n >= 1,
