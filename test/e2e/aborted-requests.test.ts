@@ -58,9 +58,11 @@ describe('aborted requests (a real API process, LOG_LEVEL=info)', () => {
         HOST: '127.0.0.1',
         METRICS_PORT: String(metricsPort),
         RATE_LIMIT_ENABLED: 'true',
-        // (a body too slow is refused within ~2 s: the server's 408, no client's abort)
-        HTTP_REQUEST_TIMEOUT_MS: '1000',
-        HTTP_HEADERS_TIMEOUT_MS: '1000',
+        // (a body too slow is refused within ~5 s: the server's 408, no client's abort — at 1 s,
+        // a stall of this process between a login's byte and its hang-up, or of the API before it
+        // read the hang-up, made an abort a 408)
+        HTTP_REQUEST_TIMEOUT_MS: '5000',
+        HTTP_HEADERS_TIMEOUT_MS: '5000',
         // (the last test aborts during the shutdown's delay: still served, so still counted)
         SHUTDOWN_DELAY_MS: '3000',
       },
