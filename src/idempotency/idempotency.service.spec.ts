@@ -30,7 +30,7 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
     });
     const started = Date.now();
     expect(await new IdempotencyService(stalled).keyInUse('user:u1', 'k1')).toBe(true);
-    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(Date.now() - started).toBeLessThan(3_000); // (250 ms, and room for a stall)
   });
 
   it('an asker whose pair is in a running statement waits for its answer past 250 ms (its lock ends with the statement)', async () => {

@@ -54,7 +54,7 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, mget: 'stall' }), config);
     const started = Date.now();
     expect(await marks.knownSoldOut([P])).toBe(false);
-    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(Date.now() - started).toBeLessThan(3_000); // (250 ms, and room for a stall)
   });
 
   it('a clear that lands while a later one of the same product failed leaves the later one pending (retried, unrefused meanwhile)', async () => {
