@@ -98,26 +98,44 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
           counted = active;
           silentMs = 0;
         }
-        silentMs += silenceMs;
         const allowed =
           typeof active.text === 'string' && active.text.startsWith(LONG_RUNNING_PREFIX)
             ? longRunningMs
             : silenceMs;
-        if (silentMs < allowed) {
-          stream.setTimeout(silenceMs); // (fires again after another silence of that length)
-          return;
-        }
+        // the pool's idle connections, when this silence would be the last one allowed: dropped
+        // now, in this turn, so that none is handed out before the judgment below
+        const dropped = silentMs + silenceMs >= allowed ? StallAwareClient.dropAllIdle() : 0;
         // judged after what already came is read: timers run before the event loop reads its
         // sockets, so after a stall of this process (a long GC, a busy loop) as long as the limit,
         // an answer that came during it was taken for the server's silence and a live statement
-        // cut — read in the same turn's poll phase, before its immediates
+        // cut — read in this turn's poll phase, before its immediates
         const readBefore = bytesRead();
         setImmediate(() => {
-          if (self._activeQuery !== active || bytesRead() !== readBefore) {
-            silentMs -= silenceMs; // (this one was no silence)
-            stream.setTimeout(silenceMs);
+          // ended, released with an error or given up meanwhile: nothing of it to judge
+          if (stream.destroyed || self.connection.stream.destroyed || !self._queryable) {
+            if (dropped > 0)
+              logger.warn(
+                `PostgreSQL sent nothing for ${silentMs + silenceMs} ms on a pool connection, closed since: dropped the pool's ${dropped} idle connection(s)`,
+              );
             return;
           }
+          if (self._activeQuery !== active || bytesRead() !== readBefore) {
+            if (dropped > 0)
+              logger.warn(
+                `an answer from PostgreSQL was read late (this process was busy for ${silenceMs} ms or more): the pool's ${dropped} idle connection(s) dropped as for a silence`,
+              );
+            stream.setTimeout(silenceMs); // (no silence: counted from now)
+            return;
+          }
+          silentMs += silenceMs;
+          if (silentMs < allowed) {
+            stream.setTimeout(silenceMs); // (fires again after another silence of that length)
+            return;
+          }
+          if (dropped > 0)
+            logger.warn(
+              `PostgreSQL sent nothing for ${silentMs} ms on a pool connection: dropped the pool's ${dropped} idle connection(s)`,
+            );
           this.giveUp(silentMs);
         });
       });
@@ -131,8 +149,6 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
     private giveUp(silentMs: number): void {
       const self = this as unknown as { connection: { stream: Socket }; _queryable: boolean };
       const stream = this.socket;
-      // now, in this same turn: no client of the idle list can be handed out meanwhile
-      StallAwareClient.dropAllIdle(silentMs);
       // the server's side first: its backend may be alive (a statement waiting on a lock, a
       // long one), holding the transaction's locks — an idempotency key's, hot rows' — until it
       // next writes to the socket dropped here (or a timeout ends it): asked to cancel, it ends
@@ -192,15 +208,11 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
       return callback ? super.end(callback) : super.end();
     }
 
-    /** Drops every client idle in the pool now. */
-    private static dropAllIdle(silentMs: number): void {
+    /** Drops every client idle in the pool now: how many. */
+    private static dropAllIdle(): number {
       const dropped = [...idle];
       for (const client of dropped) client.dropIdle();
-      if (dropped.length > 0)
-        logger.warn(
-          `PostgreSQL sent nothing for ${silentMs} ms on a pool connection: dropped the pool's ` +
-            `${dropped.length} idle connection(s)`,
-        );
+      return dropped.length;
     }
 
     /**

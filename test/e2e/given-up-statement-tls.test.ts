@@ -3,6 +3,7 @@ import { TLSSocket } from 'node:tls';
 import { Client, Pool, type PoolConfig } from 'pg';
 import { dataSourceOptions } from '../../src/database/data-source-options';
 import { isConnectionFailure } from '../../src/database/db-circuit-breaker';
+import { stallAwareClient } from '../../src/database/stall-aware-client';
 import { PrivatePostgres } from '../support/private-postgres';
 import { waitFor } from '../support/wait-for';
 
@@ -114,6 +115,38 @@ describe('a statement given up for its silence over TLS', () => {
       await admin.end();
       await pool.end();
       await proxy.close();
+    }
+  });
+
+  it('an answer that came while this process was busy is read before the silence is judged (the raw socket counts the encrypted bytes)', async () => {
+    const StallAware = stallAwareClient(300);
+    const client = new StallAware({
+      connectionString: `${pg.url()}?sslmode=no-verify`,
+    });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const stream = (client as unknown as { connection: { stream: unknown } }).connection.stream;
+      expect(stream).toBeInstanceOf(TLSSocket);
+      const answer = client.query('SELECT pg_sleep(0.1)').then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      // the event loop held for over three limits once the statement left (over TLS in a later
+      // phase of this turn): the answer comes meanwhile, and the timers run before the next read
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          const until = performance.now() + 1_000;
+          while (performance.now() < until);
+          resolve();
+        }),
+      );
+      expect(await answer).toBe('answered');
+      await expect(client.query('SELECT pg_sleep(2)')).rejects.toThrow(
+        /Query read timeout: PostgreSQL sent nothing for 300 ms/,
+      );
+    } finally {
+      await client.end().catch(() => undefined);
     }
   });
 });

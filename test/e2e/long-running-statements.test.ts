@@ -88,6 +88,28 @@ describe('statements the server is silent on', () => {
     }
   });
 
+  it('a statement marked long-running keeps its allowance across a stall: not cut early, still given up at it', async () => {
+    const StallAware = stallAwareClient(300, 1_200);
+    const client = new StallAware({ connectionString: t.db.url });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const answer = client.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(0.9)`).then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      // busy past its allowance while it runs: its answer (at 0.9 s) comes meanwhile
+      const until = performance.now() + 1_500;
+      while (performance.now() < until);
+      expect(await answer).toBe('answered');
+      await expect(client.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(3)`)).rejects.toThrow(
+        /Query read timeout: PostgreSQL sent nothing for 1200 ms/,
+      );
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  });
+
   it("the worker's pool gives an ordinary statement the same limit as the API's", async () => {
     worker = await bootTestWorker(t.config);
     const db = worker.get(DataSource);
