@@ -228,7 +228,8 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     for (let i = 0; i < 3; i++) {
       const started = performance.now();
       expect(await relay.relayOnce()).toMatchObject({ published: 0, unavailable: true });
-      expect(performance.now() - started).toBeLessThan(1000);
+      // (its 200 ms look at the connection, with room for a stall of this process)
+      expect(performance.now() - started).toBeLessThan(2_500);
     }
     const held = await t.db.pool.query(
       `SELECT topic, status, attempts FROM outbox WHERE aggregate_id = $1 ORDER BY topic`,

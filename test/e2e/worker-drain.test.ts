@@ -75,10 +75,11 @@ describe('WorkerDrain with BullMQ', () => {
     });
     const startedAt = performance.now();
     await drain.beforeApplicationShutdown();
-    expect(performance.now() - startedAt).toBeLessThan(2_000);
+    // (300 ms, not the stuck job's forever: bounds with room for a stall of this process)
+    expect(performance.now() - startedAt).toBeLessThan(4_000);
     const again = performance.now();
     await worker.close(); // what @nestjs/bullmq's shutdown hook does next
-    expect(performance.now() - again).toBeLessThan(1_000);
+    expect(performance.now() - again).toBeLessThan(3_000);
     expect(worker.closing).toBeDefined();
     // the job stays active (its lock lapses; BullMQ's stalled check hands it to another worker)
     expect(await job.getState()).toBe('active');
