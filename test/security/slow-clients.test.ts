@@ -188,6 +188,11 @@ describe('slow clients', () => {
     for (const { text, closedAfterMs } of refused) {
       expect(problemOf(text)).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
       expect(text).toMatch(/\r\nretry-after: 1\r\n/i);
+      // the limit it ran into, named as every 429's (API.md)
+      expect(text).toMatch(
+        /\r\nratelimit-policy: "bodies-in-flight";q=1048576;qu="content-bytes"\r\n/i,
+      );
+      expect(text).toMatch(/\r\nratelimit: "bodies-in-flight";r=0;t=1\r\n/i);
       expect(text).toMatch(/\r\nconnection: close\r\n/i);
       // at once, not at the request limit (2 s): with room for a jest worker starved on a loaded run
       expect(closedAfterMs).toBeLessThan(1_500);

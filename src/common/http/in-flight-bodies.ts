@@ -1,4 +1,8 @@
 import { DomainError } from '../errors/domain-error';
+import { stateHeaderItem } from '../throttling/rate-limit.policies';
+
+/** The name a client's refusal gives its limit (RateLimit-Policy). */
+export const IN_FLIGHT_POLICY = 'bodies-in-flight';
 
 /**
  * The memory request bodies hold while they arrive: bytes of unfinished bodies per client and in
@@ -21,8 +25,14 @@ export class InFlightBodies {
   take(client: string, bytes: number): DomainError | null {
     const mine = this.perClient.get(client) ?? 0;
     if (mine + bytes > this.clientLimit) {
+      // (a 429 names its limit, as API.md asks of every one: bytes a client may have arriving at
+      // once — the IETF draft's quota unit "content-bytes" — none left, for about a second)
       return new DomainError('RATE_LIMITED', `Too many ${this.what} in flight; retry later.`, {
-        headers: { 'Retry-After': '1' },
+        headers: {
+          'Retry-After': '1',
+          'RateLimit-Policy': `"${IN_FLIGHT_POLICY}";q=${this.clientLimit};qu="content-bytes"`,
+          RateLimit: stateHeaderItem(IN_FLIGHT_POLICY, 0, 1),
+        },
       });
     }
     if (this.total + bytes > this.totalLimit) {
