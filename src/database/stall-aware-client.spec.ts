@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Client, Pool } from 'pg';
+import { Client, Pool, type PoolClient } from 'pg';
 import { isConnectionFailure } from './db-circuit-breaker';
 import { connectBoundedClient, isDroppedIdle, stallAwareClient } from './stall-aware-client';
 
@@ -184,6 +184,45 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
     } finally {
       warn.mockRestore();
       // (a client still held — a failed expectation — would keep the pool's end waiting)
+      await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+    }
+  });
+
+  it('drops them in the turn the silence is found: a caller asking at that very moment gets a fresh connection, never a dead one', async () => {
+    const pool = new Pool({
+      host: '127.0.0.1',
+      port: pg.port,
+      user: 'x',
+      database: 'x',
+      max: 6,
+      Client: connectBoundedClient(stallAwareClient(SILENCE_MS), 2_000),
+    });
+    pool.on('error', () => undefined);
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      const socketOf = (c: object) =>
+        (c as unknown as { connection: { stream: Socket } }).connection.stream;
+      const [victim, idleOld] = await Promise.all([pool.connect(), pool.connect()]);
+      for (const c of [victim, idleOld]) await c.query('SELECT 1');
+      idleOld.release();
+      pg.silence();
+      const given = victim.query('SELECT 1').then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      // asked from the silence timer's own turn (its listener after the client's): the pool hands
+      // an idle client out on the next tick — the dead one, were the drop left to the judgment
+      const asked = new Promise<PoolClient>((resolve, reject) =>
+        socketOf(victim).once('timeout', () => void pool.connect().then(resolve, reject)),
+      );
+      const next = await asked;
+      expect(next === idleOld).toBe(false); // (a client printed is pages long)
+      await expect(next.query('SELECT 1')).resolves.toBeDefined();
+      next.release();
+      expect(await given).toMatch(/Query read timeout/);
+      victim.release(new Error('given up'));
+    } finally {
+      warn.mockRestore();
       await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
     }
   });

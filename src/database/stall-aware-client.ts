@@ -122,7 +122,7 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
           if (self._activeQuery !== active || bytesRead() !== readBefore) {
             if (dropped > 0)
               logger.warn(
-                `an answer from PostgreSQL was read late (this process was busy for ${silenceMs} ms or more): the pool's ${dropped} idle connection(s) dropped as for a silence`,
+                `an answer from PostgreSQL came as a statement's silence limit (${silenceMs} ms) ran out, or was read late (this process busy): the pool's ${dropped} idle connection(s) dropped as for a silence`,
               );
             stream.setTimeout(silenceMs); // (no silence: counted from now)
             return;
@@ -224,6 +224,9 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
      */
     private dropIdle(): void {
       idle.delete(this);
+      // (a client given back with its statement still out — one of several run at once on a
+      // connection failed — has a backend that may hold locks: asked to cancel it, as a give-up does)
+      if ((this as unknown as { _activeQuery?: unknown })._activeQuery) void cancelOnServer(this);
       this.socket.destroy();
       (this as unknown as { connection: EventEmitter }).connection.emit(
         'error',

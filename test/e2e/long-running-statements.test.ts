@@ -88,6 +88,34 @@ describe('statements the server is silent on', () => {
     }
   });
 
+  it('a statement the server wrote to (a notice) while this process was busy is not silent: its limit runs from what came', async () => {
+    const StallAware = stallAwareClient(500);
+    const client = new StallAware({ connectionString: t.db.url });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      // a notice at once, the answer at 0.9 s: no silence of 500 ms after the notice
+      const answer = client
+        .query(`DO $$BEGIN RAISE NOTICE 'working'; PERFORM pg_sleep(0.9); END$$`)
+        .then(
+          () => 'answered',
+          (err: Error) => err.message,
+        );
+      // busy until 0.7 s (from the loop's check phase: its timers run before the next read), the
+      // notice unread: the silence timer is due, the statement still out
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          const until = performance.now() + 700;
+          while (performance.now() < until);
+          resolve();
+        }),
+      );
+      expect(await answer).toBe('answered');
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  });
+
   it('a statement marked long-running keeps its allowance across a stall: not cut early, still given up at it', async () => {
     const StallAware = stallAwareClient(300, 1_200);
     const client = new StallAware({ connectionString: t.db.url });
