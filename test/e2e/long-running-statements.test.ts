@@ -116,27 +116,39 @@ describe('statements the server is silent on', () => {
     }
   });
 
-  it('a statement marked long-running keeps its allowance across a stall: not cut early, still given up at it', async () => {
-    const StallAware = stallAwareClient(300, 1_200);
+  it('a statement marked long-running counts only its silences: a period in which the server wrote (read late, after a stall) is none', async () => {
+    const StallAware = stallAwareClient(1_000, 4_000);
     const client = new StallAware({ connectionString: t.db.url });
     client.on('error', () => undefined);
     await client.connect();
     try {
-      const answer = client.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(0.9)`).then(
-        () => 'answered',
-        (err: Error) => err.message,
+      // a notice at 0.5 s, the answer at 5 s: silent 4.5 s after the notice, within its 4 s
+      // allowance counted in whole periods from when the notice was read (1.5 s: given up at 5.5)
+      const answer = client
+        .query(
+          `/* ${LONG_RUNNING} */ DO $$BEGIN PERFORM pg_sleep(0.5); RAISE NOTICE 'working'; PERFORM pg_sleep(4.5); END$$`,
+        )
+        .then(
+          () => 'answered',
+          (err: Error) => err.message,
+        );
+      // busy until 1.5 s: the first period's timer is due before the notice is read — counted as
+      // a silence, the allowance ran out at 4.5 s
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          const until = performance.now() + 1_500;
+          while (performance.now() < until);
+          resolve();
+        }),
       );
-      // busy past its allowance while it runs: its answer (at 0.9 s) comes meanwhile
-      const until = performance.now() + 1_500;
-      while (performance.now() < until);
       expect(await answer).toBe('answered');
-      await expect(client.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(3)`)).rejects.toThrow(
-        /Query read timeout: PostgreSQL sent nothing for 1200 ms/,
+      await expect(client.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(6)`)).rejects.toThrow(
+        /Query read timeout: PostgreSQL sent nothing for 4000 ms/,
       );
     } finally {
       await client.end().catch(() => undefined);
     }
-  });
+  }, 30_000);
 
   it("the worker's pool gives an ordinary statement the same limit as the API's", async () => {
     worker = await bootTestWorker(t.config);
