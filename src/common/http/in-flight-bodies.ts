@@ -2,7 +2,7 @@ import { DomainError } from '../errors/domain-error';
 import { stateHeaderItem } from '../throttling/rate-limit.policies';
 
 /** The name a client's refusal gives its limit (RateLimit-Policy). */
-export const IN_FLIGHT_POLICY = 'bodies-in-flight';
+const IN_FLIGHT_POLICY = 'bodies-in-flight';
 
 /**
  * The memory request bodies hold while they arrive: bytes of unfinished bodies per client and in
