@@ -5,6 +5,7 @@ import { dataSourceOptions } from '../../src/database/data-source-options';
 import { isConnectionFailure } from '../../src/database/db-circuit-breaker';
 import { stallAwareClient } from '../../src/database/stall-aware-client';
 import { PrivatePostgres } from '../support/private-postgres';
+import { stallEventLoop } from '../support/event-loop-stall';
 import { waitFor } from '../support/wait-for';
 
 // (a statement of 0.3 s must answer under it with room for a stalled jest worker: at 600 ms, a
@@ -137,13 +138,7 @@ describe('a statement given up for its silence over TLS', () => {
         );
       // busy until 0.7 s once the statement left (over TLS in a later phase of this turn), the
       // notice unread: the silence timer is due before the next read, the statement still out
-      await new Promise<void>((resolve) =>
-        setImmediate(() => {
-          const until = performance.now() + 700;
-          while (performance.now() < until);
-          resolve();
-        }),
-      );
+      await stallEventLoop(700);
       expect(await answer).toBe('answered');
       await expect(client.query('SELECT pg_sleep(2)')).rejects.toThrow(
         /Query read timeout: PostgreSQL sent nothing for 500 ms/,

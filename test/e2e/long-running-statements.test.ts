@@ -2,6 +2,7 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { LONG_RUNNING, stallAwareClient } from '../../src/database/stall-aware-client';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { stallEventLoop } from '../support/event-loop-stall';
 import { bootTestWorker } from '../support/test-worker';
 
 /**
@@ -75,8 +76,7 @@ describe('statements the server is silent on', () => {
       );
       // the event loop held for over three limits (a long GC, a busy loop): the answer comes
       // meanwhile, and the silence timer is due before the socket is read
-      const until = performance.now() + 1_000;
-      while (performance.now() < until);
+      await stallEventLoop(1_000);
       expect(await answer).toBe('answered');
       // … and the connection still serves, its silence still judged
       expect(await client.query('SELECT 1 AS one')).toMatchObject({ rows: [{ one: 1 }] });
@@ -101,15 +101,8 @@ describe('statements the server is silent on', () => {
           () => 'answered',
           (err: Error) => err.message,
         );
-      // busy until 0.7 s (from the loop's check phase: its timers run before the next read), the
-      // notice unread: the silence timer is due, the statement still out
-      await new Promise<void>((resolve) =>
-        setImmediate(() => {
-          const until = performance.now() + 700;
-          while (performance.now() < until);
-          resolve();
-        }),
-      );
+      // busy until 0.7 s, the notice unread: the silence timer is due, the statement still out
+      await stallEventLoop(700);
       expect(await answer).toBe('answered');
     } finally {
       await client.end().catch(() => undefined);
@@ -132,15 +125,9 @@ describe('statements the server is silent on', () => {
           () => 'answered',
           (err: Error) => err.message,
         );
-      // busy until 1.5 s: the first period's timer is due before the notice is read — counted as
-      // a silence, the allowance ran out at 4.5 s
-      await new Promise<void>((resolve) =>
-        setImmediate(() => {
-          const until = performance.now() + 1_500;
-          while (performance.now() < until);
-          resolve();
-        }),
-      );
+      // busy until 1.5 s: the first period's timer is due before the notice is read (counted as
+      // a silence, the allowance ran out at 4.5 s)
+      await stallEventLoop(1_500);
       expect(await answer).toBe('answered');
       await expect(client.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(6)`)).rejects.toThrow(
         /Query read timeout: PostgreSQL sent nothing for 4000 ms/,
