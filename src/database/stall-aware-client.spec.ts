@@ -113,15 +113,22 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
   });
   afterAll(() => pg.close());
 
-  it('drops every one idle in the pool, opened before the silence or since; one handed out is kept', async () => {
-    const pool = new Pool({
+  /** A pool of `max` stall-aware clients on the fake server. */
+  const poolOf = (max: number, longRunningMs = SILENCE_MS) =>
+    new Pool({
       host: '127.0.0.1',
       port: pg.port,
       user: 'x',
       database: 'x',
-      max: 6,
-      Client: connectBoundedClient(stallAwareClient(SILENCE_MS, 10 * SILENCE_MS), 2_000),
+      max,
+      Client: connectBoundedClient(stallAwareClient(SILENCE_MS, longRunningMs), 2_000),
     });
+  /** Ends `pool` (a client still held — a failed expectation — would keep its end waiting). */
+  const end = (pool: Pool) =>
+    Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+
+  it('drops every one idle in the pool, opened before the silence or since; one handed out is kept', async () => {
+    const pool = poolOf(6, 10 * SILENCE_MS);
     const poolErrors: unknown[] = [];
     pool.on('error', (err) => poolErrors.push(err));
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
@@ -183,20 +190,12 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
       expect(pool.idleCount).toBe(1);
     } finally {
       warn.mockRestore();
-      // (a client still held — a failed expectation — would keep the pool's end waiting)
-      await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+      await end(pool);
     }
   });
 
   it('drops them in the turn the silence is found: a caller asking at that very moment gets a fresh connection, never a dead one', async () => {
-    const pool = new Pool({
-      host: '127.0.0.1',
-      port: pg.port,
-      user: 'x',
-      database: 'x',
-      max: 6,
-      Client: connectBoundedClient(stallAwareClient(SILENCE_MS), 2_000),
-    });
+    const pool = poolOf(6);
     pool.on('error', () => undefined);
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     try {
@@ -223,19 +222,12 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
       victim.release(new Error('given up'));
     } finally {
       warn.mockRestore();
-      await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+      await end(pool);
     }
   });
 
   it('drops one opened while the given-up statement was out, before the cut: the next caller does not wait out a silence on it', async () => {
-    const pool = new Pool({
-      host: '127.0.0.1',
-      port: pg.port,
-      user: 'x',
-      database: 'x',
-      max: 4,
-      Client: connectBoundedClient(stallAwareClient(SILENCE_MS), 2_000),
-    });
+    const pool = poolOf(4);
     pool.on('error', () => undefined);
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -271,7 +263,7 @@ describe("stallAwareClient: a give-up drops the pool's idle connections the sile
       expect(next).not.toBe(during);
     } finally {
       warn.mockRestore();
-      await Promise.race([pool.end(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+      await end(pool);
     }
   });
 });

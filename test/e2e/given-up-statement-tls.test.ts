@@ -5,7 +5,7 @@ import { dataSourceOptions } from '../../src/database/data-source-options';
 import { isConnectionFailure } from '../../src/database/db-circuit-breaker';
 import { stallAwareClient } from '../../src/database/stall-aware-client';
 import { PrivatePostgres } from '../support/private-postgres';
-import { stallEventLoop } from '../support/event-loop-stall';
+import { outcomeAcrossStall } from '../support/event-loop-stall';
 import { waitFor } from '../support/wait-for';
 
 // (a statement of 0.3 s must answer under it with room for a stalled jest worker: at 600 ms, a
@@ -130,16 +130,15 @@ describe('a statement given up for its silence over TLS', () => {
       const stream = (client as unknown as { connection: { stream: unknown } }).connection.stream;
       expect(stream).toBeInstanceOf(TLSSocket);
       // a notice at once, the answer at 0.9 s: no silence of 500 ms after the notice
-      const answer = client
-        .query(`DO $$BEGIN RAISE NOTICE 'working'; PERFORM pg_sleep(0.9); END$$`)
-        .then(
-          () => 'answered',
-          (err: Error) => err.message,
-        );
       // busy until 0.7 s once the statement left (over TLS in a later phase of this turn), the
       // notice unread: the silence timer is due before the next read, the statement still out
-      await stallEventLoop(700);
-      expect(await answer).toBe('answered');
+      expect(
+        await outcomeAcrossStall(
+          client,
+          `DO $$BEGIN RAISE NOTICE 'working'; PERFORM pg_sleep(0.9); END$$`,
+          700,
+        ),
+      ).toBe('answered');
       await expect(client.query('SELECT pg_sleep(2)')).rejects.toThrow(
         /Query read timeout: PostgreSQL sent nothing for 500 ms/,
       );

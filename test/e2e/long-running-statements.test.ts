@@ -2,7 +2,7 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { LONG_RUNNING, stallAwareClient } from '../../src/database/stall-aware-client';
 import { TestApp, bootTestApp } from '../support/test-app';
-import { stallEventLoop } from '../support/event-loop-stall';
+import { outcomeAcrossStall } from '../support/event-loop-stall';
 import { bootTestWorker } from '../support/test-worker';
 
 /**
@@ -70,14 +70,9 @@ describe('statements the server is silent on', () => {
     client.on('error', () => undefined);
     await client.connect();
     try {
-      const answer = client.query('SELECT pg_sleep(0.1)').then(
-        () => 'answered',
-        (err: Error) => err.message,
-      );
       // the event loop held for over three limits (a long GC, a busy loop): the answer comes
       // meanwhile, and the silence timer is due before the socket is read
-      await stallEventLoop(1_000);
-      expect(await answer).toBe('answered');
+      expect(await outcomeAcrossStall(client, 'SELECT pg_sleep(0.1)', 1_000)).toBe('answered');
       // … and the connection still serves, its silence still judged
       expect(await client.query('SELECT 1 AS one')).toMatchObject({ rows: [{ one: 1 }] });
       await expect(client.query('SELECT pg_sleep(2)')).rejects.toThrow(
@@ -95,15 +90,14 @@ describe('statements the server is silent on', () => {
     await client.connect();
     try {
       // a notice at once, the answer at 0.9 s: no silence of 500 ms after the notice
-      const answer = client
-        .query(`DO $$BEGIN RAISE NOTICE 'working'; PERFORM pg_sleep(0.9); END$$`)
-        .then(
-          () => 'answered',
-          (err: Error) => err.message,
-        );
       // busy until 0.7 s, the notice unread: the silence timer is due, the statement still out
-      await stallEventLoop(700);
-      expect(await answer).toBe('answered');
+      expect(
+        await outcomeAcrossStall(
+          client,
+          `DO $$BEGIN RAISE NOTICE 'working'; PERFORM pg_sleep(0.9); END$$`,
+          700,
+        ),
+      ).toBe('answered');
     } finally {
       await client.end().catch(() => undefined);
     }
@@ -117,18 +111,15 @@ describe('statements the server is silent on', () => {
     try {
       // a notice at 0.5 s, the answer at 5 s: silent 4.5 s after the notice, within its 4 s
       // allowance counted in whole periods from when the notice was read (1.5 s: given up at 5.5)
-      const answer = client
-        .query(
-          `/* ${LONG_RUNNING} */ DO $$BEGIN PERFORM pg_sleep(0.5); RAISE NOTICE 'working'; PERFORM pg_sleep(4.5); END$$`,
-        )
-        .then(
-          () => 'answered',
-          (err: Error) => err.message,
-        );
       // busy until 1.5 s: the first period's timer is due before the notice is read (counted as
       // a silence, the allowance ran out at 4.5 s)
-      await stallEventLoop(1_500);
-      expect(await answer).toBe('answered');
+      expect(
+        await outcomeAcrossStall(
+          client,
+          `/* ${LONG_RUNNING} */ DO $$BEGIN PERFORM pg_sleep(0.5); RAISE NOTICE 'working'; PERFORM pg_sleep(4.5); END$$`,
+          1_500,
+        ),
+      ).toBe('answered');
       await expect(client.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(6)`)).rejects.toThrow(
         /Query read timeout: PostgreSQL sent nothing for 4000 ms/,
       );
